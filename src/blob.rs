@@ -1,0 +1,280 @@
+//! Digests and gzip: turning a layer's bytes into the blob a registry stores.
+//!
+//! Knows nothing of images or registries. A layer is read once: its
+//! uncompressed digest (the diff_id), its compressed digest and size all come
+//! out of the same pass, and compressed bytes go to a spool file so that an
+//! upload (or a retried upload) never compresses again.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest as _, Sha256};
+
+/// gzip level for layers kvpush compresses itself (zlib's default balance).
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+
+/// Streaming buffers: large enough for throughput, small enough that memory
+/// stays flat whatever the layer size.
+const BUF_SIZE: usize = 256 * 1024;
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// True when `s` is a well-formed `sha256:<64 lowercase hex>` digest.
+pub fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A byte range of a file: where a layer or config lives inside a tarball.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRange {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl FileRange {
+    /// Open the file positioned at the range, limited to its length.
+    pub fn open(&self) -> io::Result<io::Take<File>> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        Ok(file.take(self.len))
+    }
+
+    /// Read the whole range; only for small members (configs, manifest.json).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(self.len as usize);
+        self.open()?.read_to_end(&mut buf)?;
+        if buf.len() as u64 != self.len {
+            return Err(truncated(&self.path));
+        }
+        Ok(buf)
+    }
+}
+
+fn truncated(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "{} ends before the member's data: the file is truncated",
+            path.display()
+        ),
+    )
+}
+
+/// Where the bytes of a ready-to-upload blob are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobBody {
+    /// Already compressed inside the source file: uploaded as it is.
+    Range(FileRange),
+    /// Compressed by kvpush into a spool file of its own.
+    Spool(PathBuf),
+}
+
+impl BlobBody {
+    pub fn range(&self, len: u64) -> FileRange {
+        match self {
+            BlobBody::Range(r) => r.clone(),
+            BlobBody::Spool(path) => FileRange {
+                path: path.clone(),
+                offset: 0,
+                len,
+            },
+        }
+    }
+}
+
+/// A layer ready to push: its registry identity and where its bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedLayer {
+    /// sha256 of the uncompressed tar (must equal the config's diff_id).
+    pub diff_id: String,
+    /// sha256 of the gzip blob (what the manifest and registry name).
+    pub digest: String,
+    /// Size of the gzip blob in bytes.
+    pub size: u64,
+    pub body: BlobBody,
+}
+
+/// Writer adapter that hashes and counts what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hash everything `reader` yields; returns (digest, byte count).
+fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
+    let mut sink = HashingWriter {
+        inner: io::sink(),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    io::copy(&mut reader, &mut sink)?;
+    Ok((
+        format!("sha256:{}", hex::encode(sink.hasher.finalize())),
+        sink.count,
+    ))
+}
+
+/// True when the range starts with the gzip magic bytes (1f 8b). The member
+/// name is not trusted: rules_docker names both kinds `layer.tar` at times.
+pub fn is_gzip(range: &FileRange) -> io::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut reader = range.open()?;
+    let mut got = 0;
+    while got < 2 {
+        match reader.read(&mut magic[got..])? {
+            0 => return Ok(false),
+            n => got += n,
+        }
+    }
+    Ok(magic == [0x1f, 0x8b])
+}
+
+/// Prepare one layer for upload in a single read of its bytes.
+///
+/// Gzip layers are hashed as they are and decompressed once to learn their
+/// diff_id; uncompressed layers are gzip-compressed into `spool` while both
+/// digests are computed.
+pub fn prepare_layer(src: &FileRange, spool: &Path, level: u32) -> io::Result<PreparedLayer> {
+    if is_gzip(src)? {
+        let (digest, size) = hash_reader(io::BufReader::with_capacity(BUF_SIZE, src.open()?))?;
+        if size != src.len {
+            return Err(truncated(&src.path));
+        }
+        let decoder =
+            flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(BUF_SIZE, src.open()?));
+        let (diff_id, _) = hash_reader(decoder)
+            .map_err(|e| io::Error::new(e.kind(), format!("layer is not valid gzip: {e}")))?;
+        return Ok(PreparedLayer {
+            diff_id,
+            digest,
+            size,
+            body: BlobBody::Range(src.clone()),
+        });
+    }
+
+    let out = HashingWriter {
+        inner: BufWriter::with_capacity(BUF_SIZE, File::create(spool)?),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    // mtime 0 and no file name keep the output identical from run to run.
+    let mut encoder: GzEncoder<_> = GzBuilder::new()
+        .mtime(0)
+        .write(out, Compression::new(level));
+    let mut input = HashingWriter {
+        inner: &mut encoder,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let copied = io::copy(&mut src.open()?, &mut input)?;
+    if copied != src.len {
+        return Err(truncated(&src.path));
+    }
+    let diff_id = format!("sha256:{}", hex::encode(input.hasher.finalize()));
+    let mut out = encoder.finish()?;
+    out.flush()?;
+    Ok(PreparedLayer {
+        diff_id,
+        digest: format!("sha256:{}", hex::encode(out.hasher.finalize())),
+        size: out.count,
+        body: BlobBody::Spool(spool.to_path_buf()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range_of(bytes: &[u8], dir: &Path, name: &str) -> FileRange {
+        // Surround the member with other bytes, as inside a tarball.
+        let path = dir.join(name);
+        let mut data = b"HEADER--".to_vec();
+        data.extend_from_slice(bytes);
+        data.extend_from_slice(b"--TRAILER");
+        std::fs::write(&path, data).unwrap();
+        FileRange {
+            path,
+            offset: 8,
+            len: bytes.len() as u64,
+        }
+    }
+
+    #[test]
+    fn uncompressed_layer_is_compressed_deterministically_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let src = range_of(&content, dir.path(), "layer");
+        let a = prepare_layer(&src, &dir.path().join("a.gz"), 6).unwrap();
+        let b = prepare_layer(&src, &dir.path().join("b.gz"), 6).unwrap();
+        assert_eq!(a.diff_id, sha256_digest(&content));
+        assert_eq!(
+            a.digest, b.digest,
+            "same input must give the same blob digest"
+        );
+        let gz = std::fs::read(dir.path().join("a.gz")).unwrap();
+        assert_eq!(a.size, gz.len() as u64);
+        assert_eq!(a.digest, sha256_digest(&gz));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, content);
+    }
+
+    #[test]
+    fn gzip_layer_is_used_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"some layer tar bytes".repeat(1000);
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(&content).unwrap();
+        let gz = enc.finish().unwrap();
+        let src = range_of(&gz, dir.path(), "layer.tar");
+        let p = prepare_layer(&src, &dir.path().join("unused"), 6).unwrap();
+        assert_eq!(p.digest, sha256_digest(&gz));
+        assert_eq!(p.diff_id, sha256_digest(&content));
+        assert_eq!(p.size, gz.len() as u64);
+        assert_eq!(p.body, BlobBody::Range(src));
+        assert!(!dir.path().join("unused").exists());
+    }
+
+    #[test]
+    fn truncated_range_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = range_of(b"short", dir.path(), "layer");
+        src.len = 10_000;
+        let err = prepare_layer(&src, &dir.path().join("x"), 6).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn digest_syntax() {
+        assert!(is_sha256_digest(&sha256_digest(b"x")));
+        assert!(!is_sha256_digest("sha256:abc"));
+        assert!(!is_sha256_digest("md5:0123"));
+    }
+}

@@ -1,0 +1,342 @@
+//! Command line: clap definitions, environment defaults as KubeVirt's
+//! scripts set them, validation into a [`Config`], and the top-level run.
+//! Nothing is pushed until the whole configuration is known to be valid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::push::{self, PlanInput, Status};
+use crate::targets::{self, Selection};
+use crate::{blob, report};
+
+const EXAMPLES: &str = "\
+Examples:
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3
+  kvpush virt-handler --registry localhost:5000/kubevirt --tag devel
+  kvpush all --registry localhost:5000/kubevirt --tag devel --tag devel-alt --digests-dir _out/digests
+  kvpush list --registry quay.io/kubevirt --tag v1.2.3";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvpush",
+    version,
+    about = "Push the container images Bazel built for KubeVirt to an OCI registry, all targets in one concurrent run",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    push: PushArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show each target, its images, the tarball found for each and where it would go.
+    List(CommonArgs),
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// Registry and path to push under, `$(container_prefix)` (e.g. quay.io/kubevirt, localhost:5000).
+    #[arg(long, env = "DOCKER_PREFIX")]
+    registry: Option<String>,
+    /// Tag to push; repeat for more tags (blobs go up once).
+    #[arg(long = "tag", env = "DOCKER_TAG", default_value = "latest")]
+    tags: Vec<String>,
+    /// Prefix of every image name, `$(image_prefix)` (e.g. `kv-` gives kv-virt-api).
+    #[arg(long, env = "IMAGE_PREFIX", default_value = "")]
+    image_prefix: String,
+    /// KubeVirt checkout holding `bazel-bin` (followed through its symlink).
+    #[arg(long, default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct PushArgs {
+    /// Targets to push: `all`, a target (virt-api or push-virt-api), or an
+    /// image of the bundle (cirros-container-disk-demo). Default: $PUSH_TARGETS.
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Most blob operations (compressions, uploads) at once.
+    #[arg(long, short = 'j', default_value_t = default_jobs())]
+    jobs: usize,
+    /// Show what would be pushed, reading the tarballs but touching no registry.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    insecure: bool,
+    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image targets.
+    #[arg(long, value_name = "DIR")]
+    digests_dir: Option<PathBuf>,
+    /// gzip level (1-9) for layers kvpush compresses.
+    #[arg(long, default_value_t = blob::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
+    compression_level: u32,
+    /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 4).clamp(4, 16)
+}
+
+/// A validated configuration: everything the run needs, nothing raw.
+#[derive(Debug)]
+pub struct Config {
+    pub selections: Vec<Selection>,
+    pub registry: String,
+    pub tags: Vec<String>,
+    pub image_prefix: String,
+    pub workspace: PathBuf,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub insecure: bool,
+    pub digests_dir: Option<PathBuf>,
+    pub compression_level: u32,
+}
+
+fn validate_common(common: &CommonArgs) -> Result<(), String> {
+    for tag in &common.tags {
+        push::plan::validate_tag(tag)?;
+    }
+    if let Some(registry) = &common.registry {
+        if registry.contains("://") {
+            return Err(format!(
+                "--registry {registry:?} has a scheme: give host and path only (e.g. quay.io/kubevirt); use --insecure for plain HTTP"
+            ));
+        }
+        // Any image name will do to check registry and prefix together.
+        push::Destination::new(registry, &common.image_prefix, "virt-api", &common.tags[0])?;
+    }
+    Ok(())
+}
+
+impl PushArgs {
+    fn into_config(self) -> Result<Config, String> {
+        validate_common(&self.common)?;
+        let mut names = self.targets;
+        if names.is_empty() {
+            names = std::env::var("PUSH_TARGETS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+        }
+        if names.is_empty() {
+            return Err("name what to push: `kvpush all`, one or more targets (e.g. virt-api), or set PUSH_TARGETS; see kvpush --help".into());
+        }
+        let selections = targets::resolve(&names)?;
+        let registry = self.common.registry.ok_or(
+            "no registry: pass --registry (e.g. --registry quay.io/kubevirt) or set DOCKER_PREFIX",
+        )?;
+        if self.jobs == 0 {
+            return Err("--jobs must be at least 1".into());
+        }
+        let mut tags = self.common.tags;
+        tags.dedup();
+        Ok(Config {
+            selections,
+            registry,
+            tags,
+            image_prefix: self.common.image_prefix,
+            workspace: self.common.workspace,
+            jobs: self.jobs,
+            dry_run: self.dry_run,
+            insecure: self.insecure,
+            digests_dir: self.digests_dir,
+            compression_level: self.compression_level,
+        })
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "warn,kvpush=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("kvpush: error: {message}");
+    ExitCode::from(2)
+}
+
+fn fatal(message: &str) -> ExitCode {
+    eprintln!("kvpush: error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::List(common)) => run_list(common),
+        None => {
+            init_logging(cli.push.verbose);
+            match cli.push.into_config() {
+                Ok(config) => run_push(config),
+                Err(e) => usage_error(&e),
+            }
+        }
+    }
+}
+
+fn run_list(common: CommonArgs) -> ExitCode {
+    if let Err(e) = validate_common(&common) {
+        return usage_error(&e);
+    }
+    let selections = targets::resolve(&["all".to_string()]).expect("`all` always resolves");
+    let input = PlanInput {
+        workspace: &common.workspace,
+        selections: &selections,
+        registry: common.registry.as_deref(),
+        image_prefix: &common.image_prefix,
+        tags: &common.tags,
+    };
+    match push::plan(&input) {
+        Ok(plan) => {
+            print!("{}", report::list(&plan));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fatal(&e),
+    }
+}
+
+fn run_push(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let input = PlanInput {
+        workspace: &config.workspace,
+        selections: &config.selections,
+        registry: Some(&config.registry),
+        image_prefix: &config.image_prefix,
+        tags: &config.tags,
+    };
+    let plan = match push::plan(&input) {
+        Ok(plan) => plan,
+        Err(e) => return fatal(&e),
+    };
+    if config.dry_run {
+        print!("{}", report::dry_run(&plan));
+        return if plan.images.iter().all(|i| i.image.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let options = push::Options {
+        jobs: config.jobs,
+        insecure: config.insecure,
+        compression_level: config.compression_level,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
+    };
+    let results = match runtime.block_on(push::execute(&plan, options, &report::print_image)) {
+        Ok(results) => results,
+        Err(e) => return fatal(&e),
+    };
+    eprintln!("{}", report::summary(&results, started.elapsed()));
+    if let Some(dir) = &config.digests_dir {
+        if let Err(e) = report::write_digest_files(dir, &results) {
+            return fatal(&e);
+        }
+    }
+    if results
+        .iter()
+        .all(|r| !matches!(r.status, Status::Failed(_)))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.push.into_config()
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let c = parse(&[
+            "all",
+            "--registry",
+            "localhost:5000/kubevirt",
+            "--tag",
+            "a",
+            "--tag",
+            "b",
+            "-j",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.selections.len(), 7);
+        assert_eq!(c.tags, vec!["a", "b"]);
+        assert_eq!(c.jobs, 3);
+        let c = parse(&[
+            "push-virt-api",
+            "--registry",
+            "quay.io/kubevirt",
+            "--image-prefix",
+            "kv-",
+        ])
+        .unwrap();
+        assert_eq!(c.selections.len(), 1);
+        assert_eq!(c.image_prefix, "kv-");
+    }
+
+    #[test]
+    fn invalid_input_is_refused_before_any_work() {
+        assert!(parse(&["all", "--registry", "https://quay.io/kubevirt"])
+            .unwrap_err()
+            .contains("scheme"));
+        assert!(
+            parse(&["all", "--registry", "quay.io/kubevirt", "--tag", "bad tag"])
+                .unwrap_err()
+                .contains("invalid tag")
+        );
+        assert!(parse(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--image-prefix",
+            "Bad/"
+        ])
+        .is_err());
+        assert!(parse(&["nope", "--registry", "quay.io/kubevirt"])
+            .unwrap_err()
+            .contains("unknown target"));
+        assert!(parse(&["all", "--registry", "quay.io/kubevirt", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn list_is_a_subcommand_and_targets_are_positional() {
+        let cli =
+            Cli::try_parse_from(["kvpush", "list", "--registry", "quay.io/kubevirt"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::List(_))));
+    }
+}

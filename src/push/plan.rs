@@ -1,0 +1,305 @@
+//! From what the user selected to the images to push: finds bazel-bin, opens
+//! each tarball once, expands the bundle, and names every destination. Local
+//! work only; nothing here touches the network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::source::docker_archive::DockerArchive;
+use crate::source::Image;
+use crate::targets::{Selection, Target, BUNDLE_IMAGES, TARGETS};
+
+/// Where an image goes: one repository on one registry host, under a tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// Host as in references (`quay.io`, `localhost:5000`, `docker.io`).
+    pub host: String,
+    /// Repository path on that host (`kubevirt/virt-api`).
+    pub repo: String,
+    pub tag: String,
+    /// The reference as the user reads it: `{registry}/{prefix}{name}:{tag}`.
+    pub display: String,
+}
+
+/// Check a tag against the distribution spec's grammar.
+pub fn validate_tag(tag: &str) -> Result<(), String> {
+    let mut chars = tag.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+    if first_ok && rest_ok && tag.len() <= 128 {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tag {tag:?}: a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+        ))
+    }
+}
+
+impl Destination {
+    /// Build and validate `{registry}/{prefix}{name}:{tag}`.
+    pub fn new(
+        registry: &str,
+        image_prefix: &str,
+        name: &str,
+        tag: &str,
+    ) -> Result<Destination, String> {
+        validate_tag(tag)?;
+        let display = crate::targets::destination(registry, image_prefix, name, tag);
+        let parsed: oci_spec::distribution::Reference = display.parse().map_err(|e| {
+            format!("invalid destination {display:?} (from --registry {registry:?}, --image-prefix {image_prefix:?}): {e}")
+        })?;
+        if parsed.tag() != Some(tag) || parsed.digest().is_some() {
+            return Err(format!("invalid destination {display:?}: --registry and --image-prefix must not hold a tag or digest"));
+        }
+        Ok(Destination {
+            host: parsed.registry().to_string(),
+            repo: parsed.repository().to_string(),
+            tag: tag.to_string(),
+            display,
+        })
+    }
+}
+
+/// One image to push, with what is known locally about it.
+#[derive(Debug)]
+pub struct PlannedImage {
+    pub target: Target,
+    /// Image name (`virt-api`, `cirros-container-disk-demo`), or the
+    /// `push-*` target name when its tarball could not be read at all.
+    pub name: String,
+    pub tarball: PathBuf,
+    /// The image, or why it cannot be pushed (missing or broken tarball).
+    pub image: Result<Image, String>,
+    pub destinations: Vec<Destination>,
+}
+
+/// Everything a run will push, in target order.
+#[derive(Debug)]
+pub struct Plan {
+    pub bazel_bin: PathBuf,
+    pub images: Vec<PlannedImage>,
+}
+
+/// Find `bazel-bin` in the workspace, following its symlink.
+pub fn find_bazel_bin(workspace: &Path) -> Result<PathBuf, String> {
+    let link = workspace.join("bazel-bin");
+    match std::fs::metadata(&link) {
+        Ok(meta) if meta.is_dir() => Ok(link),
+        Ok(_) => Err(format!("{} is not a directory", link.display())),
+        Err(_) => match std::fs::read_link(&link) {
+            Ok(points_to) => Err(format!(
+                "{} is a symlink to {}, which does not exist: run `bazel build` first (the output base may have been cleaned)",
+                link.display(),
+                points_to.display()
+            )),
+            Err(_) => Err(format!(
+                "no bazel-bin in {}: run kvpush from the root of the KubeVirt checkout (or pass --workspace DIR) after `bazel build`",
+                workspace.display()
+            )),
+        },
+    }
+}
+
+/// What a plan needs from the configuration.
+pub struct PlanInput<'a> {
+    pub workspace: &'a Path,
+    pub selections: &'a [Selection],
+    /// `None` when only listing without a registry.
+    pub registry: Option<&'a str>,
+    pub image_prefix: &'a str,
+    pub tags: &'a [String],
+}
+
+fn missing_tarball(target: &Target, tarball: &Path) -> String {
+    format!(
+        "{} not found: build it with `{}`",
+        tarball.display(),
+        target.build_command()
+    )
+}
+
+/// Expand the selections into images, opening each tarball once.
+pub fn plan(input: &PlanInput) -> Result<Plan, String> {
+    let bazel_bin = find_bazel_bin(input.workspace)?;
+    // Which bundle images were asked for (None = the whole bundle).
+    let mut wanted: BTreeMap<Target, Option<Vec<String>>> = BTreeMap::new();
+    for sel in input.selections {
+        match sel {
+            Selection::Target(t) => {
+                wanted.insert(*t, None);
+            }
+            Selection::BundleImage(name) => {
+                if let Some(names) = wanted.entry(TARGETS[0]).or_insert_with(|| Some(Vec::new())) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    // Keep the order in which KubeVirt pushes targets.
+    let mut ordered: Vec<(Target, Option<Vec<String>>)> = wanted.into_iter().collect();
+    ordered.sort_by_key(|(t, _)| TARGETS.iter().position(|x| x == t));
+
+    let mut images = Vec::new();
+    for (target, names) in ordered {
+        let tarball = target.tarball_path(&bazel_bin);
+        let opened = if tarball.exists() {
+            DockerArchive::open(&tarball).map(Arc::new)
+        } else {
+            Err(missing_tarball(&target, &tarball))
+        };
+        let archive = match opened {
+            Ok(a) => a,
+            Err(e) => {
+                let names = names.unwrap_or_else(|| vec![target.push_name()]);
+                for name in names {
+                    images.push(planned(input, target, name, &tarball, Err(e.clone())));
+                }
+                continue;
+            }
+        };
+        if !target.bundle {
+            let image = single_entry(&archive, target.name).and_then(|i| archive.image(i));
+            images.push(planned(
+                input,
+                target,
+                target.name.to_string(),
+                &tarball,
+                image,
+            ));
+            continue;
+        }
+        let mut known: Vec<&str> = BUNDLE_IMAGES.to_vec();
+        if let Some(names) = &names {
+            known.extend(names.iter().map(String::as_str));
+        }
+        let by_name = archive.entries_by_name(&known);
+        let names = names.unwrap_or_else(|| {
+            let mut all: Vec<String> = BUNDLE_IMAGES.iter().map(|s| s.to_string()).collect();
+            let mut extra: Vec<String> = by_name
+                .keys()
+                .filter(|k| !all.contains(k))
+                .cloned()
+                .collect();
+            extra.sort();
+            all.extend(extra);
+            all
+        });
+        for name in names {
+            let image = match by_name.get(&name) {
+                Some(i) => archive.image(*i),
+                None => Err(not_in_bundle(&name, &tarball, &by_name, &target)),
+            };
+            images.push(planned(input, target, name, &tarball, image));
+        }
+    }
+    Ok(Plan { bazel_bin, images })
+}
+
+fn not_in_bundle(
+    name: &str,
+    tarball: &Path,
+    by_name: &HashMap<String, usize>,
+    target: &Target,
+) -> String {
+    let mut present: Vec<&str> = by_name.keys().map(String::as_str).collect();
+    present.sort();
+    format!(
+        "{} has no image {name:?} (it holds: {}); is the name right? If the bundle is stale, rebuild it with `{}`",
+        tarball.display(),
+        present.join(", "),
+        target.build_command()
+    )
+}
+
+/// The entry of a single-image tarball: its only one, or the one named.
+fn single_entry(archive: &DockerArchive, name: &str) -> Result<usize, String> {
+    if archive.entries.len() == 1 {
+        return Ok(0);
+    }
+    archive
+        .entries_by_name(&[name])
+        .get(name)
+        .copied()
+        .ok_or_else(|| {
+            format!(
+                "{} holds {} images and none is tagged as {name}",
+                archive.index.path.display(),
+                archive.entries.len()
+            )
+        })
+}
+
+fn planned(
+    input: &PlanInput,
+    target: Target,
+    name: String,
+    tarball: &Path,
+    image: Result<Image, String>,
+) -> PlannedImage {
+    let mut destinations = Vec::new();
+    let mut image = image;
+    if let Some(registry) = input.registry {
+        for tag in input.tags {
+            match Destination::new(registry, input.image_prefix, &name, tag) {
+                Ok(d) => destinations.push(d),
+                Err(e) => image = Err(e),
+            }
+        }
+    }
+    PlannedImage {
+        target,
+        name,
+        tarball: tarball.to_path_buf(),
+        image,
+        destinations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_and_validate() {
+        let d = Destination::new("localhost:5000/kubevirt", "", "virt-api", "devel").unwrap();
+        assert_eq!(
+            (d.host.as_str(), d.repo.as_str(), d.tag.as_str()),
+            ("localhost:5000", "kubevirt/virt-api", "devel")
+        );
+        assert_eq!(d.display, "localhost:5000/kubevirt/virt-api:devel");
+        let d = Destination::new("quay.io/kubevirt", "kv-", "virt-api", "v1.2.3").unwrap();
+        assert_eq!(d.repo, "kubevirt/kv-virt-api");
+        let d = Destination::new("kubevirt", "", "virt-api", "latest").unwrap();
+        assert_eq!(
+            (d.host.as_str(), d.repo.as_str()),
+            ("docker.io", "kubevirt/virt-api")
+        );
+
+        assert!(Destination::new("quay.io/kubevirt", "", "virt-api", "-bad")
+            .unwrap_err()
+            .contains("invalid tag"));
+        assert!(Destination::new("quay.io/kubevirt", "", "virt-api", "a:b").is_err());
+        assert!(Destination::new("Quay.io/KubeVirt", "", "virt-api", "v1").is_err());
+        assert!(Destination::new("quay.io/kubevirt", "UPPER", "virt-api", "v1").is_err());
+        assert!(Destination::new("quay.io/kubevirt:tag", "", "virt-api", "v1").is_err());
+    }
+
+    #[test]
+    fn bazel_bin_errors_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = find_bazel_bin(dir.path()).unwrap_err();
+        assert!(
+            err.contains("no bazel-bin") && err.contains("--workspace"),
+            "{err}"
+        );
+        std::os::unix::fs::symlink("bazel-out/nowhere/bin", dir.path().join("bazel-bin")).unwrap();
+        let err = find_bazel_bin(dir.path()).unwrap_err();
+        assert!(
+            err.contains("symlink to bazel-out/nowhere/bin, which does not exist"),
+            "{err}"
+        );
+    }
+}

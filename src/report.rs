@@ -1,0 +1,262 @@
+//! What the user sees: one line per pushed reference on stdout, errors and
+//! the summary on stderr, `kvpush list` and `--dry-run` tables, and the
+//! digest files KubeVirt's scripts read. Decides nothing.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::push::{BlobCounts, ImageResult, Plan, Status};
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Lines for a finished image: `REF@DIGEST` per tag (stdout) or an error (stderr).
+pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
+    match (&result.status, &result.digest) {
+        (Status::Failed(reason), _) => (
+            Vec::new(),
+            Some(format!(
+                "kvpush: error: {} ({}): {reason}",
+                result.name,
+                result.target.push_name()
+            )),
+        ),
+        (_, Some(digest)) => (
+            result
+                .references
+                .iter()
+                .map(|r| format!("{r}@{digest}"))
+                .collect(),
+            None,
+        ),
+        (_, None) => (Vec::new(), None),
+    }
+}
+
+/// Print a finished image as soon as it is done.
+pub fn print_image(result: &ImageResult) {
+    let (out, err) = image_lines(result);
+    for line in out {
+        println!("{line}");
+    }
+    if let Some(line) = err {
+        eprintln!("{line}");
+    }
+}
+
+/// The closing summary: images by outcome, blobs and bytes, time.
+pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
+    let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
+    let pushed = count(|s| *s == Status::Pushed);
+    let unchanged = count(|s| *s == Status::Unchanged);
+    let failed = count(|s| matches!(s, Status::Failed(_)));
+    let mut blobs = BlobCounts::default();
+    for r in results {
+        blobs.merge(&r.blobs);
+    }
+    let mut out = format!(
+        "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed; \
+         uploaded {} in {} blobs, {} mounted, {} already present; {:.1}s",
+        results.len(),
+        human_bytes(blobs.bytes_uploaded),
+        blobs.uploaded,
+        blobs.mounted,
+        blobs.existing,
+        elapsed.as_secs_f64()
+    );
+    if failed > 0 {
+        let names: Vec<&str> = results
+            .iter()
+            .filter(|r| matches!(r.status, Status::Failed(_)))
+            .map(|r| r.name.as_str())
+            .collect();
+        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+    }
+    out
+}
+
+/// Write `push-<target>.digest` (`sha256:<hex>`, no newline) for every
+/// single-image target that landed, as hack/build-manifests.sh reads them.
+pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create --digests-dir {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for r in results {
+        let (Some(file), Some(digest)) = (r.target.digest_file_name(), &r.digest) else {
+            continue;
+        };
+        if matches!(r.status, Status::Failed(_)) {
+            continue;
+        }
+        let path = dir.join(file);
+        // Write then rename, so a reader never sees half a digest.
+        let tmp = dir.join(format!(".{}.tmp", r.target.push_name()));
+        std::fs::write(&tmp, digest.as_bytes())
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn relative<'a>(path: &'a Path, plan: &Plan) -> String {
+    match path.strip_prefix(&plan.bazel_bin) {
+        Ok(rel) => format!("bazel-bin/{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// `kvpush list`: each target, its images, their tarball (or why it is
+/// unusable) and destination.
+pub fn list(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut current = None;
+    for image in &plan.images {
+        if current != Some(image.target) {
+            current = Some(image.target);
+            let _ = writeln!(
+                out,
+                "{}  ({})",
+                image.target.push_name(),
+                relative(&image.tarball, plan)
+            );
+        }
+        let state = match &image.image {
+            Ok(img) => format!(
+                "{} layers, {}",
+                img.layers.len(),
+                human_bytes(img.stored_size())
+            ),
+            Err(e) => format!("MISSING: {e}"),
+        };
+        let dest = if image.destinations.is_empty() {
+            "(pass --registry to see destinations)".to_string()
+        } else {
+            image
+                .destinations
+                .iter()
+                .map(|d| d.display.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(out, "  {:<36} {dest}\n  {:<36} {state}", image.name, "");
+    }
+    out
+}
+
+/// `--dry-run`: what would be pushed, without touching the network.
+pub fn dry_run(plan: &Plan) -> String {
+    let mut out = String::new();
+    for image in &plan.images {
+        match &image.image {
+            Ok(img) => {
+                for d in &image.destinations {
+                    let _ = writeln!(
+                        out,
+                        "would push {} ({} layers, {} before compression, from {})",
+                        d.display,
+                        img.layers.len(),
+                        human_bytes(img.stored_size()),
+                        relative(&image.tarball, plan)
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "cannot push {} ({}): {e}",
+                    image.name,
+                    image.target.push_name()
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::TARGETS;
+
+    fn result(status: Status, digest: Option<&str>, target: usize) -> ImageResult {
+        ImageResult {
+            target: TARGETS[target],
+            name: TARGETS[target].name.to_string(),
+            references: vec!["r/x:a".into(), "r/x:b".into()],
+            digest: digest.map(str::to_string),
+            status,
+            blobs: BlobCounts {
+                uploaded: 2,
+                bytes_uploaded: 3 << 20,
+                mounted: 1,
+                existing: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn lines_and_summary() {
+        let ok = result(Status::Pushed, Some("sha256:aa"), 2);
+        assert_eq!(
+            image_lines(&ok).0,
+            vec!["r/x:a@sha256:aa", "r/x:b@sha256:aa"]
+        );
+        let bad = result(Status::Failed("boom".into()), None, 3);
+        assert_eq!(
+            image_lines(&bad).1.unwrap(),
+            "kvpush: error: virt-controller (push-virt-controller): boom"
+        );
+        let s = summary(&[ok, bad], Duration::from_millis(1500));
+        assert!(
+            s.contains("2 images: 1 pushed, 0 skipped (already up to date), 1 failed"),
+            "{s}"
+        );
+        assert!(s.contains("uploaded 6.0 MiB in 4 blobs, 2 mounted"), "{s}");
+        assert!(s.contains("failed: virt-controller"), "{s}");
+    }
+
+    #[test]
+    fn digest_files_only_for_landed_single_image_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = [
+            result(Status::Pushed, Some("sha256:11"), 2),
+            result(Status::Unchanged, Some("sha256:22"), 4),
+            result(Status::Failed("x".into()), Some("sha256:33"), 3),
+            result(Status::Pushed, Some("sha256:44"), 0),
+        ];
+        let written = write_digest_files(dir.path(), &results).unwrap();
+        assert_eq!(written.len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("push-virt-api.digest")).unwrap(),
+            "sha256:11"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("push-virt-handler.digest")).unwrap(),
+            "sha256:22"
+        );
+        assert!(!dir.path().join("push-virt-controller.digest").exists());
+        assert!(!dir.path().join("push-other-images.digest").exists());
+    }
+}

@@ -1,0 +1,159 @@
+//! One pass over a tarball's headers, seeking over member data, so that any
+//! member can later be streamed from its offset without scanning again.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+
+use crate::blob::FileRange;
+
+/// Where each regular file of a tarball lives, by its normalised path.
+#[derive(Debug)]
+pub struct TarIndex {
+    pub path: PathBuf,
+    members: HashMap<String, FileRange>,
+}
+
+/// Member names are compared without a leading `./` (docker save writes
+/// none, some tools write one).
+pub fn normalise_member(name: &str) -> &str {
+    name.trim_start_matches("./")
+}
+
+impl TarIndex {
+    /// Read every header of `path` (data is seeked over, never read).
+    pub fn build(path: &Path) -> Result<TarIndex, String> {
+        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
+            .len();
+        if file_len == 0 {
+            return Err(format!(
+                "{} is empty: rebuild it with bazel",
+                path.display()
+            ));
+        }
+        let mut archive = tar::Archive::new(BufReader::with_capacity(64 * 1024, file));
+        let not_tar =
+            |e: io::Error| format!("{} is not a readable tar archive: {e}", path.display());
+        let mut members = HashMap::new();
+        for entry in archive.entries_with_seek().map_err(not_tar)? {
+            let entry = entry.map_err(not_tar)?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let name = entry
+                .path()
+                .map_err(not_tar)?
+                .to_string_lossy()
+                .into_owned();
+            let range = FileRange {
+                path: path.to_path_buf(),
+                offset: entry.raw_file_position(),
+                len: entry.size(),
+            };
+            if range.offset + range.len > file_len {
+                return Err(format!(
+                    "{} is truncated: member {name} needs {} bytes past the end of the file; rebuild it with bazel",
+                    path.display(),
+                    range.offset + range.len - file_len
+                ));
+            }
+            // A rules_docker bundle may hold the same config twice; both
+            // copies are identical, the last one wins.
+            members.insert(normalise_member(&name).to_string(), range);
+        }
+        if members.is_empty() {
+            return Err(format!(
+                "{} is not a tar archive (no members found)",
+                path.display()
+            ));
+        }
+        Ok(TarIndex {
+            path: path.to_path_buf(),
+            members,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&FileRange> {
+        self.members.get(normalise_member(name))
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_tar(path: &Path, members: &[(&str, &[u8])]) {
+        let mut builder = tar::Builder::new(File::create(path).unwrap());
+        for (name, data) in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.finish().unwrap();
+    }
+
+    #[test]
+    fn indexes_members_and_reads_them_from_their_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar");
+        let long_name = format!("{}/layer.tar", "d".repeat(150));
+        write_tar(
+            &path,
+            &[
+                ("abc.json", b"{\"x\":1}"),
+                (&long_name, &[7u8; 5000]),
+                ("./manifest.json", b"[]"),
+            ],
+        );
+        let index = TarIndex::build(&path).unwrap();
+        assert_eq!(index.len(), 3);
+        assert_eq!(
+            index.get("abc.json").unwrap().read_all().unwrap(),
+            b"{\"x\":1}"
+        );
+        assert_eq!(
+            index.get(&long_name).unwrap().read_all().unwrap(),
+            vec![7u8; 5000]
+        );
+        assert_eq!(
+            index.get("manifest.json").unwrap().read_all().unwrap(),
+            b"[]"
+        );
+    }
+
+    #[test]
+    fn truncated_empty_and_non_tar_files_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tar");
+        write_tar(&path, &[("big", &[1u8; 100_000]), ("manifest.json", b"[]")]);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..50_000]).unwrap();
+        let err = TarIndex::build(&path).unwrap_err();
+        assert!(err.contains("truncated") && err.contains("t.tar"), "{err}");
+
+        std::fs::write(&path, b"").unwrap();
+        assert!(TarIndex::build(&path).unwrap_err().contains("empty"));
+
+        std::fs::write(
+            &path,
+            b"this is not a tar archive at all, just some text\n".repeat(20),
+        )
+        .unwrap();
+        let err = TarIndex::build(&path).unwrap_err();
+        assert!(err.contains("not a") && err.contains("t.tar"), "{err}");
+    }
+}
