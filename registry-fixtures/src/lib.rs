@@ -1,0 +1,57 @@
+//! Fixtures for kvpush tests, demos and benchmarks.
+//!
+//! * [`generate_workspace`]: a KubeVirt-shaped Bazel workspace whose
+//!   `bazel-bin` holds the `docker save`-style tarballs rules_docker v0.16
+//!   builds (go-containerregistry's legacy or compressed tarball writer), with
+//!   deterministic content of a chosen total size.
+//! * [`docker`]: helpers to hand-craft (broken) tarballs: [`build_archive`],
+//!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
+//! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
+//!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
+//!   tls, readonly, token), with access-log inspection, plus skopeo helpers.
+
+pub mod b64;
+pub mod content;
+pub mod docker;
+pub mod prng;
+pub mod registry;
+pub mod tarfmt;
+mod token;
+pub mod workspace;
+
+pub use docker::{
+    build_archive, gzip, image_config, layer_tar, random_layer, read_archive, read_manifest,
+    sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts, ManifestEntry,
+    TestImage,
+};
+pub use registry::{
+    skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
+};
+pub use workspace::{
+    bin_dir, generate_workspace, GeneratedImage, Workspace, WorkspaceSpec, OTHER_IMAGES,
+    SINGLE_IMAGES,
+};
+
+/// Parse a size like `8MiB`, `1GiB`, `512KiB`, `100MB`, `4096` into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests;
