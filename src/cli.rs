@@ -9,6 +9,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use crate::push::{self, PlanInput, Status};
+use crate::registry::auth::{Credential, FoundCredential, Secret};
+use crate::registry::retry::RetryPolicy;
 use crate::targets::{self, Selection};
 use crate::{blob, report};
 
@@ -80,6 +82,16 @@ struct PushArgs {
     /// gzip level (1-9) for layers kvpush compresses.
     #[arg(long, default_value_t = blob::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
     compression_level: u32,
+    /// User name for the registry (with --password-stdin); otherwise
+    /// KVPUSH_USERNAME/KVPUSH_PASSWORD, then docker/podman login files.
+    #[arg(long, requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the registry password (or token) from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Tries per registry request before giving up (transient errors only).
+    #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
+    retries: u32,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -103,6 +115,8 @@ pub struct Config {
     pub insecure: bool,
     pub digests_dir: Option<PathBuf>,
     pub compression_level: u32,
+    pub credential: Option<FoundCredential>,
+    pub retries: u32,
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), String> {
@@ -142,6 +156,10 @@ impl PushArgs {
         if self.jobs == 0 {
             return Err("--jobs must be at least 1".into());
         }
+        let credential = match self.username {
+            Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
+            _ => None,
+        };
         let mut tags = self.common.tags;
         tags.dedup();
         Ok(Config {
@@ -155,8 +173,29 @@ impl PushArgs {
             insecure: self.insecure,
             digests_dir: self.digests_dir,
             compression_level: self.compression_level,
+            credential,
+            retries: self.retries,
         })
     }
+}
+
+/// `--password-stdin`: the first line of standard input, never argv.
+fn read_password_stdin(username: String) -> Result<FoundCredential, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err("--password-stdin: standard input held no password".into());
+    }
+    Ok(FoundCredential {
+        credential: Credential::Basic {
+            username,
+            password: Secret::new(password),
+        },
+        source: "--username/--password-stdin".into(),
+    })
 }
 
 fn init_logging(verbose: u8) {
@@ -245,6 +284,11 @@ fn run_push(config: Config) -> ExitCode {
         jobs: config.jobs,
         insecure: config.insecure,
         compression_level: config.compression_level,
+        credential: config.credential.clone(),
+        retry: RetryPolicy {
+            attempts: config.retries,
+            ..RetryPolicy::default()
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

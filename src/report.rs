@@ -113,7 +113,7 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
     Ok(written)
 }
 
-fn relative<'a>(path: &'a Path, plan: &Plan) -> String {
+fn relative(path: &Path, plan: &Plan) -> String {
     match path.strip_prefix(&plan.bazel_bin) {
         Ok(rel) => format!("bazel-bin/{}", rel.display()),
         Err(_) => path.display().to_string(),

@@ -22,7 +22,9 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use super::plan::{Destination, Plan, PlannedImage};
 use crate::blob::{prepare_layer, sha256_digest, FileRange, PreparedLayer};
+use crate::registry::auth::{lookup_credentials, FoundCredential};
 use crate::registry::client::{Client, MountOutcome};
+use crate::registry::retry::RetryPolicy;
 use crate::registry::{media, Endpoint};
 use crate::source::Image;
 use crate::targets::Target;
@@ -34,6 +36,9 @@ pub struct Options {
     pub jobs: usize,
     pub insecure: bool,
     pub compression_level: u32,
+    /// Credentials from the command line; otherwise looked up per registry.
+    pub credential: Option<FoundCredential>,
+    pub retry: RetryPolicy,
 }
 
 /// What happened to one blob in one repository.
@@ -410,7 +415,12 @@ pub async fn execute(
     for image in &plan.images {
         for d in &image.destinations {
             if !clients.contains_key(&d.host) {
-                let client = Client::new(Endpoint::for_host(&d.host, options.insecure))
+                let credential = lookup_credentials(&d.host, options.credential.clone())?;
+                if let Some(c) = &credential {
+                    tracing::info!("using credentials for {} from {}", d.host, c.source);
+                }
+                let endpoint = Endpoint::for_host(&d.host, options.insecure);
+                let client = Client::new(endpoint, credential, options.retry.clone())
                     .map_err(|e| e.to_string())?;
                 // Fail fast, once, when the registry is not there at all.
                 client.ping().await.map_err(|e| e.to_string())?;

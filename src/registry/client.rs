@@ -1,15 +1,23 @@
 //! HTTP operations against one registry: blob existence, mount, upload and
-//! manifest PUT, built on reqwest.
+//! manifest PUT, built on reqwest. Every request goes through
+//! [`Client::execute`], which adds authentication (only for the registry's
+//! own host), answers 401 challenges once, and retries transient failures.
 //!
-//! Written on reqwest rather than oci-client because kvpush needs to mount
-//! across repositories, stream bodies from file ranges, and decide per
-//! response what happens next (see the README's design section).
+//! Written on reqwest rather than oci-client: kvpush needs retries, a pull
+//! scope on the source of cross-repository mounts, and bodies streamed from
+//! file ranges (see the README's design section).
 
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use std::time::Duration;
+
+use reqwest::header::{
+    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+};
 use reqwest::{Method, Response, StatusCode, Url};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use super::auth::{Authenticator, FoundCredential};
+use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use super::{describe_error_body, media, Endpoint, RegistryError};
 use crate::blob::FileRange;
 
@@ -24,23 +32,48 @@ pub enum MountOutcome {
     UploadAt(Url),
 }
 
+/// A request body, rebuilt for every try.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    File(&'a FileRange),
+}
+
+/// One request as `execute` needs it to (re)send it.
+struct Req<'a> {
+    op: &'a str,
+    method: Method,
+    url: Url,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Body<'a>,
+    /// Token scopes the request needs (`repository:NAME:pull,push`, ...).
+    scopes: &'a [String],
+    /// Retry transient failures here; false where a caller retries a larger
+    /// unit (a blob PUT restarts from its POST).
+    retry: bool,
+}
+
 /// A client for one registry host.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Client {
     endpoint: Endpoint,
     base: Url,
     http: reqwest::Client,
+    auth: Authenticator,
+    retry: RetryPolicy,
+    backoff: HostBackoff,
 }
 
 /// The error text of a transport failure, with every source in the chain
 /// but no URL (upload URLs can carry session state).
 fn transport_reason(err: reqwest::Error) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     let err = err.without_url();
     let mut source: Option<&dyn std::error::Error> = Some(&err);
     while let Some(e) = source {
         let text = e.to_string();
-        if parts.last() != Some(&text) {
+        if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         source = e.source();
@@ -48,24 +81,38 @@ fn transport_reason(err: reqwest::Error) -> String {
     parts.join(": ")
 }
 
+fn push_scopes(repo: &str) -> Vec<String> {
+    vec![format!("repository:{repo}:pull,push")]
+}
+
 impl Client {
-    pub fn new(endpoint: Endpoint) -> Result<Client, RegistryError> {
+    pub fn new(
+        endpoint: Endpoint,
+        credential: Option<FoundCredential>,
+        retry: RetryPolicy,
+    ) -> Result<Client, RegistryError> {
         let base = Url::parse(&endpoint.base_url).map_err(|e| RegistryError::Protocol {
             host: endpoint.host.clone(),
             message: format!("invalid registry address {}: {e}", endpoint.base_url),
         })?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .connect_timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(30))
+            // A stalled connection is an error to retry, not a hang.
+            .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| RegistryError::Protocol {
                 host: endpoint.host.clone(),
                 message: format!("cannot set up HTTP client: {}", transport_reason(e)),
             })?;
+        let auth = Authenticator::new(&endpoint.host, http.clone(), credential);
         Ok(Client {
             endpoint,
             base,
             http,
+            auth,
+            retry,
+            backoff: HostBackoff::default(),
         })
     }
 
@@ -79,18 +126,104 @@ impl Client {
             .expect("registry API paths are valid URL paths")
     }
 
-    async fn send(
-        &self,
-        operation: &str,
-        req: reqwest::RequestBuilder,
-        url: &Url,
-    ) -> Result<Response, RegistryError> {
-        tracing::debug!(host = %self.endpoint.host, %operation, path = url.path(), "request");
-        req.send().await.map_err(|e| RegistryError::Unreachable {
+    /// Credentials go only to the registry's own scheme, host and port.
+    fn same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    fn unreachable(&self, req: &Req<'_>, reason: String) -> RegistryError {
+        RegistryError::Unreachable {
             host: self.endpoint.host.clone(),
-            url: format!("{}{}", self.endpoint.base_url, url.path()),
-            reason: format!("{operation} failed: {}", transport_reason(e)),
+            url: format!("{}{}", self.endpoint.base_url, req.url.path()),
+            reason: format!("{} failed: {reason}", req.op),
+        }
+    }
+
+    async fn build(&self, req: &Req<'_>) -> Result<reqwest::RequestBuilder, RegistryError> {
+        let mut b = self.http.request(req.method.clone(), req.url.clone());
+        for (name, value) in &req.headers {
+            b = b.header(name, value);
+        }
+        if self.same_origin(&req.url) {
+            if let Some(h) = self.auth.header(req.scopes).await? {
+                b = b.header(AUTHORIZATION, h);
+            }
+        }
+        Ok(match req.body {
+            Body::Empty => b.header(CONTENT_LENGTH, 0),
+            Body::Bytes(bytes) => b.body(bytes.to_vec()),
+            Body::File(range) => {
+                let io_error = |e: std::io::Error| RegistryError::Protocol {
+                    host: self.endpoint.host.clone(),
+                    message: format!("cannot read {} to upload it: {e}", range.path.display()),
+                };
+                let mut file = tokio::fs::File::open(&range.path).await.map_err(io_error)?;
+                file.seek(std::io::SeekFrom::Start(range.offset))
+                    .await
+                    .map_err(io_error)?;
+                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF);
+                b.header(CONTENT_LENGTH, range.len)
+                    .body(reqwest::Body::wrap_stream(stream))
+            }
         })
+    }
+
+    /// Send `req`, answering one 401 challenge and retrying transient
+    /// failures (when `req.retry`) with back-off shared by the whole host.
+    async fn execute(&self, req: &Req<'_>) -> Result<Response, RegistryError> {
+        let mut answered_challenge = false;
+        let mut attempt = 0;
+        loop {
+            self.backoff.wait().await;
+            let started = std::time::Instant::now();
+            let sent = self.build(req).await?.send().await;
+            let last_try = !req.retry || attempt + 1 >= self.retry.attempts;
+            match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    tracing::debug!(host = %self.endpoint.host, method = %req.method, path = req.url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+                    if status == StatusCode::UNAUTHORIZED
+                        && !answered_challenge
+                        && self.same_origin(&req.url)
+                        && self.auth.on_unauthorized(resp.headers(), req.scopes).await
+                    {
+                        answered_challenge = true;
+                        continue;
+                    }
+                    if !retryable_status(status) || last_try {
+                        return Ok(resp);
+                    }
+                    let delay = self.retry.delay(attempt, retry_after(resp.headers()));
+                    if matches!(status.as_u16(), 429 | 503) {
+                        self.backoff.hold(delay);
+                    }
+                    tracing::warn!(
+                        "{} on {}: {status}; retrying in {:.1}s",
+                        self.endpoint.host,
+                        req.op,
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    let reason = transport_reason(e);
+                    if last_try {
+                        return Err(self.unreachable(req, reason));
+                    }
+                    let delay = self.retry.delay(attempt, None);
+                    tracing::warn!(
+                        "{} on {}: {reason}; retrying in {:.1}s",
+                        self.endpoint.host,
+                        req.op,
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            attempt += 1;
+        }
     }
 
     async fn status_error(&self, operation: &str, resp: Response) -> RegistryError {
@@ -104,25 +237,38 @@ impl Client {
         }
     }
 
-    /// `GET /v2/`: is this a registry we can talk to?
+    fn req<'a>(&self, op: &'a str, method: Method, url: Url, scopes: &'a [String]) -> Req<'a> {
+        Req {
+            op,
+            method,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+            scopes,
+            retry: true,
+        }
+    }
+
+    /// `GET /v2/`: is this a registry we can talk to (and log in to)?
     pub async fn ping(&self) -> Result<(), RegistryError> {
-        let url = self.url("/v2/");
+        let op = "GET /v2/ (API version check)";
         let resp = self
-            .send("GET /v2/", self.http.get(url.clone()), &url)
+            .execute(&self.req(op, Method::GET, self.url("/v2/"), &[]))
             .await?;
         if resp.status().is_success() {
             return Ok(());
         }
-        Err(self
-            .status_error("GET /v2/ (API version check)", resp)
-            .await)
+        Err(self.status_error(op, resp).await)
     }
 
     /// `HEAD /v2/<repo>/blobs/<digest>`: does the repository hold the blob?
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let op = format!("HEAD blob {repo}@{digest}");
-        let resp = self.send(&op, self.http.head(url.clone()), &url).await?;
+        let scopes = push_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .execute(&self.req(&op, Method::HEAD, url, &scopes))
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -130,8 +276,9 @@ impl Client {
         }
     }
 
-    fn location(&self, op: &str, headers: &HeaderMap) -> Result<Url, RegistryError> {
-        let location = headers
+    fn location(&self, op: &str, resp: &Response) -> Result<Url, RegistryError> {
+        let location = resp
+            .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| RegistryError::Protocol {
@@ -149,49 +296,46 @@ impl Client {
 
     /// `POST /v2/<repo>/blobs/uploads/`: open an upload session.
     pub async fn start_upload(&self, repo: &str) -> Result<Url, RegistryError> {
-        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let op = format!("POST upload to {repo}");
+        let scopes = push_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let resp = self
-            .send(
-                &op,
-                self.http.post(url.clone()).header(CONTENT_LENGTH, 0),
-                &url,
-            )
+            .execute(&self.req(&op, Method::POST, url, &scopes))
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(&op, resp).await);
         }
-        self.location(&op, resp.headers())
+        self.location(&op, &resp)
     }
 
-    /// Ask the registry to link a blob from another repository of its own.
+    /// Ask the registry to link a blob from another repository of its own;
+    /// the token must allow pulling from `from` as well.
     pub async fn mount_blob(
         &self,
         repo: &str,
         digest: &str,
         from: &str,
     ) -> Result<MountOutcome, RegistryError> {
+        let op = format!("mount {digest} from {from} into {repo}");
+        let mut scopes = push_scopes(repo);
+        scopes.push(format!("repository:{from}:pull"));
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         url.query_pairs_mut()
             .append_pair("mount", digest)
             .append_pair("from", from);
-        let op = format!("mount {digest} from {from} into {repo}");
         let resp = self
-            .send(
-                &op,
-                self.http.post(url.clone()).header(CONTENT_LENGTH, 0),
-                &url,
-            )
+            .execute(&self.req(&op, Method::POST, url, &scopes))
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(MountOutcome::Mounted),
-            StatusCode::ACCEPTED => Ok(MountOutcome::UploadAt(self.location(&op, resp.headers())?)),
+            StatusCode::ACCEPTED => Ok(MountOutcome::UploadAt(self.location(&op, &resp)?)),
             _ => Err(self.status_error(&op, resp).await),
         }
     }
 
     /// Finish an upload session with the whole blob in one `PUT ?digest=`,
-    /// streamed from `body` (never held in memory).
+    /// streamed from `body` (never held in memory). Not retried here: a
+    /// failed session is restarted from its POST by [`Client::upload_blob`].
     pub async fn put_blob(
         &self,
         mut location: Url,
@@ -201,40 +345,43 @@ impl Client {
     ) -> Result<(), RegistryError> {
         location.query_pairs_mut().append_pair("digest", digest);
         let op = format!("PUT blob {repo}@{digest}");
-        let io_error = |e: std::io::Error| RegistryError::Protocol {
-            host: self.endpoint.host.clone(),
-            message: format!(
-                "cannot read {} to upload {digest}: {e}",
-                body.path.display()
-            ),
-        };
-        let mut file = tokio::fs::File::open(&body.path).await.map_err(io_error)?;
-        file.seek(std::io::SeekFrom::Start(body.offset))
-            .await
-            .map_err(io_error)?;
-        let stream = ReaderStream::with_capacity(file.take(body.len), STREAM_BUF);
-        let req = self
-            .http
-            .put(location.clone())
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, body.len)
-            .body(reqwest::Body::wrap_stream(stream));
-        let resp = self.send(&op, req, &location).await?;
+        let scopes = push_scopes(repo);
+        let mut req = self.req(&op, Method::PUT, location, &scopes);
+        req.headers.push((
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ));
+        req.body = Body::File(body);
+        req.retry = false;
+        let resp = self.execute(&req).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.status_error(&op, resp).await);
         }
         Ok(())
     }
 
-    /// Upload a whole blob: open a session, then PUT it.
+    /// Upload a whole blob: open a session and PUT it; on a transient
+    /// failure, start again from a new session with a fresh read of `body`.
     pub async fn upload_blob(
         &self,
         repo: &str,
         digest: &str,
         body: &FileRange,
     ) -> Result<(), RegistryError> {
-        let location = self.start_upload(repo).await?;
-        self.put_blob(location, repo, digest, body).await
+        let mut attempt = 0;
+        loop {
+            let location = self.start_upload(repo).await?;
+            match self.put_blob(location, repo, digest, body).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
+                    let delay = self.retry.delay(attempt, None);
+                    tracing::warn!("{e}; restarting the upload in {:.1}s", delay.as_secs_f64());
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `HEAD /v2/<repo>/manifests/<reference>`: the digest the reference
@@ -244,16 +391,16 @@ impl Client {
         repo: &str,
         reference: &str,
     ) -> Result<Option<String>, RegistryError> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let op = format!("HEAD manifest {repo}:{reference}");
+        let scopes = push_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::HEAD, url, &scopes);
         let accept = format!("{}, {}", media::DOCKER_MANIFEST, media::OCI_MANIFEST);
-        let resp = self
-            .send(
-                &op,
-                self.http.head(url.clone()).header(ACCEPT, accept),
-                &url,
-            )
-            .await?;
+        req.headers.push((
+            ACCEPT,
+            HeaderValue::from_str(&accept).expect("static media types"),
+        ));
+        let resp = self.execute(&req).await?;
         match resp.status() {
             s if s.is_success() => Ok(resp
                 .headers()
@@ -275,19 +422,18 @@ impl Client {
         bytes: &[u8],
         digest: &str,
     ) -> Result<(), RegistryError> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let op = format!("PUT manifest {repo}:{reference}");
-        let req = Method::PUT;
-        let resp = self
-            .send(
-                &op,
-                self.http
-                    .request(req, url.clone())
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.to_vec()),
-                &url,
-            )
-            .await?;
+        let scopes = push_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::PUT, url, &scopes);
+        let content_type =
+            HeaderValue::from_str(media_type).map_err(|_| RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("invalid media type {media_type:?}"),
+            })?;
+        req.headers.push((CONTENT_TYPE, content_type));
+        req.body = Body::Bytes(bytes);
+        let resp = self.execute(&req).await?;
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }

@@ -1,7 +1,9 @@
 //! The OCI distribution protocol: one [`client::Client`] per registry host.
 //! Knows nothing about Bazel or images beyond blobs and manifests.
 
+pub mod auth;
 pub mod client;
+pub mod retry;
 
 use std::fmt;
 
@@ -122,6 +124,20 @@ pub fn describe_error_body(status: u16, body: &[u8]) -> String {
     };
     out.push_str(hint);
     out
+}
+
+impl RegistryError {
+    /// Worth trying again: the registry was unreachable or answered a
+    /// transient status.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Status { status, .. } => reqwest::StatusCode::from_u16(*status)
+                .map(retry::retryable_status)
+                .unwrap_or(false),
+            RegistryError::Protocol { .. } => false,
+        }
+    }
 }
 
 impl fmt::Display for Endpoint {

@@ -1,0 +1,130 @@
+//! When and how long to wait before trying a request again: transient
+//! statuses and transport errors, exponential back-off with full jitter,
+//! `Retry-After` honoured, and one back-off clock per registry host so that
+//! a burst of 429s slows every task down instead of each hammering alone.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Statuses peers (go-containerregistry, containers/image) retry.
+pub fn retryable_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        408 | 429 | 499 | 500 | 502 | 503 | 504 | 522
+    )
+}
+
+/// `Retry-After` in seconds (the form registries use), capped at 5 minutes.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(300)))
+}
+
+impl RetryPolicy {
+    /// Delay before try number `attempt + 1` (attempt counts from 0).
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(d) = retry_after {
+            return d.min(self.max_delay.max(d));
+        }
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        // Full jitter: uniformly between half and all of the exponential step.
+        let half = exp / 2;
+        half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64))
+    }
+}
+
+/// A per-host "nobody sends before" instant, pushed forward by throttling.
+#[derive(Debug)]
+pub struct HostBackoff {
+    until: Mutex<Instant>,
+}
+
+impl Default for HostBackoff {
+    fn default() -> Self {
+        HostBackoff {
+            until: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl HostBackoff {
+    /// Wait until the host's back-off, if any, has passed.
+    pub async fn wait(&self) {
+        let until = *self.until.lock().expect("backoff poisoned");
+        let now = Instant::now();
+        if until > now {
+            tokio::time::sleep(until - now).await;
+        }
+    }
+
+    /// The host said "slow down": hold every request for `delay`.
+    pub fn hold(&self, delay: Duration) {
+        let mut until = self.until.lock().expect("backoff poisoned");
+        *until = (*until).max(Instant::now() + delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        for s in [408, 429, 499, 500, 502, 503, 504, 522] {
+            assert!(retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [400, 401, 403, 404, 405, 413, 501] {
+            assert!(!retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+
+    #[test]
+    fn delays_grow_with_jitter_and_honour_retry_after() {
+        let p = RetryPolicy::default();
+        for attempt in 0..10 {
+            let d = p.delay(attempt, None);
+            let exp = p.base_delay.saturating_mul(1 << attempt).min(p.max_delay);
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempt}: {d:?} vs {exp:?}"
+            );
+        }
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+}

@@ -1,0 +1,193 @@
+//! Shared helpers for the integration tests: run the real `kvpush` binary
+//! with a clean environment, generate small workspaces, and check pushed
+//! images with skopeo (an independent client).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use flate2::read::GzDecoder;
+use kvpush_fixtures::{generate_workspace, GeneratedImage, Registry, Workspace, WorkspaceSpec};
+use sha2::{Digest, Sha256};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// `REFERENCE@DIGEST` lines printed on stdout.
+    pub fn pushed(&self) -> Vec<(String, String)> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once('@'))
+            .map(|(r, d)| (r.to_string(), d.to_string()))
+            .collect()
+    }
+}
+
+/// A kvpush command with none of the user's environment leaking in:
+/// KubeVirt's variables unset, and no docker/podman login files.
+pub fn kvpush_command(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvpush"));
+    for var in [
+        "DOCKER_PREFIX",
+        "DOCKER_TAG",
+        "IMAGE_PREFIX",
+        "PUSH_TARGETS",
+        "KVPUSH_USERNAME",
+        "KVPUSH_PASSWORD",
+        "RUST_LOG",
+        "SSL_CERT_FILE",
+        "XDG_RUNTIME_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+        .env("TMPDIR", std::env::temp_dir())
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn run_command(mut cmd: Command) -> Run {
+    let out = cmd.output().expect("kvpush binary runs");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "--- kvpush exit {}\n--- stdout\n{}--- stderr\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    run
+}
+
+/// A generated workspace and a private HOME, removed at the end of the test.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub ws: Workspace,
+}
+
+impl Fixture {
+    pub fn new(spec: WorkspaceSpec) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = generate_workspace(&dir.path().join("ws"), &spec).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Fixture { dir, ws }
+    }
+
+    /// A small (about 6 MiB) KubeVirt-shaped workspace.
+    pub fn small() -> Fixture {
+        Fixture::new(WorkspaceSpec {
+            scale_bytes: 6 << 20,
+            ..WorkspaceSpec::default()
+        })
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = kvpush_command(&self.home());
+        cmd.arg("--workspace").arg(&self.ws.root);
+        cmd
+    }
+
+    /// Run kvpush with `args` (after `--workspace`).
+    pub fn kvpush(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_command(cmd)
+    }
+
+    pub fn image(&self, name: &str) -> &GeneratedImage {
+        self.ws
+            .image(name)
+            .unwrap_or_else(|| panic!("fixture has no image {name}"))
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Pull `reference` with skopeo and check it against the generated image:
+/// Docker schema 2, config digest as in the tarball, every layer
+/// decompressing to its diff_id. Returns the manifest digest.
+pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &GeneratedImage) -> String {
+    let args = registry.skopeo_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let raw = kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &args)
+        .unwrap_or_else(|e| panic!("skopeo cannot read {reference}: {e}"));
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "{reference}"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["digest"],
+        image.config_digest.as_str(),
+        "{reference}: config digest"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        image.diff_ids.len(),
+        "{reference}: layer count"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let src_args = registry.skopeo_src_args();
+    let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
+    kvpush_fixtures::skopeo_copy_to_dir(&format!("docker://{reference}"), dir.path(), &src_args)
+        .unwrap_or_else(|e| panic!("skopeo cannot copy {reference}: {e}"));
+    for (layer, diff_id) in layers.iter().zip(&image.diff_ids) {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        let digest = layer["digest"].as_str().unwrap();
+        let blob = std::fs::read(dir.path().join(digest.trim_start_matches("sha256:"))).unwrap();
+        assert_eq!(sha256(&blob), digest, "{reference}: blob digest");
+        assert_eq!(layer["size"].as_u64().unwrap(), blob.len() as u64);
+        let mut plain = Vec::new();
+        GzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
+        assert_eq!(
+            &sha256(&plain),
+            diff_id,
+            "{reference}: layer decompresses to its diff_id"
+        );
+    }
+    sha256(raw.as_bytes())
+}
+
+/// Number of blob uploads the registry saw (upload sessions opened, not
+/// counting cross-repository mounts).
+pub fn blob_uploads(registry: &Registry) -> usize {
+    // The access log is written asynchronously.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    registry
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && r.uri.contains("/blobs/uploads/") && !r.uri.contains("mount=")
+        })
+        .count()
+}
+
+/// Make a file writable again (Bazel outputs are read-only).
+pub fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}

@@ -1,0 +1,287 @@
+//! End-to-end pushes to a real CNCF distribution registry, each result
+//! checked with skopeo.
+
+mod common;
+
+use common::{blob_uploads, verify_with_skopeo, Fixture};
+use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
+
+#[test]
+fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let digests = fx.dir.path().join("digests");
+    let run = fx.kvpush(&[
+        "all",
+        "--registry",
+        &prefix,
+        "--tag",
+        "devel",
+        "--digests-dir",
+        digests.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0);
+    assert_eq!(fx.ws.images.len(), 21);
+    let pushed = run.pushed();
+    assert_eq!(pushed.len(), 21, "one line per image");
+    for image in &fx.ws.images {
+        let reference = format!("{prefix}/{}:devel", image.name);
+        let digest = verify_with_skopeo(&registry, &reference, image);
+        assert!(
+            pushed.contains(&(reference.clone(), digest.clone())),
+            "{reference}@{digest} printed"
+        );
+        if image.target != "other-images" {
+            let file = digests.join(format!("push-{}.digest", image.target));
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap(),
+                digest,
+                "{}",
+                file.display()
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&digests).unwrap().count(),
+        6,
+        "digest files for the six single-image targets"
+    );
+    assert!(
+        run.stderr.contains("21 images: 21 pushed, 0 skipped"),
+        "{}",
+        run.stderr
+    );
+
+    // Shared base layers go up once per registry: later repositories mount them.
+    let uploads = blob_uploads(&registry);
+    let mounts = registry.count_requests("POST", "mount=");
+    assert!(mounts > 0, "shared layers are mounted, not uploaded again");
+    let distinct: std::collections::HashSet<&str> = fx
+        .ws
+        .images
+        .iter()
+        .flat_map(|i| {
+            i.diff_ids
+                .iter()
+                .map(String::as_str)
+                .chain([i.config_digest.as_str()])
+        })
+        .collect();
+    assert_eq!(uploads, distinct.len(), "one upload per distinct blob");
+
+    // A second run finds everything in place: no blob is uploaded again.
+    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        blob_uploads(&registry),
+        uploads,
+        "a second run uploads no blob"
+    );
+    assert_eq!(
+        registry.count_requests("POST", "mount="),
+        mounts,
+        "nor mounts any"
+    );
+    assert_eq!(
+        registry.count_requests("PUT", "/manifests/"),
+        42,
+        "nor rewrites a manifest (21 by digest + 21 tags, all from the first run)"
+    );
+    assert!(
+        run.stderr.contains("0 pushed, 21 skipped"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.pushed().len(),
+        21,
+        "references are printed for unchanged images too"
+    );
+}
+
+#[test]
+fn a_single_target_or_bundle_image_pushes_only_its_images() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = fx.kvpush(&["push-virt-handler", "--registry", &prefix, "--tag", "t1"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(registry.catalog(), vec!["kubevirt/virt-handler"]);
+    verify_with_skopeo(
+        &registry,
+        &format!("{prefix}/virt-handler:t1"),
+        fx.image("virt-handler"),
+    );
+
+    let run = fx.kvpush(&[
+        "cirros-container-disk-demo",
+        "--registry",
+        &prefix,
+        "--tag",
+        "t1",
+    ]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        registry.catalog(),
+        vec![
+            "kubevirt/cirros-container-disk-demo",
+            "kubevirt/virt-handler"
+        ]
+    );
+    verify_with_skopeo(
+        &registry,
+        &format!("{prefix}/cirros-container-disk-demo:t1"),
+        fx.image("cirros-container-disk-demo"),
+    );
+}
+
+#[test]
+fn two_tags_and_an_image_prefix_give_one_digest_and_one_upload_per_blob() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = fx.kvpush(&[
+        "virt-api",
+        "--registry",
+        &prefix,
+        "--image-prefix",
+        "kv-",
+        "--tag",
+        "a",
+        "--tag",
+        "b",
+    ]);
+    assert_eq!(run.code, 0);
+    let image = fx.image("virt-api");
+    let a = verify_with_skopeo(&registry, &format!("{prefix}/kv-virt-api:a"), image);
+    let b = verify_with_skopeo(&registry, &format!("{prefix}/kv-virt-api:b"), image);
+    assert_eq!(a, b);
+    assert_eq!(
+        blob_uploads(&registry),
+        image.diff_ids.len() + 1,
+        "layers and config uploaded once for both tags"
+    );
+}
+
+#[test]
+fn dry_run_touches_no_registry() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    registry.clear_access_log();
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel", "--dry-run"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("would push "))
+            .count(),
+        21
+    );
+    assert!(run
+        .stdout
+        .contains(&format!("would push {prefix}/virt-launcher:devel")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        registry.requests().is_empty(),
+        "no request reached the registry"
+    );
+    assert!(registry.catalog().is_empty());
+}
+
+#[test]
+fn gzip_layers_are_pushed_as_they_are() {
+    let fx = Fixture::new(WorkspaceSpec {
+        scale_bytes: 4 << 20,
+        compressed_layers: true,
+        ..WorkspaceSpec::default()
+    });
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = fx.kvpush(&[
+        "virt-launcher",
+        "other-images",
+        "--registry",
+        &prefix,
+        "--tag",
+        "gz",
+    ]);
+    assert_eq!(run.code, 0);
+    let pushed = fx
+        .ws
+        .images
+        .iter()
+        .filter(|i| i.target == "other-images" || i.target == "virt-launcher");
+    for image in pushed {
+        let reference = format!("{prefix}/{}:gz", image.name);
+        verify_with_skopeo(&registry, &reference, image);
+        let raw =
+            kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &[]).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        let digests: Vec<&str> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = image.gzip_digests.iter().map(String::as_str).collect();
+        assert_eq!(
+            digests, expected,
+            "{reference}: the tarball's gzip blobs, byte for byte"
+        );
+    }
+}
+
+#[test]
+fn bundles_with_merged_entries_aliases_prefixes_and_unknown_images_all_push() {
+    let fx = Fixture::new(WorkspaceSpec {
+        scale_bytes: 4 << 20,
+        merged_bundle: true,
+        dedup_layers: true,
+        build_image_prefix: "pre-".into(),
+        extra_bundle_images: vec!["brand-new-image".into()],
+        ..WorkspaceSpec::default()
+    });
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = fx.kvpush(&["other-images", "--registry", &prefix, "--tag", "b"]);
+    assert_eq!(run.code, 0);
+    let bundle: Vec<_> = fx
+        .ws
+        .images
+        .iter()
+        .filter(|i| i.target == "other-images")
+        .collect();
+    assert!(bundle.len() >= 17, "15 table images, an alias and an extra");
+    for image in bundle {
+        verify_with_skopeo(&registry, &format!("{prefix}/{}:b", image.name), image);
+    }
+}
+
+#[test]
+fn pushes_are_deterministic_across_registries() {
+    let fx = Fixture::small();
+    let one = Registry::start(RegistryKind::Plain);
+    let two = Registry::start(RegistryKind::Plain);
+    let a = fx.kvpush(&[
+        "virt-controller",
+        "--registry",
+        &format!("{}/kv", one.addr()),
+        "--tag",
+        "x",
+    ]);
+    let b = fx.kvpush(&[
+        "virt-controller",
+        "--registry",
+        &format!("{}/kv", two.addr()),
+        "--tag",
+        "x",
+    ]);
+    assert_eq!((a.code, b.code), (0, 0));
+    assert_eq!(
+        a.pushed()[0].1,
+        b.pushed()[0].1,
+        "same tarball, same digest"
+    );
+}
