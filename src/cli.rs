@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 
 use crate::push::{self, PlanInput, Status};
 use crate::registry::auth::{Credential, FoundCredential, Secret};
@@ -19,7 +19,8 @@ Examples:
   kvpush all --registry quay.io/kubevirt --tag v1.2.3
   kvpush virt-handler --registry localhost:5000/kubevirt --tag devel
   kvpush all --registry localhost:5000/kubevirt --tag devel --tag devel-alt --digests-dir _out/digests
-  kvpush list --registry quay.io/kubevirt --tag v1.2.3";
+  kvpush list --registry quay.io/kubevirt --tag v1.2.3
+  kvpush list virt-api";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,20 +28,10 @@ Examples:
     version,
     about = "Push the container images Bazel built for KubeVirt to an OCI registry, all targets in one concurrent run",
     after_help = EXAMPLES,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
 )]
 pub struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
     push: PushArgs,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Show each target, its images, the tarball found for each and where it would go.
-    List(CommonArgs),
 }
 
 #[derive(Args, Debug)]
@@ -62,7 +53,8 @@ struct CommonArgs {
 #[derive(Args, Debug)]
 struct PushArgs {
     /// Targets to push: `all`, a target (virt-api or push-virt-api), or an
-    /// image of the bundle (cirros-container-disk-demo). Default: $PUSH_TARGETS.
+    /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
+    /// `list [TARGET...]` shows each target's images, tarballs and destinations.
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
     #[command(flatten)]
@@ -225,24 +217,33 @@ fn fatal(message: &str) -> ExitCode {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::List(common)) => run_list(common),
-        None => {
-            init_logging(cli.push.verbose);
-            match cli.push.into_config() {
-                Ok(config) => run_push(config),
-                Err(e) => usage_error(&e),
-            }
-        }
+    let mut args = Cli::parse().push;
+    init_logging(args.verbose);
+    // `list` is a word among the targets, so that flags may stand anywhere.
+    if args.targets.first().map(String::as_str) == Some("list") {
+        args.targets.remove(0);
+        return run_list(args);
+    }
+    match args.into_config() {
+        Ok(config) => run_push(config),
+        Err(e) => usage_error(&e),
     }
 }
 
-fn run_list(common: CommonArgs) -> ExitCode {
+fn run_list(args: PushArgs) -> ExitCode {
+    let common = args.common;
     if let Err(e) = validate_common(&common) {
         return usage_error(&e);
     }
-    let selections = targets::resolve(&["all".to_string()]).expect("`all` always resolves");
+    let names = if args.targets.is_empty() {
+        vec!["all".to_string()]
+    } else {
+        args.targets
+    };
+    let selections = match targets::resolve(&names) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
     let input = PlanInput {
         workspace: &common.workspace,
         selections: &selections,
@@ -378,9 +379,8 @@ mod tests {
     }
 
     #[test]
-    fn list_is_a_subcommand_and_targets_are_positional() {
-        let cli =
-            Cli::try_parse_from(["kvpush", "list", "--registry", "quay.io/kubevirt"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::List(_))));
+    fn list_is_the_first_positional_wherever_flags_stand() {
+        let cli = Cli::try_parse_from(["kvpush", "--workspace", "/w", "list", "virt-api"]).unwrap();
+        assert_eq!(cli.push.targets, vec!["list", "virt-api"]);
     }
 }

@@ -153,7 +153,14 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
         let archive = match opened {
             Ok(a) => a,
             Err(e) => {
-                let names = names.unwrap_or_else(|| vec![target.push_name()]);
+                // Without a readable bundle its images are unknown: one
+                // failure for the whole target.
+                let whole = if target.bundle {
+                    target.push_name()
+                } else {
+                    target.name.to_string()
+                };
+                let names = names.unwrap_or_else(|| vec![whole]);
                 for name in names {
                     images.push(planned(input, target, name, &tarball, Err(e.clone())));
                 }

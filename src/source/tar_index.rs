@@ -21,6 +21,29 @@ pub fn normalise_member(name: &str) -> &str {
     name.trim_start_matches("./")
 }
 
+/// Every tar writer Bazel's tools use (Go's archive/tar, GNU tar, docker)
+/// marks its headers `ustar` at offset 257: check before parsing, so that
+/// an HTML error page or a gzip file gets a plain answer.
+fn check_tar_magic(path: &Path, file: &File) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 512];
+    let n = file
+        .read_at(&mut header, 0)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if n < 512 || &header[257..262] != b"ustar" {
+        let what = if header.starts_with(&[0x1f, 0x8b]) {
+            " (it is gzip-compressed)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{} is not a tar archive{what}; rebuild it with bazel",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 impl TarIndex {
     /// Read every header of `path` (data is seeked over, never read).
     pub fn build(path: &Path) -> Result<TarIndex, String> {
@@ -35,6 +58,7 @@ impl TarIndex {
                 path.display()
             ));
         }
+        check_tar_magic(path, &file)?;
         let mut archive = tar::Archive::new(BufReader::with_capacity(64 * 1024, file));
         let not_tar =
             |e: io::Error| format!("{} is not a readable tar archive: {e}", path.display());
