@@ -9,10 +9,13 @@
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
 //!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
 //!   tls, readonly, token), with access-log inspection, plus skopeo helpers.
+//! * [`FaultProxy`]: a fault-injecting HTTP proxy to put in front of a
+//!   [`Registry`] (errors, resets, stalls, truncated answers, 413s, slowness).
 
 pub mod b64;
 pub mod content;
 pub mod docker;
+pub mod faultproxy;
 pub mod prng;
 pub mod registry;
 pub mod tarfmt;
@@ -24,6 +27,7 @@ pub use docker::{
     sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts, ManifestEntry,
     TestImage,
 };
+pub use faultproxy::{Fault, FaultPlan, FaultProxy, Outcome, ProxyEvent};
 pub use registry::{
     skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
 };
