@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser};
 
@@ -12,7 +12,7 @@ use crate::push::{self, PlanInput, Status};
 use crate::registry::auth::{Credential, FoundCredential, Secret};
 use crate::registry::retry::RetryPolicy;
 use crate::targets::{self, Selection};
-use crate::{blob, report};
+use crate::{blob, interrupt, report};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -84,9 +84,74 @@ struct PushArgs {
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
+    /// Start no new try of a request this long after its first (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    retry_time: Duration,
+    /// Longest wait for a connection to the registry.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Abandon and retry a request that sends and receives nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    stall_timeout: Duration,
+    /// PATCH size once a registry refuses a whole blob as too large (413).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    chunk_size: u64,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `90`, `90s`, `1.5s`, `500ms`, `5m`, `1h`: a duration (bare numbers are seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 500ms, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !(0.001..=86400.0).contains(&secs) {
+        return Err(format!("{text:?}: give between 1ms and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `16MiB`, `4M`, `512KiB`, `1048576`: a size in bytes (binary units).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 16MiB, 512KiB)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let size = n.saturating_mul(mult);
+    if !(64 << 10..=1 << 40).contains(&size) {
+        return Err(format!("{text:?}: give at least 64KiB"));
+    }
+    Ok(size)
 }
 
 fn default_jobs() -> usize {
@@ -108,7 +173,8 @@ pub struct Config {
     pub digests_dir: Option<PathBuf>,
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
-    pub retries: u32,
+    pub retry: RetryPolicy,
+    pub chunk_size: u64,
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), String> {
@@ -166,7 +232,14 @@ impl PushArgs {
             digests_dir: self.digests_dir,
             compression_level: self.compression_level,
             credential,
-            retries: self.retries,
+            retry: RetryPolicy {
+                attempts: self.retries,
+                deadline: self.retry_time,
+                connect_timeout: self.connect_timeout,
+                stall_timeout: self.stall_timeout,
+                ..RetryPolicy::default()
+            },
+            chunk_size: self.chunk_size,
         })
     }
 }
@@ -286,28 +359,39 @@ fn run_push(config: Config) -> ExitCode {
         insecure: config.insecure,
         compression_level: config.compression_level,
         credential: config.credential.clone(),
-        retry: RetryPolicy {
-            attempts: config.retries,
-            ..RetryPolicy::default()
-        },
+        retry: config.retry.clone(),
+        chunk_size: config.chunk_size,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
     };
-    let results = match runtime.block_on(push::execute(&plan, options, &report::print_image)) {
-        Ok(results) => results,
+    let outcome = runtime.block_on(async {
+        let stop =
+            interrupt::listen().map_err(|e| format!("cannot listen for SIGINT/SIGTERM: {e}"))?;
+        push::execute(&plan, options, &report::print_image, stop).await
+    });
+    // Do not wait for compressions still running after an interruption.
+    runtime.shutdown_background();
+    let (results, interrupted) = match outcome {
+        Ok(outcome) => outcome,
         Err(e) => return fatal(&e),
     };
-    eprintln!("{}", report::summary(&results, started.elapsed()));
+    eprintln!(
+        "{}",
+        report::summary(&results, started.elapsed(), interrupted.map(|i| i.name))
+    );
     if let Some(dir) = &config.digests_dir {
         if let Err(e) = report::write_digest_files(dir, &results) {
             return fatal(&e);
         }
     }
+    if let Some(i) = interrupted {
+        return ExitCode::from(i.exit_code);
+    }
     if results
         .iter()
-        .all(|r| !matches!(r.status, Status::Failed(_)))
+        .all(|r| matches!(r.status, Status::Pushed | Status::Unchanged))
     {
         ExitCode::SUCCESS
     } else {
@@ -376,6 +460,39 @@ mod tests {
             .unwrap_err()
             .contains("unknown target"));
         assert!(parse(&["all", "--registry", "quay.io/kubevirt", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0").is_err());
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("1KiB").unwrap_err().contains("at least 64KiB"));
+        assert!(parse_size("lots").is_err());
+        let c = parse(&[
+            "all",
+            "--registry",
+            "localhost:5000",
+            "--retries",
+            "3",
+            "--retry-time",
+            "45s",
+            "--stall-timeout",
+            "2s",
+            "--chunk-size",
+            "1MiB",
+        ])
+        .unwrap();
+        assert_eq!(c.retry.attempts, 3);
+        assert_eq!(c.retry.deadline, Duration::from_secs(45));
+        assert_eq!(c.retry.stall_timeout, Duration::from_secs(2));
+        assert_eq!(c.chunk_size, 1 << 20);
     }
 
     #[test]

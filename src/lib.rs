@@ -8,6 +8,7 @@
 
 pub mod blob;
 pub mod cli;
+pub mod interrupt;
 pub mod push;
 pub mod registry;
 pub mod report;

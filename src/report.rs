@@ -58,18 +58,30 @@ pub fn print_image(result: &ImageResult) {
     }
 }
 
-/// The closing summary: images by outcome, blobs and bytes, time.
-pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
+fn landed(status: &Status) -> bool {
+    matches!(status, Status::Pushed | Status::Unchanged)
+}
+
+/// The closing summary: images by outcome, blobs and bytes, time; then each
+/// failed image with its reason, and, after an interruption (`signal`),
+/// the images not pushed.
+pub fn summary(results: &[ImageResult], elapsed: Duration, signal: Option<&str>) -> String {
     let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
     let pushed = count(|s| *s == Status::Pushed);
     let unchanged = count(|s| *s == Status::Unchanged);
     let failed = count(|s| matches!(s, Status::Failed(_)));
+    let interrupted = count(|s| *s == Status::Interrupted);
     let mut blobs = BlobCounts::default();
     for r in results {
         blobs.merge(&r.blobs);
     }
+    let not_pushed = if interrupted > 0 {
+        format!(", {interrupted} not pushed (interrupted)")
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed; \
+        "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed{not_pushed}; \
          uploaded {} in {} blobs, {} mounted, {} already present; {:.1}s",
         results.len(),
         human_bytes(blobs.bytes_uploaded),
@@ -78,13 +90,42 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
         blobs.existing,
         elapsed.as_secs_f64()
     );
-    if failed > 0 {
+    let failures: Vec<(&ImageResult, &str)> = results
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Failed(reason) => Some((r, reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    if !failures.is_empty() {
+        let names: Vec<&str> = failures.iter().map(|(r, _)| r.name.as_str()).collect();
+        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+        for (r, reason) in failures {
+            let _ = write!(
+                out,
+                "\nkvpush:   {} ({}): {reason}",
+                r.name,
+                r.target.push_name()
+            );
+        }
+    }
+    if let Some(signal) = signal {
         let names: Vec<&str> = results
             .iter()
-            .filter(|r| matches!(r.status, Status::Failed(_)))
+            .filter(|r| r.status == Status::Interrupted)
             .map(|r| r.name.as_str())
             .collect();
-        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+        let _ = write!(out, "\nkvpush: interrupted by {signal}");
+        if names.is_empty() {
+            out.push_str(" after every image was done");
+        } else {
+            let _ = write!(
+                out,
+                "; not pushed: {}. No tag points at an incomplete image. \
+                 Run the same command again to finish: blobs already uploaded are not sent again.",
+                names.join(", ")
+            );
+        }
     }
     out
 }
@@ -99,7 +140,7 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
         let (Some(file), Some(digest)) = (r.target.digest_file_name(), &r.digest) else {
             continue;
         };
-        if matches!(r.status, Status::Failed(_)) {
+        if !landed(&r.status) {
             continue;
         }
         let path = dir.join(file);
@@ -228,13 +269,30 @@ mod tests {
             image_lines(&bad).1.unwrap(),
             "kvpush: error: virt-controller (push-virt-controller): boom"
         );
-        let s = summary(&[ok, bad], Duration::from_millis(1500));
+        let s = summary(
+            &[ok.clone(), bad.clone()],
+            Duration::from_millis(1500),
+            None,
+        );
         assert!(
             s.contains("2 images: 1 pushed, 0 skipped (already up to date), 1 failed"),
             "{s}"
         );
         assert!(s.contains("uploaded 6.0 MiB in 4 blobs, 2 mounted"), "{s}");
         assert!(s.contains("failed: virt-controller"), "{s}");
+        assert!(
+            s.contains("virt-controller (push-virt-controller): boom"),
+            "the reason of each failure: {s}"
+        );
+        assert!(!s.contains("interrupted"), "{s}");
+
+        let cut = result(Status::Interrupted, None, 4);
+        let s = summary(&[ok, bad, cut], Duration::from_secs(2), Some("SIGTERM"));
+        assert!(s.contains("1 failed, 1 not pushed (interrupted)"), "{s}");
+        assert!(
+            s.contains("interrupted by SIGTERM; not pushed: virt-handler. No tag points at an incomplete image."),
+            "{s}"
+        );
     }
 
     #[test]
@@ -245,6 +303,7 @@ mod tests {
             result(Status::Unchanged, Some("sha256:22"), 4),
             result(Status::Failed("x".into()), Some("sha256:33"), 3),
             result(Status::Pushed, Some("sha256:44"), 0),
+            result(Status::Interrupted, Some("sha256:55"), 5),
         ];
         let written = write_digest_files(dir.path(), &results).unwrap();
         assert_eq!(written.len(), 2);
@@ -257,6 +316,7 @@ mod tests {
             "sha256:22"
         );
         assert!(!dir.path().join("push-virt-controller.digest").exists());
+        assert!(!dir.path().join("push-virt-launcher.digest").exists());
         assert!(!dir.path().join("push-other-images.digest").exists());
     }
 }

@@ -5,8 +5,11 @@
 //! for one another instead of repeating work:
 //! - a layer is prepared (hashed, compressed) once per diff_id per run;
 //! - a blob is placed once per (host, repository);
-//! - the first repository of a host to receive a blob uploads it, the others
-//!   mount it from there (falling back to an upload if the mount is refused).
+//! - a blob is uploaded to its home repository (the first one in plan order
+//!   that needs it, whichever image gets there first), and mounted from
+//!   there into the others (falling back to an upload if the mount is
+//!   refused). A fixed home means a re-run finds there what an interrupted
+//!   run uploaded.
 //!
 //! Permits are taken only around leaf work, never while waiting on a cell,
 //! so waiting can never starve the workers.
@@ -39,6 +42,8 @@ pub struct Options {
     /// Credentials from the command line; otherwise looked up per registry.
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
+    /// PATCH size once a registry refuses a whole blob in one request.
+    pub chunk_size: u64,
 }
 
 /// What happened to one blob in one repository.
@@ -85,6 +90,9 @@ pub enum Status {
     /// Every tag already pointed at this exact manifest; nothing written.
     Unchanged,
     Failed(String),
+    /// The run was interrupted before this image was done: its manifest
+    /// was not (or not under every tag) written.
+    Interrupted,
 }
 
 /// The outcome for one image.
@@ -119,14 +127,20 @@ struct Run {
     spool_seq: AtomicU64,
     /// diff_id -> the layer prepared for upload.
     layers: Cells<String, Arc<PreparedLayer>>,
-    /// (host, digest) -> the first repository that holds it in this run.
-    homes: Cells<(String, String), String>,
+    /// (host, diff_id or config digest) -> the repository a blob is
+    /// uploaded to before being mounted into the others: the first one in
+    /// plan order, so that a re-run after an interruption finds there what
+    /// the first run uploaded instead of uploading it again elsewhere.
+    homes: HashMap<(String, String), String>,
     /// (host, repo, digest) -> what placing it there took.
     placed: Cells<(String, String, String), Placement>,
 }
 
 /// What to upload for a blob.
 struct Blob<'a> {
+    /// What the blob is known by before it is prepared: a layer's diff_id,
+    /// the config's digest.
+    key: &'a str,
     digest: &'a str,
     body: FileRange,
 }
@@ -163,39 +177,51 @@ impl Run {
             .cloned()
     }
 
-    /// Make `blob` present in `dest`'s repository; returns what it took,
-    /// or `None` when another image of this run already placed it there.
+    /// Make `blob` present in `dest`'s repository, recording in `counts`
+    /// what it took (nothing when another image of the run did it). The
+    /// blob goes first to its home repository, then is mounted from there.
     async fn place(
         &self,
         dest: &Destination,
         blob: &Blob<'_>,
-    ) -> Result<Option<Placement>, String> {
-        let client = &self.clients[&dest.host];
-        let key = (
-            dest.host.clone(),
-            dest.repo.clone(),
-            blob.digest.to_string(),
-        );
-        let mut ours = false;
-        let placement = *cell(&self.placed, key)
+        counts: &Mutex<BlobCounts>,
+    ) -> Result<(), String> {
+        let home = self
+            .homes
+            .get(&(dest.host.clone(), blob.key.to_string()))
+            .unwrap_or(&dest.repo);
+        if *home != dest.repo {
+            self.place_in(&dest.host, home, None, blob, counts).await?;
+        }
+        self.place_in(&dest.host, &dest.repo, Some(home), blob, counts)
+            .await
+    }
+
+    /// Place `blob` in `repo` once per run: upload it (or find it there),
+    /// or mount it from `from` when that is another repository.
+    async fn place_in(
+        &self,
+        host: &str,
+        repo: &str,
+        from: Option<&str>,
+        blob: &Blob<'_>,
+        counts: &Mutex<BlobCounts>,
+    ) -> Result<(), String> {
+        let client = &self.clients[host];
+        let key = (host.to_string(), repo.to_string(), blob.digest.to_string());
+        cell(&self.placed, key)
             .get_or_try_init(|| async {
-                ours = true;
-                let mut first = None;
-                let home_cell = cell(&self.homes, (dest.host.clone(), blob.digest.to_string()));
-                let home = home_cell
-                    .get_or_try_init(|| async {
-                        first = Some(self.place_fresh(client, &dest.repo, blob).await?);
-                        Ok::<_, String>(dest.repo.clone())
-                    })
-                    .await?;
-                match first {
-                    Some(p) => Ok(p),
-                    None if *home == dest.repo => Ok(Placement::Existed),
-                    None => self.place_by_mount(client, &dest.repo, home, blob).await,
-                }
+                let placement = match from {
+                    Some(home) if home != repo => {
+                        self.place_by_mount(client, repo, home, blob).await?
+                    }
+                    _ => self.place_fresh(client, repo, blob).await?,
+                };
+                counts.lock().expect("counts poisoned").add(placement);
+                Ok::<_, String>(placement)
             })
             .await?;
-        Ok(ours.then_some(placement))
+        Ok(())
     }
 
     /// First placement on a host: skip if present, upload otherwise.
@@ -214,7 +240,7 @@ impl Run {
             return Ok(Placement::Existed);
         }
         client
-            .upload_blob(repo, blob.digest, &blob.body)
+            .upload_blob(repo, blob.digest, &blob.body, None)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Placement::Uploaded(blob.body.len))
@@ -238,21 +264,25 @@ impl Run {
         }
         let result = match client.mount_blob(repo, blob.digest, from).await {
             Ok(MountOutcome::Mounted) => return Ok(Placement::Mounted),
-            Ok(MountOutcome::UploadAt(location)) => {
+            Ok(MountOutcome::UploadAt(session)) => {
                 client
-                    .put_blob(location, repo, blob.digest, &blob.body)
+                    .upload_blob(repo, blob.digest, &blob.body, Some(session))
                     .await
             }
             Err(e) => {
                 tracing::debug!("mount refused ({e}); uploading instead");
-                client.upload_blob(repo, blob.digest, &blob.body).await
+                client
+                    .upload_blob(repo, blob.digest, &blob.body, None)
+                    .await
             }
         };
         result.map_err(|e| e.to_string())?;
         Ok(Placement::Uploaded(blob.body.len))
     }
 
-    async fn push_image(&self, planned: &PlannedImage) -> ImageResult {
+    /// Push one image; `counts` follows its blobs as they land, so that an
+    /// interrupted run can still say what went up.
+    async fn push_image(&self, planned: &PlannedImage, counts: &Mutex<BlobCounts>) -> ImageResult {
         let mut result = ImageResult {
             target: planned.target,
             name: planned.name.clone(),
@@ -265,9 +295,10 @@ impl Run {
             status: Status::Pushed,
             blobs: BlobCounts::default(),
         };
-        if let Err(e) = self.push_image_inner(planned, &mut result).await {
+        if let Err(e) = self.push_image_inner(planned, &mut result, counts).await {
             result.status = Status::Failed(e);
         }
+        result.blobs = *counts.lock().expect("counts poisoned");
         result
     }
 
@@ -275,6 +306,7 @@ impl Run {
         &self,
         planned: &PlannedImage,
         result: &mut ImageResult,
+        counts: &Mutex<BlobCounts>,
     ) -> Result<(), String> {
         let image = planned.image.as_ref().map_err(Clone::clone)?;
         let layers = try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
@@ -289,6 +321,7 @@ impl Run {
         std::fs::write(&config_path, &image.config)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
         let mut blobs = vec![Blob {
+            key: &image.config_digest,
             digest: &image.config_digest,
             body: FileRange {
                 path: config_path,
@@ -297,6 +330,7 @@ impl Run {
             },
         }];
         blobs.extend(layers.iter().map(|l| Blob {
+            key: &l.diff_id,
             digest: &l.digest,
             body: l.body.range(l.size),
         }));
@@ -309,10 +343,7 @@ impl Run {
             }
         }
         for repo in &repos {
-            let placements = try_join_all(blobs.iter().map(|b| self.place(repo, b))).await?;
-            for p in placements.into_iter().flatten() {
-                result.blobs.add(p);
-            }
+            try_join_all(blobs.iter().map(|b| self.place(repo, b, counts))).await?;
         }
 
         // Manifest by digest once all blobs are confirmed, then the tags.
@@ -405,12 +436,78 @@ fn docker_manifest(
     Ok((bytes, digest))
 }
 
+/// The home repository of every blob (see [`Run::homes`]).
+fn homes(plan: &Plan) -> HashMap<(String, String), String> {
+    let mut homes = HashMap::new();
+    for planned in &plan.images {
+        let Ok(image) = &planned.image else { continue };
+        for d in &planned.destinations {
+            for key in image.diff_ids.iter().chain([&image.config_digest]) {
+                homes
+                    .entry((d.host.clone(), key.clone()))
+                    .or_insert_with(|| d.repo.clone());
+            }
+        }
+    }
+    homes
+}
+
+fn interrupted(planned: &PlannedImage, blobs: BlobCounts) -> ImageResult {
+    ImageResult {
+        target: planned.target,
+        name: planned.name.clone(),
+        references: planned
+            .destinations
+            .iter()
+            .map(|d| d.display.clone())
+            .collect(),
+        digest: None,
+        status: Status::Interrupted,
+        blobs,
+    }
+}
+
 /// Push every image of the plan; `on_done` is called as each one finishes.
-pub async fn execute(
+/// When `stop` resolves first, everything in flight is dropped at once and
+/// the images not finished are reported [`Status::Interrupted`], with the
+/// value `stop` gave.
+pub async fn execute<S: std::future::Future>(
     plan: &Plan,
     options: Options,
     on_done: &(dyn Fn(&ImageResult) + Sync),
-) -> Result<Vec<ImageResult>, String> {
+    stop: S,
+) -> Result<(Vec<ImageResult>, Option<S::Output>), String> {
+    let slots: Mutex<Vec<Option<ImageResult>>> = Mutex::new(vec![None; plan.images.len()]);
+    let record = |i: usize, result: ImageResult| {
+        on_done(&result);
+        slots.lock().expect("results poisoned")[i] = Some(result);
+    };
+    let counts: Vec<Mutex<BlobCounts>> = plan.images.iter().map(|_| Mutex::default()).collect();
+    let work = push_all(plan, options, &record, &counts);
+    let stopped = tokio::select! {
+        done = work => { done?; None }
+        why = stop => Some(why),
+    };
+    let results = slots
+        .into_inner()
+        .expect("results poisoned")
+        .into_iter()
+        .zip(plan.images.iter().zip(counts))
+        .map(|(slot, (planned, counts))| {
+            slot.unwrap_or_else(|| {
+                interrupted(planned, counts.into_inner().expect("counts poisoned"))
+            })
+        })
+        .collect();
+    Ok((results, stopped))
+}
+
+async fn push_all(
+    plan: &Plan,
+    options: Options,
+    on_done: &(dyn Fn(usize, ImageResult) + Sync),
+    counts: &[Mutex<BlobCounts>],
+) -> Result<(), String> {
     let mut clients = HashMap::new();
     for image in &plan.images {
         for d in &image.destinations {
@@ -420,8 +517,13 @@ pub async fn execute(
                     tracing::info!("using credentials for {} from {}", d.host, c.source);
                 }
                 let endpoint = Endpoint::for_host(&d.host, options.insecure);
-                let client = Client::new(endpoint, credential, options.retry.clone())
-                    .map_err(|e| e.to_string())?;
+                let client = Client::new(
+                    endpoint,
+                    credential,
+                    options.retry.clone(),
+                    options.chunk_size,
+                )
+                .map_err(|e| e.to_string())?;
                 // Fail fast, once, when the registry is not there at all.
                 client.ping().await.map_err(|e| e.to_string())?;
                 clients.insert(d.host.clone(), client);
@@ -441,14 +543,13 @@ pub async fn execute(
         spool_dir,
         spool_seq: AtomicU64::new(0),
         layers: Mutex::default(),
-        homes: Mutex::default(),
+        homes: homes(plan),
         placed: Mutex::default(),
     };
-    let results = join_all(plan.images.iter().map(|planned| async {
-        let result = run.push_image(planned).await;
-        on_done(&result);
-        result
+    join_all(plan.images.iter().enumerate().map(|(i, planned)| {
+        let run = &run;
+        async move { on_done(i, run.push_image(planned, &counts[i]).await) }
     }))
     .await;
-    Ok(results)
+    Ok(())
 }

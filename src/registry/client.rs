@@ -7,8 +7,11 @@
 //! scope on the source of cross-repository mounts, and bodies streamed from
 //! file ranges (see the README's design section).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use reqwest::header::{
     HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
 };
@@ -24,12 +27,90 @@ use crate::blob::FileRange;
 const USER_AGENT: &str = concat!("kvpush/", env!("CARGO_PKG_VERSION"));
 const STREAM_BUF: usize = 256 * 1024;
 
+/// Smallest PATCH kvpush sends when a registry keeps answering 413.
+const MIN_CHUNK: u64 = 64 * 1024;
+
+/// An open upload session.
+#[derive(Debug)]
+pub struct Session {
+    pub url: Url,
+    /// `OCI-Chunk-Min-Length`: the registry's smallest accepted PATCH.
+    pub min_chunk: Option<u64>,
+}
+
 /// What a cross-repository mount request led to.
 #[derive(Debug)]
 pub enum MountOutcome {
     Mounted,
     /// The registry opened an upload session instead; upload to it.
-    UploadAt(Url),
+    UploadAt(Session),
+}
+
+/// How blobs go up to one host: one `PUT` until the registry (or a proxy in
+/// front of it) refuses a body as too large (413), then `PATCH` chunks,
+/// halved on every further 413.
+#[derive(Debug)]
+struct ChunkPolicy {
+    chunked: AtomicBool,
+    size: AtomicU64,
+}
+
+impl ChunkPolicy {
+    fn new(size: u64) -> ChunkPolicy {
+        ChunkPolicy {
+            chunked: AtomicBool::new(false),
+            size: AtomicU64::new(size.max(MIN_CHUNK)),
+        }
+    }
+
+    /// The chunk size to use in a session, if chunked.
+    fn chunk_for(&self, session: &Session) -> Option<u64> {
+        self.chunked.load(Ordering::Relaxed).then(|| {
+            self.size
+                .load(Ordering::Relaxed)
+                .max(session.min_chunk.unwrap_or(0))
+        })
+    }
+
+    /// A body of `sent` bytes was refused as too large: switch to chunks,
+    /// or make them smaller. False when they cannot get smaller.
+    fn too_large(&self, sent: u64, min_chunk: Option<u64>) -> bool {
+        self.chunked.store(true, Ordering::Relaxed);
+        let floor = MIN_CHUNK.max(min_chunk.unwrap_or(0));
+        if self.size.load(Ordering::Relaxed).max(floor) < sent {
+            return true;
+        }
+        let smaller = (sent / 2).max(floor);
+        if smaller >= sent {
+            return false;
+        }
+        self.size.fetch_min(smaller, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Bytes of request body taken by the HTTP stack so far: the stall
+/// watchdog's measure of progress.
+#[derive(Clone, Default)]
+struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Resolves once nothing has moved for `limit`.
+    async fn stalled(&self, limit: Duration) {
+        let tick = (limit / 8).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut seen = self.0.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = self.0.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= limit {
+                return;
+            }
+        }
+    }
 }
 
 /// A request body, rebuilt for every try.
@@ -63,6 +144,7 @@ pub struct Client {
     auth: Authenticator,
     retry: RetryPolicy,
     backoff: HostBackoff,
+    chunks: ChunkPolicy,
 }
 
 /// The error text of a transport failure, with every source in the chain
@@ -86,10 +168,12 @@ fn push_scopes(repo: &str) -> Vec<String> {
 }
 
 impl Client {
+    /// `chunk_size`: PATCH size once the registry refuses whole blobs.
     pub fn new(
         endpoint: Endpoint,
         credential: Option<FoundCredential>,
         retry: RetryPolicy,
+        chunk_size: u64,
     ) -> Result<Client, RegistryError> {
         let base = Url::parse(&endpoint.base_url).map_err(|e| RegistryError::Protocol {
             host: endpoint.host.clone(),
@@ -97,9 +181,10 @@ impl Client {
         })?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(30))
-            // A stalled connection is an error to retry, not a hang.
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(retry.connect_timeout)
+            // No read_timeout: reqwest counts it from the start of the
+            // request, so it would cut long uploads. Stalls are caught by
+            // `Client::send` instead.
             .build()
             .map_err(|e| RegistryError::Protocol {
                 host: endpoint.host.clone(),
@@ -113,6 +198,7 @@ impl Client {
             auth,
             retry,
             backoff: HostBackoff::default(),
+            chunks: ChunkPolicy::new(chunk_size),
         })
     }
 
@@ -141,7 +227,11 @@ impl Client {
         }
     }
 
-    async fn build(&self, req: &Req<'_>) -> Result<reqwest::RequestBuilder, RegistryError> {
+    async fn build(
+        &self,
+        req: &Req<'_>,
+        progress: &Progress,
+    ) -> Result<reqwest::RequestBuilder, RegistryError> {
         let mut b = self.http.request(req.method.clone(), req.url.clone());
         for (name, value) in &req.headers {
             b = b.header(name, value);
@@ -163,24 +253,48 @@ impl Client {
                 file.seek(std::io::SeekFrom::Start(range.offset))
                     .await
                     .map_err(io_error)?;
-                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF);
+                let counter = progress.0.clone();
+                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF).inspect(
+                    move |chunk| {
+                        if let Ok(bytes) = chunk {
+                            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                    },
+                );
                 b.header(CONTENT_LENGTH, range.len)
                     .body(reqwest::Body::wrap_stream(stream))
             }
         })
     }
 
+    /// One try of `req`, watched for stalls: the transport error as text,
+    /// or the response (its headers; the body is read by the caller).
+    async fn send(&self, req: &Req<'_>) -> Result<Result<Response, String>, RegistryError> {
+        let progress = Progress::default();
+        let request = self.build(req, &progress).await?.send();
+        let limit = self.retry.stall_timeout;
+        Ok(tokio::select! {
+            sent = request => sent.map_err(transport_reason),
+            () = progress.stalled(limit) => Err(format!(
+                "nothing moved for {:.0}s (stalled; see --stall-timeout)",
+                limit.as_secs_f64()
+            )),
+        })
+    }
+
     /// Send `req`, answering one 401 challenge and retrying transient
-    /// failures (when `req.retry`) with back-off shared by the whole host.
+    /// failures (when `req.retry`) with back-off shared by the whole host,
+    /// within `--retries` tries and `--retry-time`. A transient status that
+    /// is not retried any more becomes an error saying so.
     async fn execute(&self, req: &Req<'_>) -> Result<Response, RegistryError> {
+        let first = Instant::now();
         let mut answered_challenge = false;
-        let mut attempt = 0;
+        let mut tries = 0;
         loop {
             self.backoff.wait().await;
-            let started = std::time::Instant::now();
-            let sent = self.build(req).await?.send().await;
-            let last_try = !req.retry || attempt + 1 >= self.retry.attempts;
-            match sent {
+            tries += 1;
+            let started = Instant::now();
+            match self.send(req).await? {
                 Ok(resp) => {
                     let status = resp.status();
                     tracing::debug!(host = %self.endpoint.host, method = %req.method, path = req.url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "request");
@@ -190,14 +304,18 @@ impl Client {
                         && self.auth.on_unauthorized(resp.headers(), req.scopes).await
                     {
                         answered_challenge = true;
+                        tries -= 1;
                         continue;
                     }
-                    if !retryable_status(status) || last_try {
+                    if !retryable_status(status) {
                         return Ok(resp);
                     }
-                    let delay = self.retry.delay(attempt, retry_after(resp.headers()));
+                    let delay = self.retry.delay(tries - 1, retry_after(resp.headers()));
                     if matches!(status.as_u16(), 429 | 503) {
                         self.backoff.hold(delay);
+                    }
+                    if let Some(why) = self.stop_retrying(req, tries, first, delay) {
+                        return Err(self.status_error(req.op, resp).await.with_note(&why));
                     }
                     tracing::warn!(
                         "{} on {}: {status}; retrying in {:.1}s",
@@ -207,12 +325,11 @@ impl Client {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => {
-                    let reason = transport_reason(e);
-                    if last_try {
-                        return Err(self.unreachable(req, reason));
+                Err(reason) => {
+                    let delay = self.retry.delay(tries - 1, None);
+                    if let Some(why) = self.stop_retrying(req, tries, first, delay) {
+                        return Err(self.unreachable(req, reason).with_note(&why));
                     }
-                    let delay = self.retry.delay(attempt, None);
                     tracing::warn!(
                         "{} on {}: {reason}; retrying in {:.1}s",
                         self.endpoint.host,
@@ -222,13 +339,33 @@ impl Client {
                     tokio::time::sleep(delay).await;
                 }
             }
-            attempt += 1;
         }
+    }
+
+    /// `None` to try `req` again after `delay`, else why not ("" when the
+    /// caller retries a larger unit and will say so itself).
+    fn stop_retrying(
+        &self,
+        req: &Req<'_>,
+        tries: u32,
+        first: Instant,
+        delay: Duration,
+    ) -> Option<String> {
+        if !req.retry {
+            return Some(String::new());
+        }
+        self.retry.give_up(tries, first.elapsed(), delay)
     }
 
     async fn status_error(&self, operation: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        // Error bodies are small; a registry that stops mid-body still
+        // gets its status reported.
+        let body = tokio::time::timeout(self.retry.stall_timeout, resp.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         RegistryError::Status {
             host: self.endpoint.host.clone(),
             operation: operation.to_string(),
@@ -294,8 +431,20 @@ impl Client {
             })
     }
 
+    fn session(&self, op: &str, resp: &Response) -> Result<Session, RegistryError> {
+        let min_chunk = resp
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Ok(Session {
+            url: self.location(op, resp)?,
+            min_chunk,
+        })
+    }
+
     /// `POST /v2/<repo>/blobs/uploads/`: open an upload session.
-    pub async fn start_upload(&self, repo: &str) -> Result<Url, RegistryError> {
+    pub async fn start_upload(&self, repo: &str) -> Result<Session, RegistryError> {
         let op = format!("POST upload to {repo}");
         let scopes = push_scopes(repo);
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
@@ -305,7 +454,7 @@ impl Client {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(&op, resp).await);
         }
-        self.location(&op, &resp)
+        self.session(&op, &resp)
     }
 
     /// Ask the registry to link a blob from another repository of its own;
@@ -328,20 +477,20 @@ impl Client {
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(MountOutcome::Mounted),
-            StatusCode::ACCEPTED => Ok(MountOutcome::UploadAt(self.location(&op, &resp)?)),
+            StatusCode::ACCEPTED => Ok(MountOutcome::UploadAt(self.session(&op, &resp)?)),
             _ => Err(self.status_error(&op, resp).await),
         }
     }
 
-    /// Finish an upload session with the whole blob in one `PUT ?digest=`,
-    /// streamed from `body` (never held in memory). Not retried here: a
-    /// failed session is restarted from its POST by [`Client::upload_blob`].
-    pub async fn put_blob(
+    /// Close an upload session with `PUT ?digest=`, carrying `body` (the
+    /// whole blob) or nothing (after PATCHes). Not retried here: a failed
+    /// session is restarted from its POST by [`Client::upload_blob`].
+    async fn finish_upload(
         &self,
         mut location: Url,
         repo: &str,
         digest: &str,
-        body: &FileRange,
+        body: Option<&FileRange>,
     ) -> Result<(), RegistryError> {
         location.query_pairs_mut().append_pair("digest", digest);
         let op = format!("PUT blob {repo}@{digest}");
@@ -351,36 +500,138 @@ impl Client {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         ));
-        req.body = Body::File(body);
+        if let Some(body) = body {
+            req.body = Body::File(body);
+        }
         req.retry = false;
         let resp = self.execute(&req).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.status_error(&op, resp).await);
         }
-        Ok(())
+        self.check_digest(&op, &resp, digest)
     }
 
-    /// Upload a whole blob: open a session and PUT it; on a transient
-    /// failure, start again from a new session with a fresh read of `body`.
+    /// The registry's `Docker-Content-Digest`, when it sends one, must be
+    /// the digest kvpush computed.
+    fn check_digest(&self, op: &str, resp: &Response, digest: &str) -> Result<(), RegistryError> {
+        match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+            Some(got) if got != digest => Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("{op}: the registry stored digest {got}, kvpush sent {digest}; the content was altered in transit"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Send `body` in `PATCH`es of `chunk` bytes, then close the session.
+    async fn put_chunked(
+        &self,
+        session: Session,
+        repo: &str,
+        digest: &str,
+        body: &FileRange,
+        chunk: u64,
+    ) -> Result<(), RegistryError> {
+        let op = format!("PATCH blob {repo}@{digest}");
+        let scopes = push_scopes(repo);
+        let mut location = session.url;
+        let mut start = 0;
+        while start < body.len {
+            let part = FileRange {
+                path: body.path.clone(),
+                offset: body.offset + start,
+                len: chunk.min(body.len - start),
+            };
+            let end = start + part.len - 1;
+            let mut req = self.req(&op, Method::PATCH, location.clone(), &scopes);
+            req.headers.push((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ));
+            req.headers.push((
+                HeaderName::from_static("content-range"),
+                HeaderValue::from_str(&format!("{start}-{end}")).expect("digits and a dash"),
+            ));
+            req.body = Body::File(&part);
+            req.retry = false;
+            let resp = self.execute(&req).await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(self.status_error(&op, resp).await);
+            }
+            // The registry says how much it holds: anything but all we
+            // sent means the session is not what we think; start again.
+            let range = resp.headers().get("range").and_then(|v| v.to_str().ok());
+            if let Some(range) = range {
+                let held = range.trim_start_matches("bytes=").split('-').nth(1);
+                if held.and_then(|h| h.trim().parse::<u64>().ok()) != Some(end) {
+                    return Err(RegistryError::Unreachable {
+                        host: self.endpoint.host.clone(),
+                        url: format!("{}{}", self.endpoint.base_url, location.path()),
+                        reason: format!(
+                            "{op}: the registry holds bytes {range} after a PATCH of {start}-{end}"
+                        ),
+                    });
+                }
+            }
+            location = self.location(&op, &resp)?;
+            start = end + 1;
+        }
+        self.finish_upload(location, repo, digest, None).await
+    }
+
+    /// Upload a whole blob, into `session` when the caller holds one (a
+    /// mount answered with an upload session) or a new one. One `PUT`, or
+    /// `PATCH` chunks once the host refused a body as too large. On a
+    /// transient failure, start again from a new session with a fresh read
+    /// of `body`, within `--retries` and `--retry-time`.
     pub async fn upload_blob(
         &self,
         repo: &str,
         digest: &str,
         body: &FileRange,
+        mut session: Option<Session>,
     ) -> Result<(), RegistryError> {
-        let mut attempt = 0;
+        let first = Instant::now();
+        let mut tries = 0;
         loop {
-            let location = self.start_upload(repo).await?;
-            match self.put_blob(location, repo, digest, body).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
-                    let delay = self.retry.delay(attempt, None);
-                    tracing::warn!("{e}; restarting the upload in {:.1}s", delay.as_secs_f64());
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+            let session = match session.take() {
+                Some(s) => s,
+                None => self.start_upload(repo).await?,
+            };
+            let min_chunk = session.min_chunk;
+            let chunk = self.chunks.chunk_for(&session);
+            tries += 1;
+            let result = match chunk {
+                Some(chunk) => self.put_chunked(session, repo, digest, body, chunk).await,
+                None => {
+                    self.finish_upload(session.url, repo, digest, Some(body))
+                        .await
                 }
-                Err(e) => return Err(e),
+            };
+            let e = match result {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let sent = chunk.unwrap_or(body.len).min(body.len);
+            if e.status() == Some(413) && self.chunks.too_large(sent, min_chunk) {
+                // Not a failure of the registry: adapt and go again.
+                tries -= 1;
+                tracing::warn!(
+                    "{}: a {sent}-byte body was refused as too large; uploading in chunks of at most {} bytes",
+                    self.endpoint.host,
+                    self.chunks.size.load(Ordering::Relaxed)
+                );
+                continue;
             }
+            if !e.is_transient() {
+                return Err(e);
+            }
+            let delay = self.retry.delay(tries - 1, None);
+            if let Some(why) = self.retry.give_up(tries, first.elapsed(), delay) {
+                return Err(e.with_note(&format!("upload restarted from its POST; {why}")));
+            }
+            tracing::warn!("{e}; restarting the upload in {:.1}s", delay.as_secs_f64());
+            tokio::time::sleep(delay).await;
         }
     }
 

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use flate2::read::GzDecoder;
-use kvpush_fixtures::{generate_workspace, GeneratedImage, Registry, Workspace, WorkspaceSpec};
+use kvpush_fixtures::{
+    generate_workspace, GeneratedImage, Registry, TestImage, Workspace, WorkspaceSpec,
+};
 use sha2::{Digest, Sha256};
 
 pub struct Run {
@@ -122,6 +124,21 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// Docker schema 2, config digest as in the tarball, every layer
 /// decompressing to its diff_id. Returns the manifest digest.
 pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &GeneratedImage) -> String {
+    verify_image(registry, reference, &image.config_digest, &image.diff_ids)
+}
+
+/// [`verify_with_skopeo`] for a hand-made [`TestImage`].
+pub fn verify_test_image(registry: &Registry, reference: &str, image: &TestImage) -> String {
+    let config = sha256(&image.raw_config());
+    verify_image(registry, reference, &config, &image.diff_ids())
+}
+
+fn verify_image(
+    registry: &Registry,
+    reference: &str,
+    config_digest: &str,
+    diff_ids: &[String],
+) -> String {
     let args = registry.skopeo_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let raw = kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &args)
@@ -136,23 +153,18 @@ pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &Generate
         "application/vnd.docker.container.image.v1+json"
     );
     assert_eq!(
-        manifest["config"]["digest"],
-        image.config_digest.as_str(),
+        manifest["config"]["digest"], config_digest,
         "{reference}: config digest"
     );
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(
-        layers.len(),
-        image.diff_ids.len(),
-        "{reference}: layer count"
-    );
+    assert_eq!(layers.len(), diff_ids.len(), "{reference}: layer count");
 
     let dir = tempfile::tempdir().unwrap();
     let src_args = registry.skopeo_src_args();
     let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
     kvpush_fixtures::skopeo_copy_to_dir(&format!("docker://{reference}"), dir.path(), &src_args)
         .unwrap_or_else(|e| panic!("skopeo cannot copy {reference}: {e}"));
-    for (layer, diff_id) in layers.iter().zip(&image.diff_ids) {
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
         assert_eq!(
             layer["mediaType"],
             "application/vnd.docker.image.rootfs.diff.tar.gzip"
