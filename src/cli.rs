@@ -279,12 +279,12 @@ fn init_logging(verbose: u8) {
 }
 
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("kvpush: error: {message}");
+    report::err(&format!("kvpush: error: {message}"));
     ExitCode::from(2)
 }
 
 fn fatal(message: &str) -> ExitCode {
-    eprintln!("kvpush: error: {message}");
+    report::err(&format!("kvpush: error: {message}"));
     ExitCode::FAILURE
 }
 
@@ -326,7 +326,7 @@ fn run_list(args: PushArgs) -> ExitCode {
     };
     match push::plan(&input) {
         Ok(plan) => {
-            print!("{}", report::list(&plan));
+            report::out(&report::list(&plan));
             ExitCode::SUCCESS
         }
         Err(e) => fatal(&e),
@@ -347,7 +347,7 @@ fn run_push(config: Config) -> ExitCode {
         Err(e) => return fatal(&e),
     };
     if config.dry_run {
-        print!("{}", report::dry_run(&plan));
+        report::out(&report::dry_run(&plan));
         return if plan.images.iter().all(|i| i.image.is_ok()) {
             ExitCode::SUCCESS
         } else {
@@ -377,10 +377,11 @@ fn run_push(config: Config) -> ExitCode {
         Ok(outcome) => outcome,
         Err(e) => return fatal(&e),
     };
-    eprintln!(
-        "{}",
-        report::summary(&results, started.elapsed(), interrupted.map(|i| i.name))
-    );
+    report::err(&report::summary(
+        &results,
+        started.elapsed(),
+        interrupted.map(|i| i.name),
+    ));
     if let Some(dir) = &config.digests_dir {
         if let Err(e) = report::write_digest_files(dir, &results) {
             return fatal(&e);

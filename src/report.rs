@@ -47,14 +47,27 @@ pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
     }
 }
 
+/// Write `text` to stdout. A closed pipe (`kvpush all | head -1`) is not
+/// worth dying for: the push goes on, and what could not be written is lost.
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Write `line` and a newline to stderr, ignoring a closed pipe as [`out`] does.
+pub fn err(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Print a finished image as soon as it is done.
 pub fn print_image(result: &ImageResult) {
-    let (out, err) = image_lines(result);
-    for line in out {
-        println!("{line}");
+    let (lines, error) = image_lines(result);
+    for line in lines {
+        out(&format!("{line}\n"));
     }
-    if let Some(line) = err {
-        eprintln!("{line}");
+    if let Some(line) = error {
+        err(&line);
     }
 }
 
