@@ -16,6 +16,7 @@ pub mod b64;
 pub mod content;
 pub mod docker;
 pub mod faultproxy;
+pub mod fuzzcorpus;
 pub mod prng;
 pub mod registry;
 pub mod tarfmt;
@@ -23,9 +24,9 @@ mod token;
 pub mod workspace;
 
 pub use docker::{
-    build_archive, gzip, image_config, layer_tar, random_layer, read_archive, read_manifest,
-    sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts, ManifestEntry,
-    TestImage,
+    build_archive, docker_archive_bytes, gzip, image_config, layer_tar, random_layer, read_archive,
+    read_manifest, sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts,
+    ManifestEntry, TestImage,
 };
 pub use faultproxy::{Fault, FaultPlan, FaultProxy, Outcome, ProxyEvent};
 pub use registry::{

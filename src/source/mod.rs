@@ -2,6 +2,7 @@
 //! talks to a registry; the push code never looks inside a tarball.
 
 pub mod docker_archive;
+pub mod fuzzing;
 pub mod tar_index;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! `kvpush-fixtures gen-workspace DIR [--scale SIZE] [--seed N] [--compressed]
 //!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...`
+//! `kvpush-fixtures fuzz-seeds DIR`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ const USAGE: &str = "usage:
       --container-prefix P  $(container_prefix) at build time (default index.docker.io/kubevirt)
       --tag T             $(container_tag) at build time (default latest)
       --extra-image NAME  extra bundle entry (repeatable)
+  kvpush-fixtures fuzz-seeds DIR
+      writes the seed corpus of the fuzz targets to DIR/tarball and DIR/manifest
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
 
@@ -35,6 +38,11 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let mut it = args.into_iter();
     match it.next().as_deref() {
         Some("gen-workspace") => {}
+        Some("fuzz-seeds") => {
+            let dir = it.next().ok_or_else(|| format!("DIR missing\n{USAGE}"))?;
+            return kvpush_fixtures::fuzzcorpus::write_seeds(std::path::Path::new(&dir))
+                .map_err(|e| format!("writing seeds to {dir}: {e}"));
+        }
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             return Ok(());
