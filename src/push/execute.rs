@@ -126,14 +126,17 @@ struct Run {
     spool_dir: tempfile::TempDir,
     spool_seq: AtomicU64,
     /// diff_id -> the layer prepared for upload.
-    layers: Cells<String, Arc<PreparedLayer>>,
+    /// Failures are kept too, so that no other image repeats them.
+    layers: Cells<String, Result<Arc<PreparedLayer>, String>>,
     /// (host, diff_id or config digest) -> the repository a blob is
     /// uploaded to before being mounted into the others: the first one in
     /// plan order, so that a re-run after an interruption finds there what
     /// the first run uploaded instead of uploading it again elsewhere.
     homes: HashMap<(String, String), String>,
     /// (host, repo, digest) -> what placing it there took.
-    placed: Cells<(String, String, String), Placement>,
+    /// Failures are kept too: a registry that refused a blob after all its
+    /// tries is not asked again by the next image needing it.
+    placed: Cells<(String, String, String), Result<Placement, String>>,
 }
 
 /// What to upload for a blob.
@@ -151,7 +154,7 @@ impl Run {
         let declared = image.diff_ids[index].clone();
         let src = image.layers[index].clone();
         cell(&self.layers, declared.clone())
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
                 let spool = self
                     .spool_dir
@@ -174,7 +177,7 @@ impl Run {
                 Ok(Arc::new(prepared))
             })
             .await
-            .cloned()
+            .clone()
     }
 
     /// Make `blob` present in `dest`'s repository, recording in `counts`
@@ -210,7 +213,7 @@ impl Run {
         let client = &self.clients[host];
         let key = (host.to_string(), repo.to_string(), blob.digest.to_string());
         cell(&self.placed, key)
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 let placement = match from {
                     Some(home) if home != repo => {
                         self.place_by_mount(client, repo, home, blob).await?
@@ -218,10 +221,11 @@ impl Run {
                     _ => self.place_fresh(client, repo, blob).await?,
                 };
                 counts.lock().expect("counts poisoned").add(placement);
-                Ok::<_, String>(placement)
+                Ok(placement)
             })
-            .await?;
-        Ok(())
+            .await
+            .clone()
+            .map(|_| ())
     }
 
     /// First placement on a host: skip if present, upload otherwise.
