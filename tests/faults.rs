@@ -218,7 +218,8 @@ fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
     assert_eq!(max_tries(&proxy), 3, "no request tried more than --retries");
     assert!(registry.catalog().is_empty(), "nothing was tagged");
 
-    // Retry-After beyond what --retry-time leaves: give up early, not after 50 tries.
+    // Retry-After (2s, honoured as is) beyond what --retry-time leaves:
+    // give up early, not after 50 tries.
     proxy.set_plan(FaultPlan::down(1, Some(2)));
     proxy.clear_events();
     let run = fx.kvpush(&[
@@ -234,7 +235,8 @@ fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
     ]);
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("would start past --retry-time 3s"),
+        run.stderr
+            .contains("the next, due in 2.0s, would start past --retry-time 3s"),
         "{}",
         run.stderr
     );

@@ -19,7 +19,7 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::future::{join_all, try_join_all};
+use futures::future::join_all;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -313,7 +313,13 @@ impl Run {
         counts: &Mutex<BlobCounts>,
     ) -> Result<(), String> {
         let image = planned.image.as_ref().map_err(Clone::clone)?;
-        let layers = try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
+        // join_all, not try_join_all: work another image may share is
+        // never dropped halfway because a sibling failed (it would be done
+        // again, and a registry asked again after all its tries).
+        let layers = join_all((0..image.layers.len()).map(|i| self.prepare(image, i)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         let (manifest, digest) = docker_manifest(image, &layers)?;
         result.digest = Some(digest.clone());
 
@@ -347,7 +353,10 @@ impl Run {
             }
         }
         for repo in &repos {
-            try_join_all(blobs.iter().map(|b| self.place(repo, b, counts))).await?;
+            join_all(blobs.iter().map(|b| self.place(repo, b, counts)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
         }
 
         // Manifest by digest once all blobs are confirmed, then the tags.
