@@ -697,3 +697,38 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_start_on_a_413_shrink_on_each_and_respect_the_registry_minimum() {
+        let p = ChunkPolicy::new(16 << 20);
+        let plain = Session {
+            url: Url::parse("http://127.0.0.1:5000/v2/x/blobs/uploads/1").unwrap(),
+            min_chunk: None,
+        };
+        assert_eq!(p.chunk_for(&plain), None, "whole blobs first");
+        // A 1 MiB blob refused whole: chunks, smaller than what was refused.
+        assert!(p.too_large(1 << 20, None));
+        assert_eq!(p.chunk_for(&plain), Some(512 << 10));
+        assert!(p.too_large(512 << 10, None));
+        assert!(p.too_large(256 << 10, None));
+        assert!(p.too_large(128 << 10, None));
+        assert_eq!(p.chunk_for(&plain), Some(MIN_CHUNK));
+        assert!(!p.too_large(MIN_CHUNK, None), "no smaller than the floor");
+
+        let p = ChunkPolicy::new(MIN_CHUNK);
+        let strict = Session {
+            url: plain.url.clone(),
+            min_chunk: Some(160 << 10),
+        };
+        assert!(p.too_large(10 << 20, Some(160 << 10)));
+        assert_eq!(p.chunk_for(&strict), Some(160 << 10));
+        assert!(
+            !p.too_large(160 << 10, Some(160 << 10)),
+            "the registry's minimum is refused too: nothing left to try"
+        );
+    }
+}
