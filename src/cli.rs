@@ -42,9 +42,10 @@ struct CommonArgs {
     /// Tag to push; repeat for more tags (blobs go up once).
     #[arg(long = "tag", env = "DOCKER_TAG", default_value = "latest")]
     tags: Vec<String>,
-    /// Prefix of every image name, `$(image_prefix)` (e.g. `kv-` gives kv-virt-api).
-    #[arg(long, env = "IMAGE_PREFIX", default_value = "")]
-    image_prefix: String,
+    /// Prefix of every image name, `$(image_prefix)` (e.g. `kv-` gives kv-virt-api);
+    /// repeat to push under several prefixes (blobs are mounted, not uploaded again).
+    #[arg(long = "image-prefix", env = "IMAGE_PREFIX", default_value = "")]
+    image_prefixes: Vec<String>,
     /// KubeVirt checkout holding `bazel-bin` (followed through its symlink).
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
@@ -81,6 +82,12 @@ struct PushArgs {
     /// Read the registry password (or token) from standard input.
     #[arg(long, requires = "username")]
     password_stdin: bool,
+    /// Where the digest cache lives [default: $XDG_CACHE_HOME/kvpush or ~/.cache/kvpush].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Use no digest cache: every layer is read and compressed.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
@@ -100,7 +107,7 @@ pub struct Config {
     pub selections: Vec<Selection>,
     pub registry: String,
     pub tags: Vec<String>,
-    pub image_prefix: String,
+    pub image_prefixes: Vec<String>,
     pub workspace: PathBuf,
     pub jobs: usize,
     pub dry_run: bool,
@@ -109,6 +116,19 @@ pub struct Config {
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
     pub retries: u32,
+    /// `None` with --no-cache (or when no home directory is known).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Drop repeated values, keeping the first of each in order.
+fn dedup(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), String> {
@@ -122,7 +142,9 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
             ));
         }
         // Any image name will do to check registry and prefix together.
-        push::Destination::new(registry, &common.image_prefix, "virt-api", &common.tags[0])?;
+        for prefix in &common.image_prefixes {
+            push::Destination::new(registry, prefix, "virt-api", &common.tags[0])?;
+        }
     }
     Ok(())
 }
@@ -152,13 +174,12 @@ impl PushArgs {
             Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
             _ => None,
         };
-        let mut tags = self.common.tags;
-        tags.dedup();
+        let tags = dedup(self.common.tags);
         Ok(Config {
             selections,
             registry,
             tags,
-            image_prefix: self.common.image_prefix,
+            image_prefixes: dedup(self.common.image_prefixes),
             workspace: self.common.workspace,
             jobs: self.jobs,
             dry_run: self.dry_run,
@@ -167,6 +188,11 @@ impl PushArgs {
             compression_level: self.compression_level,
             credential,
             retries: self.retries,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.or_else(crate::cache::default_dir)
+            },
         })
     }
 }
@@ -248,7 +274,7 @@ fn run_list(args: PushArgs) -> ExitCode {
         workspace: &common.workspace,
         selections: &selections,
         registry: common.registry.as_deref(),
-        image_prefix: &common.image_prefix,
+        image_prefixes: &common.image_prefixes,
         tags: &common.tags,
     };
     match push::plan(&input) {
@@ -266,7 +292,7 @@ fn run_push(config: Config) -> ExitCode {
         workspace: &config.workspace,
         selections: &config.selections,
         registry: Some(&config.registry),
-        image_prefix: &config.image_prefix,
+        image_prefixes: &config.image_prefixes,
         tags: &config.tags,
     };
     let plan = match push::plan(&input) {
@@ -286,6 +312,7 @@ fn run_push(config: Config) -> ExitCode {
         insecure: config.insecure,
         compression_level: config.compression_level,
         credential: config.credential.clone(),
+        cache_dir: config.cache_dir.clone(),
         retry: RetryPolicy {
             attempts: config.retries,
             ..RetryPolicy::default()
@@ -351,7 +378,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.selections.len(), 1);
-        assert_eq!(c.image_prefix, "kv-");
+        assert_eq!(c.image_prefixes, vec!["kv-"]);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! [`registry`], and [`report`] tells the user what happened.
 
 pub mod blob;
+pub mod cache;
 pub mod cli;
+pub mod compress;
 pub mod push;
 pub mod registry;
 pub mod report;

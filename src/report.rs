@@ -70,12 +70,13 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
     }
     let mut out = format!(
         "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed; \
-         uploaded {} in {} blobs, {} mounted, {} already present; {:.1}s",
+         uploaded {} in {} blobs, {} mounted, {} already present; {} layers compressed; {:.1}s",
         results.len(),
         human_bytes(blobs.bytes_uploaded),
         blobs.uploaded,
         blobs.mounted,
         blobs.existing,
+        blobs.compressed,
         elapsed.as_secs_f64()
     );
     if failed > 0 {
@@ -205,6 +206,7 @@ mod tests {
                 bytes_uploaded: 3 << 20,
                 mounted: 1,
                 existing: 0,
+                compressed: 1,
             },
         }
     }
@@ -233,7 +235,12 @@ mod tests {
             s.contains("2 images: 1 pushed, 0 skipped (already up to date), 1 failed"),
             "{s}"
         );
-        assert!(s.contains("uploaded 6.0 MiB in 4 blobs, 2 mounted"), "{s}");
+        assert!(
+            s.contains(
+                "uploaded 6.0 MiB in 4 blobs, 2 mounted, 0 already present; 2 layers compressed"
+            ),
+            "{s}"
+        );
         assert!(s.contains("failed: virt-controller"), "{s}");
     }
 

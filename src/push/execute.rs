@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +22,8 @@ use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, sha256_digest, FileRange, PreparedLayer};
+use crate::blob::{prepare_layer, sha256_digest, BlobBody, FileRange, PreparedLayer};
+use crate::cache::{Cache, CachedLayer};
 use crate::registry::auth::{lookup_credentials, FoundCredential};
 use crate::registry::client::{Client, MountOutcome};
 use crate::registry::retry::RetryPolicy;
@@ -39,12 +41,15 @@ pub struct Options {
     /// Credentials from the command line; otherwise looked up per registry.
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
+    /// The persistent digest cache, unless `--no-cache`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What happened to one blob in one repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Placement {
-    Uploaded(u64),
+    /// Uploaded this many bytes, after compressing the layer first if true.
+    Uploaded(u64, bool),
     Mounted,
     Existed,
 }
@@ -56,14 +61,18 @@ pub struct BlobCounts {
     pub bytes_uploaded: u64,
     pub mounted: u64,
     pub existing: u64,
+    /// Layers compressed for this image: not found in the run or the cache,
+    /// or found in the cache but missing from the registry.
+    pub compressed: u64,
 }
 
 impl BlobCounts {
     fn add(&mut self, p: Placement) {
         match p {
-            Placement::Uploaded(bytes) => {
+            Placement::Uploaded(bytes, compressed) => {
                 self.uploaded += 1;
                 self.bytes_uploaded += bytes;
+                self.compressed += u64::from(compressed);
             }
             Placement::Mounted => self.mounted += 1,
             Placement::Existed => self.existing += 1,
@@ -75,6 +84,7 @@ impl BlobCounts {
         self.bytes_uploaded += other.bytes_uploaded;
         self.mounted += other.mounted;
         self.existing += other.existing;
+        self.compressed += other.compressed;
     }
 }
 
@@ -114,142 +124,255 @@ fn cell<K: Eq + Hash, V>(cells: &Cells<K, V>, key: K) -> Arc<OnceCell<V>> {
 struct Run {
     clients: HashMap<String, Client>,
     options: Options,
+    /// Network work (HEAD, upload, mount): `--jobs` at once.
     permits: Semaphore,
+    /// Layer compressions at once; each already uses every core.
+    cpu_permits: Semaphore,
+    cache: Option<Cache>,
+    /// Cache key of the compressor settings in force.
+    settings: String,
     spool_dir: tempfile::TempDir,
     spool_seq: AtomicU64,
-    /// diff_id -> the layer prepared for upload.
-    layers: Cells<String, Arc<PreparedLayer>>,
+    /// diff_id -> the layer as the push knows it.
+    layers: Cells<String, Arc<Layer>>,
     /// (host, digest) -> the first repository that holds it in this run.
     homes: Cells<(String, String), String>,
     /// (host, repo, digest) -> what placing it there took.
     placed: Cells<(String, String, String), Placement>,
 }
 
-/// What to upload for a blob.
-struct Blob<'a> {
-    digest: &'a str,
-    body: FileRange,
+/// A layer's registry identity and where its gzip bytes are, or, when its
+/// digest came from the cache, how to make them on first need.
+struct Layer {
+    diff_id: String,
+    digest: String,
+    size: u64,
+    /// The layer inside its tarball, for (re)compression and messages.
+    src: FileRange,
+    index: usize,
+    body: OnceCell<BlobBody>,
+}
+
+/// Where a blob's bytes come from.
+enum Source {
+    Ready(FileRange),
+    Layer(Arc<Layer>),
+}
+
+/// A blob to place in a repository.
+struct Blob {
+    digest: String,
+    size: u64,
+    source: Source,
 }
 
 impl Run {
-    /// Hash/compress a layer once per diff_id, and check it matches.
-    async fn prepare(&self, image: &Image, index: usize) -> Result<Arc<PreparedLayer>, String> {
+    /// Compress (or hash) a layer on the blocking pool and check its diff_id.
+    async fn compress_layer(
+        &self,
+        src: &FileRange,
+        declared: &str,
+        index: usize,
+    ) -> Result<PreparedLayer, String> {
+        let _permit = self
+            .cpu_permits
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        let spool = self.spool_dir.path().join(format!(
+            "layer-{}.tar.gz",
+            self.spool_seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let level = self.options.compression_level;
+        let src_for_task = src.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare_layer(&src_for_task, &spool, level))
+                .await
+                .map_err(|e| format!("layer task failed: {e}"))?
+                .map_err(|e| {
+                    format!(
+                        "cannot read layer {} of {}: {e}",
+                        index + 1,
+                        src.path.display()
+                    )
+                })?;
+        if prepared.diff_id != declared {
+            return Err(format!(
+                "layer {} of {} decompresses to {} but the image config's diff_ids[{index}] says {declared}: the tarball is corrupt, rebuild it with bazel",
+                index + 1,
+                src.path.display(),
+                prepared.diff_id
+            ));
+        }
+        Ok(prepared)
+    }
+
+    /// Learn a layer's blob digest once per diff_id: from the cache without
+    /// reading it, else by compressing it now. Returns whether this call
+    /// compressed it.
+    async fn prepare(&self, image: &Image, index: usize) -> Result<(Arc<Layer>, bool), String> {
         let declared = image.diff_ids[index].clone();
         let src = image.layers[index].clone();
-        cell(&self.layers, declared.clone())
+        let mut compressed = false;
+        let layer = cell(&self.layers, declared.clone())
             .get_or_try_init(|| async {
-                let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-                let spool = self
-                    .spool_dir
-                    .path()
-                    .join(format!("layer-{}.tar.gz", self.spool_seq.fetch_add(1, Ordering::Relaxed)));
-                let level = self.options.compression_level;
-                let src_for_task = src.clone();
-                let prepared = tokio::task::spawn_blocking(move || prepare_layer(&src_for_task, &spool, level))
-                    .await
-                    .map_err(|e| format!("layer task failed: {e}"))?
-                    .map_err(|e| format!("cannot read layer {} of {}: {e}", index + 1, src.path.display()))?;
-                if prepared.diff_id != declared {
+                let cached = self
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.layer(&self.settings, &declared));
+                if let Some(hit) = cached {
+                    let body = OnceCell::new();
+                    return Ok(Arc::new(Layer {
+                        diff_id: declared,
+                        digest: hit.digest,
+                        size: hit.size,
+                        src,
+                        index,
+                        body,
+                    }));
+                }
+                let prepared = self.compress_layer(&src, &declared, index).await?;
+                compressed = true;
+                if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
+                    let entry = CachedLayer {
+                        digest: prepared.digest.clone(),
+                        size: prepared.size,
+                    };
+                    cache.put_layer(&self.settings, &declared, &entry);
+                }
+                Ok::<_, String>(Arc::new(Layer {
+                    diff_id: declared,
+                    digest: prepared.digest,
+                    size: prepared.size,
+                    src,
+                    index,
+                    body: OnceCell::new_with(Some(prepared.body)),
+                }))
+            })
+            .await?
+            .clone();
+        Ok((layer, compressed))
+    }
+
+    /// The bytes of a blob, compressing a cached layer now if need be;
+    /// true when this call did the compressing.
+    async fn body(&self, blob: &Blob) -> Result<(FileRange, bool), String> {
+        let layer = match &blob.source {
+            Source::Ready(range) => return Ok((range.clone(), false)),
+            Source::Layer(layer) => layer,
+        };
+        let mut compressed = false;
+        let body = layer
+            .body
+            .get_or_try_init(|| async {
+                compressed = true;
+                let prepared = self.compress_layer(&layer.src, &layer.diff_id, layer.index).await?;
+                if prepared.digest != layer.digest || prepared.size != layer.size {
+                    if let Some(cache) = &self.cache {
+                        cache.remove_layer(&self.settings, &layer.diff_id);
+                    }
                     return Err(format!(
-                        "layer {} of {} decompresses to {} but the image config's diff_ids[{index}] says {declared}: the tarball is corrupt, rebuild it with bazel",
-                        index + 1,
-                        src.path.display(),
-                        prepared.diff_id
+                        "the digest cache says layer {} of {} compresses to {} but it compresses to {}; the entry was removed, run kvpush again (or pass --no-cache)",
+                        layer.index + 1,
+                        layer.src.path.display(),
+                        layer.digest,
+                        prepared.digest
                     ));
                 }
-                Ok(Arc::new(prepared))
+                Ok(prepared.body)
             })
-            .await
-            .cloned()
+            .await?;
+        Ok((body.range(layer.size), compressed))
+    }
+
+    /// Note where a blob now is, for mounts in later runs.
+    fn remember(&self, host: &str, digest: &str, repo: &str) {
+        if let Some(cache) = &self.cache {
+            cache.put_blob_repo(host, digest, repo);
+        }
     }
 
     /// Make `blob` present in `dest`'s repository; returns what it took,
     /// or `None` when another image of this run already placed it there.
-    async fn place(
-        &self,
-        dest: &Destination,
-        blob: &Blob<'_>,
-    ) -> Result<Option<Placement>, String> {
+    async fn place(&self, dest: &Destination, blob: &Blob) -> Result<Option<Placement>, String> {
         let client = &self.clients[&dest.host];
-        let key = (
-            dest.host.clone(),
-            dest.repo.clone(),
-            blob.digest.to_string(),
-        );
+        let key = (dest.host.clone(), dest.repo.clone(), blob.digest.clone());
         let mut ours = false;
         let placement = *cell(&self.placed, key)
             .get_or_try_init(|| async {
                 ours = true;
                 let mut first = None;
-                let home_cell = cell(&self.homes, (dest.host.clone(), blob.digest.to_string()));
+                let home_cell = cell(&self.homes, (dest.host.clone(), blob.digest.clone()));
                 let home = home_cell
                     .get_or_try_init(|| async {
-                        first = Some(self.place_fresh(client, &dest.repo, blob).await?);
+                        let from = self
+                            .cache
+                            .as_ref()
+                            .and_then(|c| c.blob_repo(&dest.host, &blob.digest));
+                        first = Some(
+                            self.place_in(client, &dest.repo, from.as_deref(), blob)
+                                .await?,
+                        );
                         Ok::<_, String>(dest.repo.clone())
                     })
                     .await?;
                 match first {
                     Some(p) => Ok(p),
                     None if *home == dest.repo => Ok(Placement::Existed),
-                    None => self.place_by_mount(client, &dest.repo, home, blob).await,
+                    None => self.place_in(client, &dest.repo, Some(home), blob).await,
                 }
             })
             .await?;
         Ok(ours.then_some(placement))
     }
 
-    /// First placement on a host: skip if present, upload otherwise.
-    async fn place_fresh(
+    /// Place a blob in one repository: skip it if present, mount it from
+    /// `from` (a repository of the same registry said to hold it) when
+    /// there is one, upload it otherwise or when the mount is refused.
+    async fn place_in(
         &self,
         client: &Client,
         repo: &str,
-        blob: &Blob<'_>,
+        from: Option<&str>,
+        blob: &Blob,
     ) -> Result<Placement, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        if client
-            .blob_exists(repo, blob.digest)
-            .await
-            .map_err(|e| e.to_string())?
+        let net = |e: crate::registry::RegistryError| e.to_string();
+        let mut session = None;
         {
-            return Ok(Placement::Existed);
+            let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+            if client.blob_exists(repo, &blob.digest).await.map_err(net)? {
+                self.remember(client.host(), &blob.digest, repo);
+                return Ok(Placement::Existed);
+            }
+            if let Some(from) = from.filter(|f| *f != repo) {
+                match client.mount_blob(repo, &blob.digest, from).await {
+                    Ok(MountOutcome::Mounted) => {
+                        self.remember(client.host(), &blob.digest, repo);
+                        return Ok(Placement::Mounted);
+                    }
+                    Ok(MountOutcome::UploadAt(location)) => session = Some(location),
+                    Err(e) => tracing::debug!("mount refused ({e}); uploading instead"),
+                }
+            }
         }
-        client
-            .upload_blob(repo, blob.digest, &blob.body)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Placement::Uploaded(blob.body.len))
-    }
-
-    /// Later placements: mount from the repository that already has it.
-    async fn place_by_mount(
-        &self,
-        client: &Client,
-        repo: &str,
-        from: &str,
-        blob: &Blob<'_>,
-    ) -> Result<Placement, String> {
+        // No network permit is held while a cached layer is compressed.
+        let (body, compressed) = self.body(blob).await?;
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        if client
-            .blob_exists(repo, blob.digest)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(Placement::Existed);
-        }
-        let result = match client.mount_blob(repo, blob.digest, from).await {
-            Ok(MountOutcome::Mounted) => return Ok(Placement::Mounted),
-            Ok(MountOutcome::UploadAt(location)) => {
-                client
-                    .put_blob(location, repo, blob.digest, &blob.body)
-                    .await
-            }
-            Err(e) => {
-                tracing::debug!("mount refused ({e}); uploading instead");
-                client.upload_blob(repo, blob.digest, &blob.body).await
-            }
+        let put_in_session = match session {
+            Some(location) => client
+                .put_blob(location, repo, &blob.digest, &body)
+                .await
+                .is_ok(),
+            None => false,
         };
-        result.map_err(|e| e.to_string())?;
-        Ok(Placement::Uploaded(blob.body.len))
+        if !put_in_session {
+            client
+                .upload_blob(repo, &blob.digest, &body)
+                .await
+                .map_err(net)?;
+        }
+        self.remember(client.host(), &blob.digest, repo);
+        Ok(Placement::Uploaded(blob.size, compressed))
     }
 
     async fn push_image(&self, planned: &PlannedImage) -> ImageResult {
@@ -277,7 +400,13 @@ impl Run {
         result: &mut ImageResult,
     ) -> Result<(), String> {
         let image = planned.image.as_ref().map_err(Clone::clone)?;
-        let layers = try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
+        let prepared =
+            try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
+        result.blobs.compressed = prepared
+            .iter()
+            .filter(|(_, compressed)| *compressed)
+            .count() as u64;
+        let layers: Vec<Arc<Layer>> = prepared.into_iter().map(|(layer, _)| layer).collect();
         let (manifest, digest) = docker_manifest(image, &layers)?;
         result.digest = Some(digest.clone());
 
@@ -288,17 +417,20 @@ impl Run {
         ));
         std::fs::write(&config_path, &image.config)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        let config_len = image.config.len() as u64;
         let mut blobs = vec![Blob {
-            digest: &image.config_digest,
-            body: FileRange {
+            digest: image.config_digest.clone(),
+            size: config_len,
+            source: Source::Ready(FileRange {
                 path: config_path,
                 offset: 0,
-                len: image.config.len() as u64,
-            },
+                len: config_len,
+            }),
         }];
         blobs.extend(layers.iter().map(|l| Blob {
-            digest: &l.digest,
-            body: l.body.range(l.size),
+            digest: l.digest.clone(),
+            size: l.size,
+            source: Source::Layer(l.clone()),
         }));
 
         // One repository per distinct (host, repo); tags share its blobs.
@@ -365,10 +497,7 @@ impl Run {
 }
 
 /// The Docker schema 2 manifest of an image, and its digest.
-fn docker_manifest(
-    image: &Image,
-    layers: &[Arc<PreparedLayer>],
-) -> Result<(Vec<u8>, String), String> {
+fn docker_manifest(image: &Image, layers: &[Arc<Layer>]) -> Result<(Vec<u8>, String), String> {
     let bad = |e: oci_spec::OciSpecError| {
         format!(
             "cannot build the manifest for {}: {e}",
@@ -434,9 +563,17 @@ pub async fn execute(
         .map_err(|e| {
             format!("cannot create a temporary directory for compressed layers (set TMPDIR?): {e}")
         })?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let run = Run {
         clients,
         permits: Semaphore::new(options.jobs.max(1)),
+        cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
+        cache: options.cache_dir.clone().map(Cache::new),
+        settings: format!(
+            "{}-l{}",
+            crate::compress::SETTINGS_ID,
+            options.compression_level
+        ),
         options,
         spool_dir,
         spool_seq: AtomicU64::new(0),

@@ -109,7 +109,8 @@ pub struct PlanInput<'a> {
     pub selections: &'a [Selection],
     /// `None` when only listing without a registry.
     pub registry: Option<&'a str>,
-    pub image_prefix: &'a str,
+    /// Every image goes under each prefix, with each tag.
+    pub image_prefixes: &'a [String],
     pub tags: &'a [String],
 }
 
@@ -249,10 +250,12 @@ fn planned(
     let mut destinations = Vec::new();
     let mut image = image;
     if let Some(registry) = input.registry {
-        for tag in input.tags {
-            match Destination::new(registry, input.image_prefix, &name, tag) {
-                Ok(d) => destinations.push(d),
-                Err(e) => image = Err(e),
+        for prefix in input.image_prefixes {
+            for tag in input.tags {
+                match Destination::new(registry, prefix, &name, tag) {
+                    Ok(d) => destinations.push(d),
+                    Err(e) => image = Err(e),
+                }
             }
         }
     }

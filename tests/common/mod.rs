@@ -43,6 +43,7 @@ pub fn kvpush_command(home: &Path) -> Command {
         "RUST_LOG",
         "SSL_CERT_FILE",
         "XDG_RUNTIME_DIR",
+        "XDG_CACHE_HOME",
     ] {
         cmd.env_remove(var);
     }
