@@ -11,6 +11,9 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# make bench: GNU time for CPU and peak memory, pigz as the compression yardstick.
+[ -x /usr/bin/time ] || need+=(time)
+command -v pigz >/dev/null 2>&1 || need+=(pigz)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]} with apt-get" >&2

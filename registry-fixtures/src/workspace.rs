@@ -134,6 +134,10 @@ pub struct WorkspaceSpec {
     /// Extra bundle keys `(alias NAME, existing NAME)` mapped to the label of
     /// an existing entry, i.e. the very same image under a second name.
     pub bundle_aliases: Vec<(String, String)>,
+    /// Layer keys (an image's own layer is keyed by the image NAME, e.g.
+    /// `virt-handler`) whose content is generated differently: a rebuild
+    /// that changed one layer, for re-push benchmarks and tests.
+    pub changed_layers: Vec<String>,
 }
 
 impl Default for WorkspaceSpec {
@@ -149,6 +153,7 @@ impl Default for WorkspaceSpec {
             build_container_tag: "latest".into(),
             extra_bundle_images: Vec::new(),
             bundle_aliases: Vec::new(),
+            changed_layers: Vec::new(),
         }
     }
 }
@@ -648,8 +653,10 @@ fn build_layer(
     cache: &Path,
     idx: usize,
     compressed: bool,
+    changed: bool,
 ) -> io::Result<BuiltLayer> {
-    let lseed = derive_seed(seed, &format!("layer:{}", def.key));
+    let variant = if changed { "#changed" } else { "" };
+    let lseed = derive_seed(seed, &format!("layer:{}{variant}", def.key));
     let files = plan_files(&def.template, size, lseed);
     if compressed {
         let blob = cache.join(format!("{idx}.tar.gz"));
@@ -999,6 +1006,7 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
             cache.path(),
             i,
             spec.compressed_layers,
+            spec.changed_layers.contains(&defs.layers[i].key),
         )
     })?;
 

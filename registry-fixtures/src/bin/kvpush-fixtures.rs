@@ -17,6 +17,7 @@ const USAGE: &str = "usage:
       --container-prefix P  $(container_prefix) at build time (default index.docker.io/kubevirt)
       --tag T             $(container_tag) at build time (default latest)
       --extra-image NAME  extra bundle entry (repeatable)
+      --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
 
@@ -61,6 +62,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--container-prefix" => spec.build_container_prefix = value("--container-prefix")?,
             "--tag" => spec.build_container_tag = value("--tag")?,
             "--extra-image" => spec.extra_bundle_images.push(value("--extra-image")?),
+            "--change-layer" => spec.changed_layers.push(value("--change-layer")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
