@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use crate::compress;
 
 /// gzip level for layers kvpush compresses itself.
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 2;
 
 /// Streaming buffers: large enough for throughput, small enough that memory
 /// stays flat whatever the layer size.
