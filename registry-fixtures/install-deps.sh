@@ -28,6 +28,6 @@ if ((${#need[@]})); then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "install-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.80) first" >&2
+    echo "install-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85) first" >&2
     exit 1
 fi

@@ -91,9 +91,22 @@ struct PushArgs {
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
+    /// What to print on stdout: `text` (a `REF@DIGEST` line per tag) or `json`
+    /// (one document describing every image; logs stay on stderr).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Print errors only (and the `REF@DIGEST` lines on stdout).
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 fn default_jobs() -> usize {
@@ -118,6 +131,9 @@ pub struct Config {
     pub retries: u32,
     /// `None` with --no-cache (or when no home directory is known).
     pub cache_dir: Option<PathBuf>,
+    pub output: OutputFormat,
+    pub quiet: bool,
+    pub verbose: u8,
 }
 
 /// Drop repeated values, keeping the first of each in order.
@@ -188,6 +204,9 @@ impl PushArgs {
             compression_level: self.compression_level,
             credential,
             retries: self.retries,
+            output: self.output,
+            quiet: self.quiet,
+            verbose: self.verbose,
             cache_dir: if self.no_cache {
                 None
             } else {
@@ -216,8 +235,58 @@ fn read_password_stdin(username: String) -> Result<FoundCredential, String> {
     })
 }
 
-fn init_logging(verbose: u8) {
+/// Where log lines go: stderr, or above the progress bars.
+#[derive(Clone)]
+enum LogTarget {
+    Stderr,
+    Progress(indicatif::MultiProgress),
+}
+
+/// A log line written through indicatif so that it lands above the bars.
+struct LineWriter {
+    target: LogTarget,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        match &self.target {
+            LogTarget::Stderr => eprintln!("{text}"),
+            LogTarget::Progress(multi) => {
+                let _ = multi.println(text);
+            }
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogTarget {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            target: self.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool, target: LogTarget) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "warn,kvpush=debug",
         _ => "debug",
@@ -226,7 +295,8 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(target)
+        .with_ansi(false)
         .with_target(false)
         .try_init();
 }
@@ -244,15 +314,36 @@ fn fatal(message: &str) -> ExitCode {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
-    init_logging(args.verbose);
-    // `list` is a word among the targets, so that flags may stand anywhere.
-    if args.targets.first().map(String::as_str) == Some("list") {
-        args.targets.remove(0);
-        return run_list(args);
+    // `list` and `completions` are words among the targets, so that flags
+    // may stand anywhere.
+    match args.targets.first().map(String::as_str) {
+        Some("list") => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            args.targets.remove(0);
+            return run_list(args);
+        }
+        Some("completions") => return run_completions(&args.targets[1..]),
+        _ => {}
     }
     match args.into_config() {
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
+    }
+}
+
+/// `kvpush completions bash|zsh|fish`: a completion script on stdout.
+fn run_completions(words: &[String]) -> ExitCode {
+    use clap::CommandFactory;
+    let shell = match words {
+        [one] => one.parse::<clap_complete::Shell>(),
+        _ => Err(String::new()),
+    };
+    match shell {
+        Ok(shell) => {
+            clap_complete::generate(shell, &mut Cli::command(), "kvpush", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Err(_) => usage_error("usage: kvpush completions bash|zsh|fish|elvish|powershell"),
     }
 }
 
@@ -286,6 +377,17 @@ fn run_list(args: PushArgs) -> ExitCode {
     }
 }
 
+/// Live bars only for a person at a terminal: stderr is a TTY, NO_COLOR is
+/// unset, the terminal is not dumb, and no request log is asked for.
+fn wants_progress_bars(config: &Config, github: bool) -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && config.verbose == 0
+        && !github
+}
+
 fn run_push(config: Config) -> ExitCode {
     let started = Instant::now();
     let input = PlanInput {
@@ -300,6 +402,7 @@ fn run_push(config: Config) -> ExitCode {
         Err(e) => return fatal(&e),
     };
     if config.dry_run {
+        init_logging(config.verbose, config.quiet, LogTarget::Stderr);
         print!("{}", report::dry_run(&plan));
         return if plan.images.iter().all(|i| i.image.is_ok()) {
             ExitCode::SUCCESS
@@ -322,11 +425,43 @@ fn run_push(config: Config) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
     };
-    let results = match runtime.block_on(push::execute(&plan, options, &report::print_image)) {
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    let results = match (config.quiet, wants_progress_bars(&config, github)) {
+        (true, _) => {
+            init_logging(config.verbose, true, LogTarget::Stderr);
+            let observer = report::log::QuietObserver { refs_on_stdout };
+            runtime.block_on(push::execute(&plan, options, &observer))
+        }
+        (false, true) => {
+            let observer = report::terminal::TerminalProgress::new(&plan, refs_on_stdout);
+            init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
+            let results = runtime.block_on(push::execute(&plan, options, &observer));
+            observer.finish();
+            results
+        }
+        (false, false) => {
+            init_logging(config.verbose, false, LogTarget::Stderr);
+            let observer = report::log::LogObserver::new(&plan, refs_on_stdout, github);
+            runtime.block_on(push::execute(&plan, options, &observer))
+        }
+    };
+    let results = match results {
         Ok(results) => results,
         Err(e) => return fatal(&e),
     };
-    eprintln!("{}", report::summary(&results, started.elapsed()));
+    let elapsed = started.elapsed();
+    if !config.quiet {
+        eprintln!("{}", report::summary(&results, elapsed));
+    }
+    if config.output == OutputFormat::Json {
+        println!("{}", report::json::document(&results, elapsed));
+    }
+    if github {
+        if let Err(e) = report::github::write(&results) {
+            return fatal(&e);
+        }
+    }
     if let Some(dir) = &config.digests_dir {
         if let Err(e) = report::write_digest_files(dir, &results) {
             return fatal(&e);

@@ -21,6 +21,7 @@ use futures::future::{join_all, try_join_all};
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
 use crate::blob::{prepare_layer, sha256_digest, BlobBody, FileRange, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
@@ -47,7 +48,7 @@ pub struct Options {
 
 /// What happened to one blob in one repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Placement {
+pub enum Placement {
     /// Uploaded this many bytes, after compressing the layer first if true.
     Uploaded(u64, bool),
     Mounted,
@@ -105,6 +106,8 @@ pub struct ImageResult {
     pub references: Vec<String>,
     /// Manifest digest, known once the image was read and its layers prepared.
     pub digest: Option<String>,
+    /// Bytes of the image's config and (compressed) layers, once known.
+    pub size: Option<u64>,
     pub status: Status,
     pub blobs: BlobCounts,
 }
@@ -121,7 +124,8 @@ fn cell<K: Eq + Hash, V>(cells: &Cells<K, V>, key: K) -> Arc<OnceCell<V>> {
 }
 
 /// State shared by every image of a run.
-struct Run {
+struct Run<'o> {
+    observer: &'o dyn Observer,
     clients: HashMap<String, Client>,
     options: Options,
     /// Network work (HEAD, upload, mount): `--jobs` at once.
@@ -166,7 +170,7 @@ struct Blob {
     source: Source,
 }
 
-impl Run {
+impl Run<'_> {
     /// Compress (or hash) a layer on the blocking pool and check its diff_id.
     async fn compress_layer(
         &self,
@@ -375,7 +379,7 @@ impl Run {
         Ok(Placement::Uploaded(blob.size, compressed))
     }
 
-    async fn push_image(&self, planned: &PlannedImage) -> ImageResult {
+    async fn push_image(&self, id: usize, planned: &PlannedImage) -> ImageResult {
         let mut result = ImageResult {
             target: planned.target,
             name: planned.name.clone(),
@@ -385,10 +389,11 @@ impl Run {
                 .map(|d| d.display.clone())
                 .collect(),
             digest: None,
+            size: None,
             status: Status::Pushed,
             blobs: BlobCounts::default(),
         };
-        if let Err(e) = self.push_image_inner(planned, &mut result).await {
+        if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
             result.status = Status::Failed(e);
         }
         result
@@ -396,10 +401,12 @@ impl Run {
 
     async fn push_image_inner(
         &self,
+        id: usize,
         planned: &PlannedImage,
         result: &mut ImageResult,
     ) -> Result<(), String> {
         let image = planned.image.as_ref().map_err(Clone::clone)?;
+        self.observer.stage(id, Stage::Preparing);
         let prepared =
             try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
         result.blobs.compressed = prepared
@@ -433,6 +440,10 @@ impl Run {
             source: Source::Layer(l.clone()),
         }));
 
+        let total = blobs.iter().map(|b| b.size).sum();
+        result.size = Some(total);
+        self.observer.stage(id, Stage::Uploading { total });
+
         // One repository per distinct (host, repo); tags share its blobs.
         let mut repos: Vec<&Destination> = Vec::new();
         for d in &planned.destinations {
@@ -441,11 +452,18 @@ impl Run {
             }
         }
         for repo in &repos {
-            let placements = try_join_all(blobs.iter().map(|b| self.place(repo, b))).await?;
+            let placements = try_join_all(blobs.iter().map(|b| async move {
+                let placed = self.place(repo, b).await?;
+                self.observer
+                    .blob_placed(id, placed.unwrap_or(Placement::Existed), b.size);
+                Ok::<_, String>(placed)
+            }))
+            .await?;
             for p in placements.into_iter().flatten() {
                 result.blobs.add(p);
             }
         }
+        self.observer.stage(id, Stage::Tagging);
 
         // Manifest by digest once all blobs are confirmed, then the tags.
         let mut changed = false;
@@ -534,11 +552,11 @@ fn docker_manifest(image: &Image, layers: &[Arc<Layer>]) -> Result<(Vec<u8>, Str
     Ok((bytes, digest))
 }
 
-/// Push every image of the plan; `on_done` is called as each one finishes.
+/// Push every image of the plan, telling `observer` how it goes.
 pub async fn execute(
     plan: &Plan,
     options: Options,
-    on_done: &(dyn Fn(&ImageResult) + Sync),
+    observer: &dyn Observer,
 ) -> Result<Vec<ImageResult>, String> {
     let mut clients = HashMap::new();
     for image in &plan.images {
@@ -565,6 +583,7 @@ pub async fn execute(
         })?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let run = Run {
+        observer,
         clients,
         permits: Semaphore::new(options.jobs.max(1)),
         cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
@@ -581,11 +600,18 @@ pub async fn execute(
         homes: Mutex::default(),
         placed: Mutex::default(),
     };
-    let results = join_all(plan.images.iter().map(|planned| async {
-        let result = run.push_image(planned).await;
-        on_done(&result);
-        result
-    }))
+    let run = &run;
+    let results = join_all(
+        plan.images
+            .iter()
+            .enumerate()
+            .map(|(id, planned)| async move {
+                run.observer.image_started(id, planned);
+                let result = run.push_image(id, planned).await;
+                run.observer.image_done(id, &result);
+                result
+            }),
+    )
     .await;
     Ok(results)
 }

@@ -3,8 +3,10 @@
 //! layer prepared once, every blob placed once per repository, manifests
 //! after their blobs, tags after manifests. Output is left to `report`.
 
+pub mod events;
 pub mod execute;
 pub mod plan;
 
-pub use execute::{execute, BlobCounts, ImageResult, Options, Status};
+pub use events::{Observer, Stage};
+pub use execute::{execute, BlobCounts, ImageResult, Options, Placement, Status};
 pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage};

@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use crate::push::{BlobCounts, ImageResult, Plan, Status};
 
+pub mod github;
+pub mod json;
+pub mod log;
+pub mod terminal;
+
 /// `1.5 MiB`-style sizes.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -44,17 +49,6 @@ pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
             None,
         ),
         (_, None) => (Vec::new(), None),
-    }
-}
-
-/// Print a finished image as soon as it is done.
-pub fn print_image(result: &ImageResult) {
-    let (out, err) = image_lines(result);
-    for line in out {
-        println!("{line}");
-    }
-    if let Some(line) = err {
-        eprintln!("{line}");
     }
 }
 
@@ -200,6 +194,7 @@ mod tests {
             name: TARGETS[target].name.to_string(),
             references: vec!["r/x:a".into(), "r/x:b".into()],
             digest: digest.map(str::to_string),
+            size: Some(1234),
             status,
             blobs: BlobCounts {
                 uploaded: 2,
