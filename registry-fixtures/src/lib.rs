@@ -8,9 +8,9 @@
 //!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
 //!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
-//!   tls, readonly, token), with access-log inspection, plus skopeo helpers.
+//!   tls, htpasswd-tls, readonly, token), with access-log inspection, plus
+//!   skopeo helpers.
 
-pub mod b64;
 pub mod content;
 pub mod docker;
 pub mod prng;
@@ -27,6 +27,7 @@ pub use docker::{
 pub use registry::{
     skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
 };
+pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::{
     bin_dir, generate_workspace, GeneratedImage, Workspace, WorkspaceSpec, OTHER_IMAGES,
     SINGLE_IMAGES,
