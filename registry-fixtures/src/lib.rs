@@ -9,12 +9,14 @@
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
 //!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
 //!   tls, htpasswd-tls, readonly, token), with access-log inspection, plus
-//!   skopeo helpers.
+//!   skopeo helpers; [`Relay`] puts a second origin ("blob storage") behind
+//!   one, to see where credentials go.
 
 pub mod content;
 pub mod docker;
 pub mod prng;
 pub mod registry;
+pub mod relay;
 pub mod tarfmt;
 mod token;
 pub mod workspace;
@@ -27,6 +29,7 @@ pub use docker::{
 pub use registry::{
     skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
 };
+pub use relay::{Origin, Relay, Seen};
 pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::{
     bin_dir, generate_workspace, GeneratedImage, Workspace, WorkspaceSpec, OTHER_IMAGES,

@@ -635,8 +635,15 @@ fn token_server_policy_is_what_the_registry_enforces() {
     let creds = format!("{}:{}", reg.user().unwrap(), reg.password().unwrap());
     // A stale token is refused by the registry though it announced 300 s.
     reg.update_token_policy(|p| p.stale_tokens = 1);
-    assert_eq!(token_then_ping(&reg, &["-u", &creds]), 401);
-    assert_eq!(token_then_ping(&reg, &["-u", &creds]), 200);
+    let scoped = [
+        "-u",
+        &creds,
+        "--data-urlencode",
+        "scope=repository:a/b:pull",
+        "-G",
+    ];
+    assert_eq!(token_then_ping(&reg, &scoped), 401);
+    assert_eq!(token_then_ping(&reg, &scoped), 200);
     // The OAuth2 refresh_token grant.
     let refresh = reg.identity_token().unwrap();
     let form = format!("grant_type=refresh_token&refresh_token={refresh}&client_id=t&scope=repository:a/b:pull,push");

@@ -82,10 +82,7 @@ impl Signer {
             URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes())
         );
         let sig: Signature = self.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(sig.to_bytes())
-        )
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
 }
 
@@ -112,8 +109,9 @@ pub struct TokenPolicy {
     /// `expires_in` announced; the registry accepts each token that long
     /// (its leeway taken into account), not a second more.
     pub expires_in: u64,
-    /// The next N tokens are handed out already expired while announcing
-    /// `expires_in`: a token that runs out in the middle of a push.
+    /// The next N tokens asked for with a scope are handed out already
+    /// expired while announcing `expires_in`: a token that runs out in the
+    /// middle of a push (scope-less ones, as for `GET /v2/`, stay good).
     pub stale_tokens: usize,
     /// Answer 405 to `GET`, as token services that speak only the OAuth2
     /// `POST` form.
@@ -411,7 +409,7 @@ fn answer(req: &Incoming, shared: &Shared, record: &mut TokenRequest) -> (u16, S
     };
     let valid_for = {
         let mut p = shared.policy.lock().expect("poisoned");
-        if p.stale_tokens > 0 {
+        if p.stale_tokens > 0 && !record.scopes.is_empty() {
             p.stale_tokens -= 1;
             -10 * REGISTRY_LEEWAY_SECS
         } else {
