@@ -680,3 +680,53 @@ fn credentials_stay_with_the_registry_host() {
         fx.image("virt-api"),
     );
 }
+
+#[test]
+fn unusable_certificate_and_credential_settings_are_refused_with_what_to_fix() {
+    let fx = Fixture::small();
+    let reg = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", reg.addr());
+    let not_a_cert = fx.dir.path().join("not-a-cert.pem");
+    std::fs::write(&not_a_cert, "hello\n").unwrap();
+    let missing = fx.dir.path().join("missing.pem");
+
+    let run = fx.kvpush(&[
+        "virt-api",
+        "--registry",
+        &prefix,
+        "--ca-cert",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run
+        .stderr
+        .contains(&format!("--ca-cert {}: cannot read it", missing.display())));
+    let mut cmd = fx.command();
+    cmd.args(["virt-api", "--registry", &prefix])
+        .env("SSL_CERT_FILE", &not_a_cert);
+    let run = run_command(cmd);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains(&format!(
+        "SSL_CERT_FILE {}: holds no PEM certificate",
+        not_a_cert.display()
+    )));
+    let mut cmd = fx.command();
+    cmd.args(["virt-api", "--registry", &prefix])
+        .env("KVPUSH_USERNAME", "someone");
+    let run = run_command(cmd);
+    assert_eq!(run.code, 1);
+    assert!(run
+        .stderr
+        .contains("KVPUSH_USERNAME is set but KVPUSH_PASSWORD is not"));
+    // A config.json that is not JSON is named, not silently skipped.
+    std::fs::create_dir_all(fx.home().join(".docker")).unwrap();
+    std::fs::write(fx.home().join(".docker/config.json"), "{\"auths\": {").unwrap();
+    let run = fx.kvpush(&["virt-api", "--registry", &prefix]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(&format!(
+        "{} is not valid JSON",
+        fx.home().join(".docker/config.json").display()
+    )));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(reg.tags("kubevirt/virt-api").is_empty());
+}

@@ -286,19 +286,19 @@ impl Authenticator {
                 found.source
             );
         }
-        if !self.basic_allowed && is_challenge_basic {
-            return format!(
-                "kvpush does not send a password over plain HTTP to {host}; serve the registry over HTTPS, or pass --insecure to allow it"
-            );
-        }
         let denied = status == 403 || error == Some("insufficient_scope");
         if denied && !repo.is_empty() {
             return format!(
                 "the account may not push to {repo}: give it write access there (quay.io: a robot account with write permission on the repository; ghcr.io: a token with write:packages), or push under a --registry path it may write to"
             );
         }
+        let again = if found.from_login_file() {
+            format!(", or log in again with `docker login {host}`")
+        } else {
+            String::new()
+        };
         format!(
-            "check the user name and password (or token) in {}, or log in again with `docker login {host}`",
+            "check the user name and password (or token) in {}{again}",
             found.source
         )
     }

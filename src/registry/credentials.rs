@@ -54,6 +54,14 @@ pub struct FoundCredential {
     pub source: String,
 }
 
+impl FoundCredential {
+    /// Found in a login file or helper (so `docker login` can renew it),
+    /// not given on the command line or in the environment.
+    pub fn from_login_file(&self) -> bool {
+        !(self.source.starts_with("--") || self.source == ENV_SOURCE)
+    }
+}
+
 /// The outcome of a lookup: the credential, if any, and every place looked
 /// at (for the "no credentials" message).
 #[derive(Clone, Debug, Default)]
@@ -226,9 +234,13 @@ fn read_login_file(
         // Docker's helpers answer this (exit 1) for a host they hold nothing for.
         Err(E::HelperFailure { stdout, .. }) if stdout.contains("credentials not found") => Ok(None),
         Err(E::HelperFailure { stderr, stdout, .. }) => {
-            // One line of the helper's complaint; its stdout is meant to
-            // carry secrets, so only an error line is shown.
-            let said = stderr.lines().chain(stdout.lines()).map(str::trim).find(|l| !l.is_empty() && l.len() < 200);
+            // One line of the helper's complaint (docker's helpers write it
+            // to stdout); never a JSON answer, which would hold the secret.
+            let said = stderr
+                .lines()
+                .chain(stdout.lines())
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('{') && l.len() < 200);
             Err(format!(
                 "{source} failed to give the credentials for {host}{}; fix the helper or log in again (`docker login {host}`)",
                 said.map(|s| format!(": {s}")).unwrap_or_default()
