@@ -117,6 +117,7 @@ pub async fn probe(
     retry: &RetryPolicy,
 ) -> Result<Endpoint, RegistryError> {
     let candidates = Endpoint::candidates(host, insecure);
+    let started = std::time::Instant::now();
     let mut attempt = 0;
     loop {
         let mut reasons = Vec::new();
@@ -124,6 +125,12 @@ pub async fn probe(
             let http = clients.for_security(candidate.security);
             match http.get(format!("{}/v2/", candidate.base_url)).send().await {
                 Ok(_) => {
+                    tracing::debug!(
+                        "reached registry {host} at {} ({:?}) in {} ms",
+                        candidate.base_url,
+                        candidate.security,
+                        started.elapsed().as_millis()
+                    );
                     warn_unless_verified(candidate, insecure, reasons.first());
                     return Ok(candidate.clone());
                 }
