@@ -9,10 +9,10 @@ use std::time::Instant;
 use clap::{Args, Parser};
 
 use crate::push::{self, PlanInput, Status};
-use crate::registry::auth::{Credential, FoundCredential, Secret};
+use crate::registry::credentials::{Credential, FoundCredential, Secret};
 use crate::registry::retry::RetryPolicy;
 use crate::targets::{self, Selection};
-use crate::{blob, report};
+use crate::{blob, registry, report};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -66,9 +66,14 @@ struct PushArgs {
     /// Show what would be pushed, reading the tarballs but touching no registry.
     #[arg(long)]
     dry_run: bool,
-    /// Allow plain HTTP to a registry that is not on loopback.
+    /// Skip TLS certificate checks and allow plain HTTP for any registry
+    /// (loopback registries get both without it); prints a warning.
     #[arg(long)]
     insecure: bool,
+    /// Trust this PEM CA certificate (bundle) too; repeatable. SSL_CERT_FILE
+    /// replaces the system roots.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
     /// Write push-<target>.digest files (sha256:<hex>) here for the single-image targets.
     #[arg(long, value_name = "DIR")]
     digests_dir: Option<PathBuf>,
@@ -125,6 +130,7 @@ pub struct Config {
     pub jobs: usize,
     pub dry_run: bool,
     pub insecure: bool,
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub digests_dir: Option<PathBuf>,
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
@@ -186,6 +192,8 @@ impl PushArgs {
         if self.jobs == 0 {
             return Err("--jobs must be at least 1".into());
         }
+        registry::transport::check_ssl_cert_file()?;
+        let ca_certs = registry::transport::load_ca_certs(&self.ca_certs)?;
         let credential = match self.username {
             Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
             _ => None,
@@ -200,6 +208,7 @@ impl PushArgs {
             jobs: self.jobs,
             dry_run: self.dry_run,
             insecure: self.insecure,
+            ca_certs,
             digests_dir: self.digests_dir,
             compression_level: self.compression_level,
             credential,
@@ -413,6 +422,7 @@ fn run_push(config: Config) -> ExitCode {
     let options = push::Options {
         jobs: config.jobs,
         insecure: config.insecure,
+        ca_certs: config.ca_certs.clone(),
         compression_level: config.compression_level,
         credential: config.credential.clone(),
         cache_dir: config.cache_dir.clone(),

@@ -8,13 +8,15 @@
 //!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
 //!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
-//!   tls, readonly, token), with access-log inspection, plus skopeo helpers.
+//!   tls, htpasswd-tls, readonly, token), with access-log inspection, plus
+//!   skopeo helpers; [`Relay`] puts a second origin ("blob storage") behind
+//!   one, to see where credentials go.
 
-pub mod b64;
 pub mod content;
 pub mod docker;
 pub mod prng;
 pub mod registry;
+pub mod relay;
 pub mod tarfmt;
 mod token;
 pub mod workspace;
@@ -27,6 +29,8 @@ pub use docker::{
 pub use registry::{
     skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
 };
+pub use relay::{Origin, Relay, Seen};
+pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::{
     bin_dir, generate_workspace, GeneratedImage, Workspace, WorkspaceSpec, OTHER_IMAGES,
     SINGLE_IMAGES,

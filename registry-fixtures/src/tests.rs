@@ -536,10 +536,19 @@ fn auth_and_tls_registries_accept_skopeo() {
     for kind in [
         RegistryKind::Htpasswd,
         RegistryKind::Tls,
+        RegistryKind::HtpasswdTls,
         RegistryKind::Token,
     ] {
         let reg = Registry::start(kind);
         let dest = format!("docker://{}/kubevirt/tiny:v1", reg.addr());
+        if kind.is_tls() {
+            // Without the CA, verification fails.
+            let mut args = vec!["--dest-tls-verify=true".to_string()];
+            if let Some((u, p)) = reg.credentials() {
+                args.extend(["--dest-creds".to_string(), format!("{u}:{p}")]);
+            }
+            assert!(skopeo_push(&archive, &dest, &args).is_err(), "{kind:?}");
+        }
         if kind != RegistryKind::Tls {
             let r = reg.http_request("GET", "/v2/", &[]).unwrap();
             assert_eq!(r.status, 200, "{kind:?} with credentials");
@@ -548,9 +557,6 @@ fn auth_and_tls_registries_accept_skopeo() {
             let i = anon.iter().position(|a| a == "--dest-creds").unwrap();
             anon.drain(i..i + 2);
             assert!(skopeo_push(&archive, &dest, &anon).is_err(), "{kind:?}");
-        } else {
-            // Without the CA, verification fails.
-            assert!(skopeo_push(&archive, &dest, &["--dest-tls-verify=true".into()]).is_err());
         }
         skopeo_push(&archive, &dest, &dest_args(&reg)).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         assert_eq!(reg.catalog(), vec!["kubevirt/tiny".to_string()], "{kind:?}");
@@ -560,11 +566,20 @@ fn auth_and_tls_registries_accept_skopeo() {
         if kind == RegistryKind::Token {
             let reqs = reg.token_requests();
             assert!(
-                reqs.iter().any(
-                    |r| r.contains("scope=repository%3Akubevirt%2Ftiny%3Apull%2Cpush")
-                        || r.contains("scope=repository:kubevirt/tiny:pull,push")
-                ),
+                reqs.iter().any(|r| r.account.as_deref() == reg.user()
+                    && r.scopes == ["repository:kubevirt/tiny:pull,push"]
+                    && r.granted == ["repository:kubevirt/tiny:pull,push"]),
                 "{reqs:?}"
+            );
+            // The anonymous try was answered with a token granting nothing.
+            assert!(
+                reqs.iter()
+                    .any(|r| r.account.is_none() && r.status == 200 && r.granted.is_empty()),
+                "{reqs:?}"
+            );
+            assert_eq!(
+                reg.issued_tokens().len(),
+                reqs.iter().filter(|r| r.status == 200).count()
             );
             assert!(reg
                 .mint_token(&[("repository", "x", &["pull"])], 1)
@@ -586,4 +601,88 @@ fn readonly_registry_refuses_pushes() {
     .unwrap_err();
     assert!(!err.is_empty());
     assert!(reg.catalog().is_empty());
+}
+
+/// `curl` the token realm (extra args: credentials, form) for a token, and
+/// return the registry's status for `GET /v2/` with it.
+fn token_then_ping(reg: &Registry, args: &[&str]) -> u16 {
+    let realm = reg.token_realm().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .arg(format!("{realm}?service=kvpush-registry"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = v["token"].as_str().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{}/v2/", reg.url()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+}
+
+#[test]
+fn token_server_policy_is_what_the_registry_enforces() {
+    let reg = Registry::start(RegistryKind::Token);
+    let creds = format!("{}:{}", reg.user().unwrap(), reg.password().unwrap());
+    // A stale token is refused by the registry though it announced 300 s.
+    reg.update_token_policy(|p| p.stale_tokens = 1);
+    let scoped = [
+        "-u",
+        &creds,
+        "--data-urlencode",
+        "scope=repository:a/b:pull",
+        "-G",
+    ];
+    assert_eq!(token_then_ping(&reg, &scoped), 401);
+    assert_eq!(token_then_ping(&reg, &scoped), 200);
+    // The OAuth2 refresh_token grant.
+    let refresh = reg.identity_token().unwrap();
+    let form = format!("grant_type=refresh_token&refresh_token={refresh}&client_id=t&scope=repository:a/b:pull,push");
+    assert_eq!(token_then_ping(&reg, &["--data", &form]), 200);
+    // A pull-only account is granted pull only.
+    reg.update_token_policy(|p| {
+        p.users.push(TokenUser {
+            name: "reader".into(),
+            password: "reader-pw".into(),
+            may_push: false,
+        });
+        p.post_only = true;
+    });
+    let form = "grant_type=password&username=reader&password=reader-pw&client_id=t&scope=repository:a/b:pull,push";
+    assert_eq!(token_then_ping(&reg, &["--data", form]), 200);
+    let reqs = reg.token_requests();
+    let last = reqs.last().unwrap();
+    assert_eq!(last.method, "POST");
+    assert_eq!(last.account.as_deref(), Some("reader"));
+    assert_eq!(last.granted, ["repository:a/b:pull"]);
+    assert_eq!(reqs[2].grant_type.as_deref(), Some("refresh_token"));
+    assert_eq!(reqs[2].account, reg.user().map(String::from));
+    // post_only: GET is refused; wrong passwords are refused.
+    let realm = reg.token_realm().unwrap();
+    let code = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .arg(realm)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code(&["-u", &creds]), "405");
+    assert_eq!(
+        code(&[
+            "--data",
+            "grant_type=password&username=reader&password=nope"
+        ]),
+        "401"
+    );
 }

@@ -25,10 +25,10 @@ use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
 use crate::blob::{prepare_layer, sha256_digest, BlobBody, FileRange, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
-use crate::registry::auth::{lookup_credentials, FoundCredential};
-use crate::registry::client::{Client, MountOutcome};
+use crate::registry::client::{Client, ConnectOptions, MountOutcome};
+use crate::registry::credentials::FoundCredential;
+use crate::registry::media;
 use crate::registry::retry::RetryPolicy;
-use crate::registry::{media, Endpoint};
 use crate::source::Image;
 use crate::targets::Target;
 
@@ -38,6 +38,8 @@ pub struct Options {
     /// Most blob operations (compressions, uploads) running at once.
     pub jobs: usize,
     pub insecure: bool,
+    /// Extra trusted roots (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub compression_level: u32,
     /// Credentials from the command line; otherwise looked up per registry.
     pub credential: Option<FoundCredential>,
@@ -559,18 +561,19 @@ pub async fn execute(
     observer: &dyn Observer,
 ) -> Result<Vec<ImageResult>, String> {
     let mut clients = HashMap::new();
+    let connect = ConnectOptions {
+        insecure: options.insecure,
+        ca_certs: options.ca_certs.clone(),
+        retry: options.retry.clone(),
+    };
     for image in &plan.images {
         for d in &image.destinations {
             if !clients.contains_key(&d.host) {
-                let credential = lookup_credentials(&d.host, options.credential.clone())?;
-                if let Some(c) = &credential {
-                    tracing::info!("using credentials for {} from {}", d.host, c.source);
-                }
-                let endpoint = Endpoint::for_host(&d.host, options.insecure);
-                let client = Client::new(endpoint, credential, options.retry.clone())
+                // Fail fast, once, when the registry is not there at all
+                // or refuses the credentials.
+                let client = Client::connect(&d.host, options.credential.clone(), &connect)
+                    .await
                     .map_err(|e| e.to_string())?;
-                // Fail fast, once, when the registry is not there at all.
-                client.ping().await.map_err(|e| e.to_string())?;
                 clients.insert(d.host.clone(), client);
             }
         }

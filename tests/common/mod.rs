@@ -56,7 +56,28 @@ pub fn kvpush_command(home: &Path) -> Command {
 }
 
 pub fn run_command(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("kvpush binary runs");
+    finish(cmd.output().expect("kvpush binary runs"))
+}
+
+/// Run `cmd` with `input` on its standard input (`--password-stdin`).
+pub fn run_command_with_stdin(mut cmd: Command, input: &str) -> Run {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvpush binary runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .unwrap();
+    finish(child.wait_with_output().expect("kvpush binary runs"))
+}
+
+fn finish(out: std::process::Output) -> Run {
     let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
