@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what kvpush's tests, demo and bench need on a Debian-like machine:
 # the CNCF distribution registry, skopeo (the independent client that checks
-# every push), htpasswd and openssl (auth and TLS registry fixtures).
+# every push), htpasswd and openssl (auth and TLS registry fixtures), GNU
+# gzip (the fixture compresses rules_docker's layers with it, not with flate2).
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v gzip >/dev/null 2>&1 || need+=(gzip)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]} with apt-get" >&2

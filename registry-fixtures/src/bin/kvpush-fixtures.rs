@@ -1,5 +1,6 @@
 //! `kvpush-fixtures gen-workspace DIR [--scale SIZE] [--seed N] [--compressed]
-//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...`
+//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...
+//!  [--push-parts]`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ const USAGE: &str = "usage:
       --container-prefix P  $(container_prefix) at build time (default index.docker.io/kubevirt)
       --tag T             $(container_tag) at build time (default latest)
       --extra-image NAME  extra bundle entry (repeatable)
+      --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
 
@@ -61,6 +63,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--container-prefix" => spec.build_container_prefix = value("--container-prefix")?,
             "--tag" => spec.build_container_tag = value("--tag")?,
             "--extra-image" => spec.extra_bundle_images.push(value("--extra-image")?),
+            "--push-parts" => spec.push_parts = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
