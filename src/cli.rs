@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use clap::{Args, Parser};
 
-use crate::push::{self, PlanInput, Status};
+use crate::push::{self, PlanInput, SourceChoice, Status};
 use crate::registry::auth::{Credential, FoundCredential, Secret};
 use crate::registry::retry::RetryPolicy;
-use crate::targets::{self, Selection};
+use crate::targets::{self, Catalog, Selection};
 use crate::{blob, report};
 
 const EXAMPLES: &str = "\
@@ -48,6 +48,11 @@ struct CommonArgs {
     /// KubeVirt checkout holding `bazel-bin` (followed through its symlink).
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
+    /// What to read images from: rules_docker push-target parts (`bazel build
+    /// //:push-X`, Bazel's own gzip layers and digests), image tarballs, or
+    /// `auto`: parts when the push script exists, else the tarball.
+    #[arg(long, value_enum, default_value_t = SourceChoice::Auto)]
+    source: SourceChoice,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +102,7 @@ fn default_jobs() -> usize {
 /// A validated configuration: everything the run needs, nothing raw.
 #[derive(Debug)]
 pub struct Config {
+    pub catalog: Catalog,
     pub selections: Vec<Selection>,
     pub registry: String,
     pub tags: Vec<String>,
@@ -109,6 +115,7 @@ pub struct Config {
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
     pub retries: u32,
+    pub source: SourceChoice,
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), String> {
@@ -128,7 +135,7 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
 }
 
 impl PushArgs {
-    fn into_config(self) -> Result<Config, String> {
+    fn into_config(self, catalog: Catalog) -> Result<Config, String> {
         validate_common(&self.common)?;
         let mut names = self.targets;
         if names.is_empty() {
@@ -141,7 +148,7 @@ impl PushArgs {
         if names.is_empty() {
             return Err("name what to push: `kvpush all`, one or more targets (e.g. virt-api), or set PUSH_TARGETS; see kvpush --help".into());
         }
-        let selections = targets::resolve(&names)?;
+        let selections = targets::resolve(&catalog, &names)?;
         let registry = self.common.registry.ok_or(
             "no registry: pass --registry (e.g. --registry quay.io/kubevirt) or set DOCKER_PREFIX",
         )?;
@@ -155,6 +162,7 @@ impl PushArgs {
         let mut tags = self.common.tags;
         tags.dedup();
         Ok(Config {
+            catalog,
             selections,
             registry,
             tags,
@@ -167,6 +175,7 @@ impl PushArgs {
             compression_level: self.compression_level,
             credential,
             retries: self.retries,
+            source: self.common.source,
         })
     }
 }
@@ -219,18 +228,24 @@ fn fatal(message: &str) -> ExitCode {
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
     init_logging(args.verbose);
+    // The push targets: from the workspace's BUILD.bazel, else built in.
+    let catalog = match Catalog::load(&args.common.workspace) {
+        Ok(c) => c,
+        Err(e) => return fatal(&e),
+    };
+    tracing::debug!("{}", catalog.describe());
     // `list` is a word among the targets, so that flags may stand anywhere.
     if args.targets.first().map(String::as_str) == Some("list") {
         args.targets.remove(0);
-        return run_list(args);
+        return run_list(args, &catalog);
     }
-    match args.into_config() {
+    match args.into_config(catalog) {
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
     }
 }
 
-fn run_list(args: PushArgs) -> ExitCode {
+fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
     let common = args.common;
     if let Err(e) = validate_common(&common) {
         return usage_error(&e);
@@ -240,20 +255,22 @@ fn run_list(args: PushArgs) -> ExitCode {
     } else {
         args.targets
     };
-    let selections = match targets::resolve(&names) {
+    let selections = match targets::resolve(catalog, &names) {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
     let input = PlanInput {
         workspace: &common.workspace,
+        catalog,
         selections: &selections,
         registry: common.registry.as_deref(),
         image_prefix: &common.image_prefix,
         tags: &common.tags,
+        source: common.source,
     };
     match push::plan(&input) {
         Ok(plan) => {
-            print!("{}", report::list(&plan));
+            print!("{}", report::list(&plan, catalog));
             ExitCode::SUCCESS
         }
         Err(e) => fatal(&e),
@@ -264,10 +281,12 @@ fn run_push(config: Config) -> ExitCode {
     let started = Instant::now();
     let input = PlanInput {
         workspace: &config.workspace,
+        catalog: &config.catalog,
         selections: &config.selections,
         registry: Some(&config.registry),
         image_prefix: &config.image_prefix,
         tags: &config.tags,
+        source: config.source,
     };
     let plan = match push::plan(&input) {
         Ok(plan) => plan,
@@ -322,7 +341,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config()
+        cli.push.into_config(Catalog::builtin("test"))
     }
 
     #[test]

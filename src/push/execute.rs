@@ -17,16 +17,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::{join_all, try_join_all};
-use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::manifest::{docker_manifest, BlobRef};
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, sha256_digest, FileRange, PreparedLayer};
+use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
 use crate::registry::auth::{lookup_credentials, FoundCredential};
 use crate::registry::client::{Client, MountOutcome};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::{media, Endpoint};
-use crate::source::Image;
+use crate::source::{Image, Layer};
 use crate::targets::Target;
 
 /// How to push.
@@ -97,6 +97,10 @@ pub struct ImageResult {
     pub digest: Option<String>,
     pub status: Status,
     pub blobs: BlobCounts,
+    /// Digests of the layers kvpush gzipped itself for this image.
+    pub gzipped_layers: Vec<String>,
+    /// Digests of the layers pushed as Bazel compressed them.
+    pub prebuilt_layers: Vec<String>,
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
@@ -123,19 +127,53 @@ struct Run {
     homes: Cells<(String, String), String>,
     /// (host, repo, digest) -> what placing it there took.
     placed: Cells<(String, String, String), Placement>,
+    /// digest -> a Bazel-compressed layer was checked against it.
+    verified: Cells<String, ()>,
 }
 
 /// What to upload for a blob.
 struct Blob<'a> {
     digest: &'a str,
     body: FileRange,
+    /// A layer whose digest was read from Bazel's digest file rather than
+    /// computed by kvpush: hashed before its first upload.
+    claimed: Option<&'a Layer>,
+}
+
+/// A layer Bazel already gzipped: ready as it is, nothing to read.
+fn prebuilt(image: &Image, index: usize) -> Result<Arc<PreparedLayer>, String> {
+    let Layer::Compressed {
+        range,
+        digest,
+        diff_id,
+    } = &image.layers[index]
+    else {
+        unreachable!("only called for compressed layers");
+    };
+    if *diff_id != image.diff_ids[index] {
+        return Err(format!(
+            "layer {} of {}: its diff_id file says {diff_id} but the image config's diff_ids[{index}] says {}: the push target's parts are inconsistent, rebuild them with bazel",
+            index + 1,
+            image.source.display(),
+            image.diff_ids[index]
+        ));
+    }
+    Ok(Arc::new(PreparedLayer {
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
+        size: range.len,
+        body: BlobBody::Range(range.clone()),
+    }))
 }
 
 impl Run {
     /// Hash/compress a layer once per diff_id, and check it matches.
     async fn prepare(&self, image: &Image, index: usize) -> Result<Arc<PreparedLayer>, String> {
         let declared = image.diff_ids[index].clone();
-        let src = image.layers[index].clone();
+        let src = match &image.layers[index] {
+            Layer::Raw(range) => range.clone(),
+            Layer::Compressed { .. } => return prebuilt(image, index),
+        };
         cell(&self.layers, declared.clone())
             .get_or_try_init(|| async {
                 let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
@@ -198,6 +236,28 @@ impl Run {
         Ok(ours.then_some(placement))
     }
 
+    /// Before the first upload of a layer whose digest Bazel's digest file
+    /// claims, hash its bytes once: a file changed since the build fails
+    /// here, naming it, instead of at the registry. Done only for blobs
+    /// really uploaded (a second push reads nothing); a read at disk speed,
+    /// not the recompression it replaces. (Hashing while streaming would
+    /// live in the registry client's upload code, which is being reworked
+    /// for chunked uploads; the registry checks `?digest=` as well.)
+    async fn verify_claimed(&self, blob: &Blob<'_>) -> Result<(), String> {
+        let Some(layer) = blob.claimed else {
+            return Ok(());
+        };
+        cell(&self.verified, blob.digest.to_string())
+            .get_or_try_init(|| async {
+                let layer = layer.clone();
+                tokio::task::spawn_blocking(move || layer.verify())
+                    .await
+                    .map_err(|e| format!("layer check failed: {e}"))?
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// First placement on a host: skip if present, upload otherwise.
     async fn place_fresh(
         &self,
@@ -213,6 +273,7 @@ impl Run {
         {
             return Ok(Placement::Existed);
         }
+        self.verify_claimed(blob).await?;
         client
             .upload_blob(repo, blob.digest, &blob.body)
             .await
@@ -239,12 +300,14 @@ impl Run {
         let result = match client.mount_blob(repo, blob.digest, from).await {
             Ok(MountOutcome::Mounted) => return Ok(Placement::Mounted),
             Ok(MountOutcome::UploadAt(location)) => {
+                self.verify_claimed(blob).await?;
                 client
                     .put_blob(location, repo, blob.digest, &blob.body)
                     .await
             }
             Err(e) => {
                 tracing::debug!("mount refused ({e}); uploading instead");
+                self.verify_claimed(blob).await?;
                 client.upload_blob(repo, blob.digest, &blob.body).await
             }
         };
@@ -264,6 +327,8 @@ impl Run {
             digest: None,
             status: Status::Pushed,
             blobs: BlobCounts::default(),
+            gzipped_layers: Vec::new(),
+            prebuilt_layers: Vec::new(),
         };
         if let Err(e) = self.push_image_inner(planned, &mut result).await {
             result.status = Status::Failed(e);
@@ -278,8 +343,24 @@ impl Run {
     ) -> Result<(), String> {
         let image = planned.image.as_ref().map_err(Clone::clone)?;
         let layers = try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
-        let (manifest, digest) = docker_manifest(image, &layers)?;
+        for l in &layers {
+            match l.body {
+                BlobBody::Spool(_) => result.gzipped_layers.push(l.digest.clone()),
+                BlobBody::Range(_) => result.prebuilt_layers.push(l.digest.clone()),
+            }
+        }
+        let (manifest, digest) = image_manifest(image, &layers);
         result.digest = Some(digest.clone());
+        if let Some(expected) = &image.expected_digest {
+            if expected.digest != digest {
+                return Err(format!(
+                    "the manifest kvpush built has digest {digest}, but {} (rules_docker's digest of this image) says {}: not pushing an image that KubeVirt's manifests would not find; rebuild with `{}`",
+                    expected.file.display(),
+                    expected.digest,
+                    planned.target.parts_build_command()
+                ));
+            }
+        }
 
         // Config: pushed byte for byte from the tarball so its digest is Bazel's.
         let config_path = self.spool_dir.path().join(format!(
@@ -295,10 +376,12 @@ impl Run {
                 offset: 0,
                 len: image.config.len() as u64,
             },
+            claimed: None,
         }];
-        blobs.extend(layers.iter().map(|l| Blob {
+        blobs.extend(layers.iter().zip(&image.layers).map(|(l, src)| Blob {
             digest: &l.digest,
             body: l.body.range(l.size),
+            claimed: matches!(src, Layer::Compressed { .. }).then_some(src),
         }));
 
         // One repository per distinct (host, repo); tags share its blobs.
@@ -364,45 +447,23 @@ impl Run {
     }
 }
 
-/// The Docker schema 2 manifest of an image, and its digest.
-fn docker_manifest(
-    image: &Image,
-    layers: &[Arc<PreparedLayer>],
-) -> Result<(Vec<u8>, String), String> {
-    let bad = |e: oci_spec::OciSpecError| {
-        format!(
-            "cannot build the manifest for {}: {e}",
-            image.source.display()
-        )
-    };
-    let descriptor = |media_type: &str, digest: &str, size: u64| {
-        DescriptorBuilder::default()
-            .media_type(MediaType::Other(media_type.to_string()))
-            .digest(oci_spec::image::Digest::try_from(digest).map_err(bad)?)
-            .size(size)
-            .build()
-            .map_err(bad)
-    };
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::Other(media::DOCKER_MANIFEST.to_string()))
-        .config(descriptor(
-            media::DOCKER_CONFIG,
-            &image.config_digest,
-            image.config.len() as u64,
-        )?)
-        .layers(
-            layers
-                .iter()
-                .map(|l| descriptor(media::DOCKER_LAYER_GZIP, &l.digest, l.size))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-        .build()
-        .map_err(bad)?;
-    let bytes =
-        serde_json::to_vec(&manifest).map_err(|e| format!("cannot serialise manifest: {e}"))?;
-    let digest = sha256_digest(&bytes);
-    Ok((bytes, digest))
+/// The Docker schema 2 manifest of an image, and its digest, serialised as
+/// rules_docker did (see [`super::manifest`]).
+fn image_manifest(image: &Image, layers: &[Arc<PreparedLayer>]) -> (Vec<u8>, String) {
+    let refs: Vec<BlobRef> = layers
+        .iter()
+        .map(|l| BlobRef {
+            digest: &l.digest,
+            size: l.size,
+        })
+        .collect();
+    docker_manifest(
+        BlobRef {
+            digest: &image.config_digest,
+            size: image.config.len() as u64,
+        },
+        &refs,
+    )
 }
 
 /// Push every image of the plan; `on_done` is called as each one finishes.
@@ -443,6 +504,7 @@ pub async fn execute(
         layers: Mutex::default(),
         homes: Mutex::default(),
         placed: Mutex::default(),
+        verified: Mutex::default(),
     };
     let results = join_all(plan.images.iter().map(|planned| async {
         let result = run.push_image(planned).await;

@@ -4,7 +4,8 @@
 //! after their blobs, tags after manifests. Output is left to `report`.
 
 pub mod execute;
+pub mod manifest;
 pub mod plan;
 
 pub use execute::{execute, BlobCounts, ImageResult, Options, Status};
-pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage};
+pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage, SourceChoice, SourceKind};
