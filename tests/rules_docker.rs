@@ -177,11 +177,21 @@ fn a_layer_changed_since_the_build_fails_its_image_before_upload() {
     let digest_file = bin_dir(&fx.ws.root).join("push-virt-controller.digest");
     make_writable(&digest_file);
     std::fs::write(&digest_file, format!("sha256:{}", "0".repeat(64))).unwrap();
+    // virt-launcher's script pushes another image than its target says.
+    let script = bin_dir(&fx.ws.root).join("push-virt-launcher");
+    make_writable(&script);
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        text.replace("/virt-launcher:latest", "/virt-handler:latest"),
+    )
+    .unwrap();
 
     let run = fx.kvpush(&[
         "virt-api",
         "virt-controller",
         "virt-handler",
+        "virt-launcher",
         "--registry",
         &prefix,
         "--tag",
@@ -208,9 +218,16 @@ fn a_layer_changed_since_the_build_fails_its_image_before_upload() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains(
+            "pushes to index.docker.io/kubevirt/virt-handler:latest, not to an image called virt-launcher"
+        ),
+        "{}",
+        run.stderr
+    );
     assert!(run
         .stderr
-        .contains("1 pushed, 0 skipped (already up to date), 2 failed"));
+        .contains("1 pushed, 0 skipped (already up to date), 3 failed"));
     assert_eq!(registry.manifest_digest("kubevirt/virt-api", "t"), None);
     assert_eq!(
         registry.tags("kubevirt/virt-controller"),

@@ -265,20 +265,19 @@ impl TargetSources {
 
     /// The names of the images found in the source(s) in use.
     fn discovered_names(&mut self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
         if self.uses_parts() {
-            if let Ok(Parts::Bundle(by_name)) = self.parts() {
-                names.extend(by_name.keys().cloned());
+            match self.parts() {
+                Ok(Parts::Bundle(by_name)) => by_name.keys().cloned().collect(),
+                _ => Vec::new(),
             }
-        }
-        if !self.uses_parts() {
+        } else {
             let known = self.known.clone();
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            if let Ok(archive) = self.archive() {
-                names.extend(archive.entries_by_name(&known).into_keys());
+            match self.archive() {
+                Ok(archive) => archive.entries_by_name(&known).into_keys().collect(),
+                Err(_) => Vec::new(),
             }
         }
-        names
     }
 
     /// Why the target cannot be read at all, if it cannot.
@@ -309,11 +308,17 @@ impl TargetSources {
                 };
                 // Bazel writes the manifest digest for container_push
                 // targets only (push-X.digest), not for bundle images.
-                let image = if script.path == main {
+                let image = if script.path != main {
+                    script.image(None)
+                } else if !script.dst_name().ends_with(name) {
+                    Err(format!(
+                        "{} pushes to {}, not to an image called {name} as the push target says: the script is stale",
+                        script.path.display(),
+                        script.dst
+                    ))
+                } else {
                     rules_docker::expected_digest(&script.path)
                         .and_then(|expected| script.image(expected))
-                } else {
-                    script.image(None)
                 };
                 (script.path.clone(), image)
             }
