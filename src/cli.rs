@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use clap::{Args, Parser};
 
-use crate::push::{self, PlanInput, Status};
+use crate::push::{self, PlanInput, SourceChoice, Status};
 use crate::registry::credentials::{Credential, FoundCredential, Secret};
 use crate::registry::retry::RetryPolicy;
-use crate::targets::{self, Selection};
+use crate::targets::{self, Catalog, Selection};
 use crate::{blob, registry, report};
 
 const EXAMPLES: &str = "\
@@ -49,6 +49,11 @@ struct CommonArgs {
     /// KubeVirt checkout holding `bazel-bin` (followed through its symlink).
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
+    /// What to read images from: rules_docker push-target parts (`bazel build
+    /// //:push-X`, Bazel's own gzip layers and digests), image tarballs, or
+    /// `auto`: parts when the push script exists, else the tarball.
+    #[arg(long, value_enum, default_value_t = SourceChoice::Auto)]
+    source: SourceChoice,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +127,7 @@ fn default_jobs() -> usize {
 /// A validated configuration: everything the run needs, nothing raw.
 #[derive(Debug)]
 pub struct Config {
+    pub catalog: Catalog,
     pub selections: Vec<Selection>,
     pub registry: String,
     pub tags: Vec<String>,
@@ -140,6 +146,7 @@ pub struct Config {
     pub output: OutputFormat,
     pub quiet: bool,
     pub verbose: u8,
+    pub source: SourceChoice,
 }
 
 /// Drop repeated values, keeping the first of each in order.
@@ -172,7 +179,7 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
 }
 
 impl PushArgs {
-    fn into_config(self) -> Result<Config, String> {
+    fn into_config(self, catalog: Catalog) -> Result<Config, String> {
         validate_common(&self.common)?;
         let mut names = self.targets;
         if names.is_empty() {
@@ -185,7 +192,7 @@ impl PushArgs {
         if names.is_empty() {
             return Err("name what to push: `kvpush all`, one or more targets (e.g. virt-api), or set PUSH_TARGETS; see kvpush --help".into());
         }
-        let selections = targets::resolve(&names)?;
+        let selections = targets::resolve(&catalog, &names)?;
         let registry = self.common.registry.ok_or(
             "no registry: pass --registry (e.g. --registry quay.io/kubevirt) or set DOCKER_PREFIX",
         )?;
@@ -200,6 +207,7 @@ impl PushArgs {
         };
         let tags = dedup(self.common.tags);
         Ok(Config {
+            catalog,
             selections,
             registry,
             tags,
@@ -221,6 +229,7 @@ impl PushArgs {
             } else {
                 self.cache_dir.or_else(crate::cache::default_dir)
             },
+            source: self.common.source,
         })
     }
 }
@@ -323,18 +332,27 @@ fn fatal(message: &str) -> ExitCode {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
-    // `list` and `completions` are words among the targets, so that flags
-    // may stand anywhere.
-    match args.targets.first().map(String::as_str) {
-        Some("list") => {
-            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
-            args.targets.remove(0);
-            return run_list(args);
-        }
-        Some("completions") => return run_completions(&args.targets[1..]),
-        _ => {}
+    // `completions`, like `list` below, is a word among the targets, so
+    // that flags may stand anywhere.
+    if args.targets.first().map(String::as_str) == Some("completions") {
+        return run_completions(&args.targets[1..]);
     }
-    match args.into_config() {
+    // The push targets: from the workspace's BUILD.bazel, else built in.
+    let catalog = match Catalog::load(&args.common.workspace) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            return fatal(&e);
+        }
+    };
+    // `list` is a word among the targets, so that flags may stand anywhere.
+    if args.targets.first().map(String::as_str) == Some("list") {
+        init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+        tracing::debug!("{}", catalog.describe());
+        args.targets.remove(0);
+        return run_list(args, &catalog);
+    }
+    match args.into_config(catalog) {
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
     }
@@ -356,7 +374,7 @@ fn run_completions(words: &[String]) -> ExitCode {
     }
 }
 
-fn run_list(args: PushArgs) -> ExitCode {
+fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
     let common = args.common;
     if let Err(e) = validate_common(&common) {
         return usage_error(&e);
@@ -366,20 +384,22 @@ fn run_list(args: PushArgs) -> ExitCode {
     } else {
         args.targets
     };
-    let selections = match targets::resolve(&names) {
+    let selections = match targets::resolve(catalog, &names) {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
     let input = PlanInput {
         workspace: &common.workspace,
+        catalog,
         selections: &selections,
         registry: common.registry.as_deref(),
         image_prefixes: &common.image_prefixes,
         tags: &common.tags,
+        source: common.source,
     };
     match push::plan(&input) {
         Ok(plan) => {
-            print!("{}", report::list(&plan));
+            print!("{}", report::list(&plan, catalog));
             ExitCode::SUCCESS
         }
         Err(e) => fatal(&e),
@@ -401,10 +421,12 @@ fn run_push(config: Config) -> ExitCode {
     let started = Instant::now();
     let input = PlanInput {
         workspace: &config.workspace,
+        catalog: &config.catalog,
         selections: &config.selections,
         registry: Some(&config.registry),
         image_prefixes: &config.image_prefixes,
         tags: &config.tags,
+        source: config.source,
     };
     let plan = match push::plan(&input) {
         Ok(plan) => plan,
@@ -494,7 +516,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config()
+        cli.push.into_config(Catalog::builtin("test"))
     }
 
     #[test]

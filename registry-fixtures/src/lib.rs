@@ -3,7 +3,8 @@
 //! * [`generate_workspace`]: a KubeVirt-shaped Bazel workspace whose
 //!   `bazel-bin` holds the `docker save`-style tarballs rules_docker v0.16
 //!   builds (go-containerregistry's legacy or compressed tarball writer), with
-//!   deterministic content of a chosen total size.
+//!   deterministic content of a chosen total size; optionally also the
+//!   push-target parts `bazel build //:push-*` leaves (`push_parts`).
 //! * [`docker`]: helpers to hand-craft (broken) tarballs: [`build_archive`],
 //!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
@@ -32,8 +33,8 @@ pub use registry::{
 pub use relay::{Origin, Relay, Seen};
 pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::{
-    bin_dir, generate_workspace, GeneratedImage, Workspace, WorkspaceSpec, OTHER_IMAGES,
-    SINGLE_IMAGES,
+    bin_dir, generate_workspace, go_manifest_json, GeneratedImage, Workspace, WorkspaceSpec,
+    OTHER_IMAGES, SINGLE_IMAGES,
 };
 
 /// Parse a size like `8MiB`, `1GiB`, `512KiB`, `100MB`, `4096` into bytes.

@@ -18,18 +18,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::{join_all, try_join_all};
-use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::events::{Observer, Stage};
+use super::manifest::{docker_manifest, BlobRef};
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, sha256_digest, BlobBody, FileRange, PreparedLayer};
+use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
 use crate::registry::client::{Client, ConnectOptions, MountOutcome};
 use crate::registry::credentials::FoundCredential;
 use crate::registry::media;
 use crate::registry::retry::RetryPolicy;
-use crate::source::Image;
+use crate::source::{Image, Layer as SourceLayer};
 use crate::targets::Target;
 
 /// How to push.
@@ -112,6 +112,8 @@ pub struct ImageResult {
     pub size: Option<u64>,
     pub status: Status,
     pub blobs: BlobCounts,
+    /// Digests of the layers pushed as Bazel compressed them.
+    pub prebuilt_layers: Vec<String>,
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
@@ -157,6 +159,11 @@ struct Layer {
     src: FileRange,
     index: usize,
     body: OnceCell<BlobBody>,
+    /// A layer Bazel gzipped, whose digest its digest file claims: hashed
+    /// once, before its first upload (a re-push that uploads nothing reads
+    /// nothing).
+    claimed: Option<SourceLayer>,
+    verified: OnceCell<()>,
 }
 
 /// Where a blob's bytes come from.
@@ -170,6 +177,38 @@ struct Blob {
     digest: String,
     size: u64,
     source: Source,
+}
+
+/// A layer Bazel already gzipped: its digest and diff_id come from Bazel's
+/// files, its bytes are pushed as they are.
+fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
+    let claimed = &image.layers[index];
+    let SourceLayer::Compressed {
+        range,
+        digest,
+        diff_id,
+    } = claimed
+    else {
+        unreachable!("only called for compressed layers");
+    };
+    if *diff_id != image.diff_ids[index] {
+        return Err(format!(
+            "layer {} of {}: its diff_id file says {diff_id} but the image config's diff_ids[{index}] says {}: the push target's parts are inconsistent, rebuild them with bazel",
+            index + 1,
+            image.source.display(),
+            image.diff_ids[index]
+        ));
+    }
+    Ok(Arc::new(Layer {
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
+        size: range.len,
+        src: range.clone(),
+        index,
+        body: OnceCell::new_with(Some(BlobBody::Range(range.clone()))),
+        claimed: Some(claimed.clone()),
+        verified: OnceCell::new(),
+    }))
 }
 
 impl Run<'_> {
@@ -218,7 +257,13 @@ impl Run<'_> {
     /// compressed it.
     async fn prepare(&self, image: &Image, index: usize) -> Result<(Arc<Layer>, bool), String> {
         let declared = image.diff_ids[index].clone();
-        let src = image.layers[index].clone();
+        let src = match &image.layers[index] {
+            SourceLayer::Raw(range) => range.clone(),
+            // Not shared through the diff_id cell: the same diff_id
+            // compressed by kvpush would have another digest, and the
+            // manifest must keep Bazel's.
+            SourceLayer::Compressed { .. } => return prebuilt(image, index).map(|l| (l, false)),
+        };
         let mut compressed = false;
         let layer = cell(&self.layers, declared.clone())
             .get_or_try_init(|| async {
@@ -235,10 +280,12 @@ impl Run<'_> {
                         src,
                         index,
                         body,
+                        claimed: None,
+                        verified: OnceCell::new(),
                     }));
                 }
                 let prepared = self.compress_layer(&src, &declared, index).await?;
-                compressed = true;
+                compressed = matches!(prepared.body, BlobBody::Spool(_));
                 if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
                     let entry = CachedLayer {
                         digest: prepared.digest.clone(),
@@ -253,6 +300,8 @@ impl Run<'_> {
                     src,
                     index,
                     body: OnceCell::new_with(Some(prepared.body)),
+                    claimed: None,
+                    verified: OnceCell::new(),
                 }))
             })
             .await?
@@ -267,6 +316,17 @@ impl Run<'_> {
             Source::Ready(range) => return Ok((range.clone(), false)),
             Source::Layer(layer) => layer,
         };
+        if let Some(claimed) = &layer.claimed {
+            layer
+                .verified
+                .get_or_try_init(|| async {
+                    let claimed = claimed.clone();
+                    tokio::task::spawn_blocking(move || claimed.verify())
+                        .await
+                        .map_err(|e| format!("layer check failed: {e}"))?
+                })
+                .await?;
+        }
         let mut compressed = false;
         let body = layer
             .body
@@ -394,6 +454,7 @@ impl Run<'_> {
             size: None,
             status: Status::Pushed,
             blobs: BlobCounts::default(),
+            prebuilt_layers: Vec::new(),
         };
         if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
             result.status = Status::Failed(e);
@@ -416,8 +477,23 @@ impl Run<'_> {
             .filter(|(_, compressed)| *compressed)
             .count() as u64;
         let layers: Vec<Arc<Layer>> = prepared.into_iter().map(|(layer, _)| layer).collect();
-        let (manifest, digest) = docker_manifest(image, &layers)?;
+        result.prebuilt_layers = layers
+            .iter()
+            .filter(|l| l.claimed.is_some())
+            .map(|l| l.digest.clone())
+            .collect();
+        let (manifest, digest) = image_manifest(image, &layers);
         result.digest = Some(digest.clone());
+        if let Some(expected) = &image.expected_digest {
+            if expected.digest != digest {
+                return Err(format!(
+                    "the manifest kvpush built has digest {digest}, but {} (rules_docker's digest of this image) says {}: not pushing an image that KubeVirt's manifests would not find; rebuild with `{}`",
+                    expected.file.display(),
+                    expected.digest,
+                    planned.target.parts_build_command()
+                ));
+            }
+        }
 
         // Config: pushed byte for byte from the tarball so its digest is Bazel's.
         let config_path = self.spool_dir.path().join(format!(
@@ -516,42 +592,21 @@ impl Run<'_> {
     }
 }
 
-/// The Docker schema 2 manifest of an image, and its digest.
-fn docker_manifest(image: &Image, layers: &[Arc<Layer>]) -> Result<(Vec<u8>, String), String> {
-    let bad = |e: oci_spec::OciSpecError| {
-        format!(
-            "cannot build the manifest for {}: {e}",
-            image.source.display()
-        )
+/// The Docker schema 2 manifest of an image, and its digest, serialised as
+/// rules_docker did (see [`super::manifest`]).
+fn image_manifest(image: &Image, layers: &[Arc<Layer>]) -> (Vec<u8>, String) {
+    let refs: Vec<BlobRef> = layers
+        .iter()
+        .map(|l| BlobRef {
+            digest: &l.digest,
+            size: l.size,
+        })
+        .collect();
+    let config = BlobRef {
+        digest: &image.config_digest,
+        size: image.config.len() as u64,
     };
-    let descriptor = |media_type: &str, digest: &str, size: u64| {
-        DescriptorBuilder::default()
-            .media_type(MediaType::Other(media_type.to_string()))
-            .digest(oci_spec::image::Digest::try_from(digest).map_err(bad)?)
-            .size(size)
-            .build()
-            .map_err(bad)
-    };
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::Other(media::DOCKER_MANIFEST.to_string()))
-        .config(descriptor(
-            media::DOCKER_CONFIG,
-            &image.config_digest,
-            image.config.len() as u64,
-        )?)
-        .layers(
-            layers
-                .iter()
-                .map(|l| descriptor(media::DOCKER_LAYER_GZIP, &l.digest, l.size))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-        .build()
-        .map_err(bad)?;
-    let bytes =
-        serde_json::to_vec(&manifest).map_err(|e| format!("cannot serialise manifest: {e}"))?;
-    let digest = sha256_digest(&bytes);
-    Ok((bytes, digest))
+    docker_manifest(config, &refs)
 }
 
 /// Push every image of the plan, telling `observer` how it goes.

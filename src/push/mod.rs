@@ -5,8 +5,9 @@
 
 pub mod events;
 pub mod execute;
+pub mod manifest;
 pub mod plan;
 
 pub use events::{Observer, Stage};
 pub use execute::{execute, BlobCounts, ImageResult, Options, Placement, Status};
-pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage};
+pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage, SourceChoice, SourceKind};

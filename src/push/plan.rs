@@ -1,14 +1,16 @@
-//! From what the user selected to the images to push: finds bazel-bin, opens
-//! each tarball once, expands the bundle, and names every destination. Local
-//! work only; nothing here touches the network.
+//! From what the user selected to the images to push: finds bazel-bin,
+//! chooses per image between rules_docker's push-target parts and the
+//! tarball (`--source`), opens each once, expands the bundle, and names
+//! every destination. Local work only; nothing here touches the network.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::source::docker_archive::DockerArchive;
+use crate::source::rules_docker::{self, PushScript, Runfiles};
 use crate::source::Image;
-use crate::targets::{Selection, Target, BUNDLE_IMAGES, TARGETS};
+use crate::targets::{Catalog, Selection, Target};
 
 /// Where an image goes: one repository on one registry host, under a tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,15 +65,49 @@ impl Destination {
     }
 }
 
+/// Which of Bazel's outputs images are read from (`--source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceChoice {
+    /// The push target's parts when its push script exists, else the tarball.
+    #[default]
+    Auto,
+    /// Only rules_docker push-target parts (`bazel build //:push-X`).
+    Parts,
+    /// Only image tarballs (`bazel build //X:Y.tar`).
+    Tarball,
+}
+
+/// Where one image is actually read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// rules_docker push-target parts: Bazel's own gzip layers and digests.
+    Parts,
+    /// A `docker save`-style tarball.
+    Tarball,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Parts => "parts",
+            SourceKind::Tarball => "tarball",
+        }
+    }
+}
+
 /// One image to push, with what is known locally about it.
 #[derive(Debug)]
 pub struct PlannedImage {
     pub target: Target,
     /// Image name (`virt-api`, `cirros-container-disk-demo`), or the
-    /// `push-*` target name when its tarball could not be read at all.
+    /// `push-*` target name when its source could not be read at all.
     pub name: String,
-    pub tarball: PathBuf,
-    /// The image, or why it cannot be pushed (missing or broken tarball).
+    pub source: SourceKind,
+    /// The file the image is read from: push script or tarball.
+    pub source_file: PathBuf,
+    /// Why `--source auto` did not use the parts, and how to make them.
+    pub note: Option<String>,
+    /// The image, or why it cannot be pushed (missing or broken source).
     pub image: Result<Image, String>,
     pub destinations: Vec<Destination>,
 }
@@ -106,23 +142,263 @@ pub fn find_bazel_bin(workspace: &Path) -> Result<PathBuf, String> {
 /// What a plan needs from the configuration.
 pub struct PlanInput<'a> {
     pub workspace: &'a Path,
+    pub catalog: &'a Catalog,
     pub selections: &'a [Selection],
     /// `None` when only listing without a registry.
     pub registry: Option<&'a str>,
     /// Every image goes under each prefix, with each tag.
     pub image_prefixes: &'a [String],
     pub tags: &'a [String],
+    pub source: SourceChoice,
 }
 
-fn missing_tarball(target: &Target, tarball: &Path) -> String {
-    format!(
-        "{} not found: build it with `{}`",
-        tarball.display(),
-        target.build_command()
-    )
+/// A target's push-target parts, read once.
+enum Parts {
+    Single(PushScript),
+    /// The per-image scripts of a bundle, by image name.
+    Bundle(HashMap<String, PushScript>),
 }
 
-/// Expand the selections into images, opening each tarball once.
+/// The two ways a target's images can be read, each opened on first use.
+struct TargetSources {
+    target: Target,
+    choice: SourceChoice,
+    script: PathBuf,
+    tarball: PathBuf,
+    /// Bundle image names expected (for matching names with build-time
+    /// prefixes).
+    known: Vec<String>,
+    parts: Option<Result<Parts, String>>,
+    archive: Option<Result<Arc<DockerArchive>, String>>,
+}
+
+/// What a source gave for one image.
+struct Found {
+    source: SourceKind,
+    file: PathBuf,
+    image: Result<Image, String>,
+    note: Option<String>,
+}
+
+impl TargetSources {
+    fn known(&self) -> Vec<&str> {
+        self.known.iter().map(String::as_str).collect()
+    }
+
+    fn parts_exist(&self) -> bool {
+        self.script.exists()
+    }
+
+    fn uses_parts(&self) -> bool {
+        match self.choice {
+            SourceChoice::Parts => true,
+            SourceChoice::Tarball => false,
+            SourceChoice::Auto => self.parts_exist(),
+        }
+    }
+
+    fn rebuild_parts(&self, e: String) -> String {
+        format!(
+            "{e}; rebuild the push target with `{}`",
+            self.target.parts_build_command()
+        )
+    }
+
+    fn parts(&mut self) -> &Result<Parts, String> {
+        if self.parts.is_none() {
+            let opened = if !self.parts_exist() {
+                Err(format!(
+                    "{} not found: build the push target's parts with `{}` (or use --source tarball)",
+                    self.script.display(),
+                    self.target.parts_build_command()
+                ))
+            } else {
+                self.read_parts().map_err(|e| self.rebuild_parts(e))
+            };
+            self.parts = Some(opened);
+        }
+        self.parts.as_ref().expect("just set")
+    }
+
+    fn read_parts(&self) -> Result<Parts, String> {
+        let runfiles = Runfiles::of_script(&self.script);
+        if !self.target.bundle {
+            return PushScript::read(&self.script, &runfiles).map(Parts::Single);
+        }
+        let scripts = rules_docker::bundle_scripts(&self.script, &runfiles)?
+            .iter()
+            .map(|s| PushScript::read(s, &runfiles))
+            .collect::<Result<Vec<_>, _>>()?;
+        let names = crate::source::match_names(
+            scripts.iter().enumerate().map(|(i, s)| (s.dst_name(), i)),
+            &self.known(),
+        );
+        Ok(Parts::Bundle(
+            names
+                .into_iter()
+                .map(|(name, i)| (name, scripts[i].clone()))
+                .collect(),
+        ))
+    }
+
+    fn archive(&mut self) -> &Result<Arc<DockerArchive>, String> {
+        if self.archive.is_none() {
+            let opened = if self.tarball.exists() {
+                DockerArchive::open(&self.tarball).map(Arc::new)
+            } else if self.choice == SourceChoice::Tarball {
+                Err(format!(
+                    "{} not found: build it with `{}`",
+                    self.tarball.display(),
+                    self.target.build_command()
+                ))
+            } else {
+                Err(format!(
+                    "{} not found: build it with `{}`, or build the push target's parts (pushed with Bazel's own digests) with `{}`",
+                    self.tarball.display(),
+                    self.target.build_command(),
+                    self.target.parts_build_command()
+                ))
+            };
+            self.archive = Some(opened);
+        }
+        self.archive.as_ref().expect("just set")
+    }
+
+    /// The names of the images found in the source(s) in use.
+    fn discovered_names(&mut self) -> Vec<String> {
+        if self.uses_parts() {
+            match self.parts() {
+                Ok(Parts::Bundle(by_name)) => by_name.keys().cloned().collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            let known = self.known.clone();
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            match self.archive() {
+                Ok(archive) => archive.entries_by_name(&known).into_keys().collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+    }
+
+    /// Why the target cannot be read at all, if it cannot.
+    fn whole_failure(&mut self) -> Option<(SourceKind, PathBuf, String)> {
+        if self.uses_parts() {
+            let script = self.script.clone();
+            self.parts()
+                .as_ref()
+                .err()
+                .map(|e| (SourceKind::Parts, script, e.clone()))
+        } else {
+            let tarball = self.tarball.clone();
+            self.archive()
+                .as_ref()
+                .err()
+                .map(|e| (SourceKind::Tarball, tarball, e.clone()))
+        }
+    }
+
+    fn read_from_parts(&mut self, name: &str) -> Option<Found> {
+        let main = self.script.clone();
+        let (file, image) = match self.parts() {
+            Err(e) => (main, Err(e.clone())),
+            Ok(parts) => {
+                let script = match parts {
+                    Parts::Single(s) => s,
+                    Parts::Bundle(by_name) => by_name.get(name)?,
+                };
+                // Bazel writes the manifest digest for container_push
+                // targets only (push-X.digest), not for bundle images.
+                let image = if script.path != main {
+                    script.image(None)
+                } else if !script.dst_name().ends_with(name) {
+                    Err(format!(
+                        "{} pushes to {}, not to an image called {name} as the push target says: the script is stale",
+                        script.path.display(),
+                        script.dst
+                    ))
+                } else {
+                    rules_docker::expected_digest(&script.path)
+                        .and_then(|expected| script.image(expected))
+                };
+                (script.path.clone(), image)
+            }
+        };
+        let image = match image {
+            Err(e) if !e.contains(&self.target.parts_build_command()) => Err(self.rebuild_parts(e)),
+            other => other,
+        };
+        Some(Found {
+            source: SourceKind::Parts,
+            file,
+            image,
+            note: None,
+        })
+    }
+
+    fn read_from_tarball(&mut self, name: &str) -> Found {
+        let tarball = self.tarball.clone();
+        let target = self.target;
+        let known = self.known.clone();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        let image = match self.archive() {
+            Err(e) => Err(e.clone()),
+            Ok(archive) if !target.bundle => {
+                single_entry(archive, name).and_then(|i| archive.image(i))
+            }
+            Ok(archive) => {
+                let by_name = archive.entries_by_name(&known);
+                match by_name.get(name) {
+                    Some(i) => archive.image(*i),
+                    None => Err(not_in_bundle(name, &tarball, &by_name, &target)),
+                }
+            }
+        };
+        Found {
+            source: SourceKind::Tarball,
+            file: tarball,
+            image,
+            note: None,
+        }
+    }
+
+    /// Read image `name` from the source `--source` asks for.
+    fn find(&mut self, name: &str) -> Found {
+        match self.choice {
+            SourceChoice::Tarball => self.read_from_tarball(name),
+            SourceChoice::Parts => self.read_from_parts(name).unwrap_or_else(|| Found {
+                source: SourceKind::Parts,
+                file: self.script.clone(),
+                image: Err(format!(
+                    "{} pushes no image {name:?}: is the name right? If the push target is stale, rebuild it with `{}`",
+                    self.script.display(),
+                    self.target.parts_build_command()
+                )),
+                note: None,
+            }),
+            SourceChoice::Auto if self.parts_exist() => match self.read_from_parts(name) {
+                Some(found) => found,
+                None => Found {
+                    note: Some(format!(
+                        "{} has no push script for it; `{}` makes one",
+                        self.script.display(),
+                        self.target.parts_build_command()
+                    )),
+                    ..self.read_from_tarball(name)
+                },
+            },
+            SourceChoice::Auto => Found {
+                note: Some(format!(
+                    "no push-target parts; `{}` makes them",
+                    self.target.parts_build_command()
+                )),
+                ..self.read_from_tarball(name)
+            },
+        }
+    }
+}
+
+/// Expand the selections into images, opening each source once.
 pub fn plan(input: &PlanInput) -> Result<Plan, String> {
     let bazel_bin = find_bazel_bin(input.workspace)?;
     // Which bundle images were asked for (None = the whole bundle).
@@ -133,7 +409,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
                 wanted.insert(*t, None);
             }
             Selection::BundleImage(name) => {
-                if let Some(names) = wanted.entry(TARGETS[0]).or_insert_with(|| Some(Vec::new())) {
+                let bundle = input.catalog.bundle_for(name).ok_or_else(|| {
+                    format!(
+                        "{name:?} names no push target, and there is no bundle to look it up in"
+                    )
+                })?;
+                if let Some(names) = wanted.entry(bundle).or_insert_with(|| Some(Vec::new())) {
                     names.push(name.clone());
                 }
             }
@@ -141,66 +422,65 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
     }
     // Keep the order in which KubeVirt pushes targets.
     let mut ordered: Vec<(Target, Option<Vec<String>>)> = wanted.into_iter().collect();
-    ordered.sort_by_key(|(t, _)| TARGETS.iter().position(|x| x == t));
+    ordered.sort_by_key(|(t, _)| input.catalog.position(t));
 
     let mut images = Vec::new();
     for (target, names) in ordered {
-        let tarball = target.tarball_path(&bazel_bin);
-        let opened = if tarball.exists() {
-            DockerArchive::open(&tarball).map(Arc::new)
-        } else {
-            Err(missing_tarball(&target, &tarball))
-        };
-        let archive = match opened {
-            Ok(a) => a,
-            Err(e) => {
-                // Without a readable bundle its images are unknown: one
-                // failure for the whole target.
-                let whole = if target.bundle {
-                    target.push_name()
-                } else {
-                    target.name.to_string()
-                };
-                let names = names.unwrap_or_else(|| vec![whole]);
-                for name in names {
-                    images.push(planned(input, target, name, &tarball, Err(e.clone())));
-                }
-                continue;
-            }
+        let mut known: Vec<String> = target.images.iter().map(|s| s.to_string()).collect();
+        if !target.bundle {
+            known.push(target.image.to_string());
+        }
+        if let Some(names) = &names {
+            known.extend(names.iter().cloned());
+        }
+        let mut sources = TargetSources {
+            target,
+            choice: input.source,
+            script: target.script_path(&bazel_bin),
+            tarball: target.tarball_path(&bazel_bin),
+            known,
+            parts: None,
+            archive: None,
         };
         if !target.bundle {
-            let image = single_entry(&archive, target.name).and_then(|i| archive.image(i));
-            images.push(planned(
-                input,
-                target,
-                target.name.to_string(),
-                &tarball,
-                image,
-            ));
+            let found = sources.find(target.image);
+            images.push(planned(input, target, target.image.to_string(), found));
             continue;
         }
-        let mut known: Vec<&str> = BUNDLE_IMAGES.to_vec();
-        if let Some(names) = &names {
-            known.extend(names.iter().map(String::as_str));
-        }
-        let by_name = archive.entries_by_name(&known);
-        let names = names.unwrap_or_else(|| {
-            let mut all: Vec<String> = BUNDLE_IMAGES.iter().map(|s| s.to_string()).collect();
-            let mut extra: Vec<String> = by_name
-                .keys()
-                .filter(|k| !all.contains(k))
-                .cloned()
-                .collect();
-            extra.sort();
-            all.extend(extra);
-            all
-        });
+        let names = match names {
+            Some(names) => names,
+            None => {
+                if let Some((source, file, e)) = sources.whole_failure() {
+                    // Without a readable bundle its images are unknown when
+                    // BUILD.bazel does not list them: one failure for all.
+                    if !input.catalog.knows_all_images(&target) {
+                        let found = Found {
+                            source,
+                            file,
+                            image: Err(e),
+                            note: None,
+                        };
+                        images.push(planned(input, target, target.push_name(), found));
+                        continue;
+                    }
+                }
+                let mut all: Vec<String> = target.images.iter().map(|s| s.to_string()).collect();
+                if !input.catalog.knows_all_images(&target) {
+                    let mut extra: Vec<String> = sources
+                        .discovered_names()
+                        .into_iter()
+                        .filter(|k| !all.contains(k))
+                        .collect();
+                    extra.sort();
+                    extra.dedup();
+                    all.extend(extra);
+                }
+                all
+            }
+        };
         for name in names {
-            let image = match by_name.get(&name) {
-                Some(i) => archive.image(*i),
-                None => Err(not_in_bundle(&name, &tarball, &by_name, &target)),
-            };
-            images.push(planned(input, target, name, &tarball, image));
+            let found = sources.find(&name);
+            images.push(planned(input, target, name, found));
         }
     }
     Ok(Plan { bazel_bin, images })
@@ -240,15 +520,9 @@ fn single_entry(archive: &DockerArchive, name: &str) -> Result<usize, String> {
         })
 }
 
-fn planned(
-    input: &PlanInput,
-    target: Target,
-    name: String,
-    tarball: &Path,
-    image: Result<Image, String>,
-) -> PlannedImage {
+fn planned(input: &PlanInput, target: Target, name: String, found: Found) -> PlannedImage {
     let mut destinations = Vec::new();
-    let mut image = image;
+    let mut image = found.image;
     if let Some(registry) = input.registry {
         for prefix in input.image_prefixes {
             for tag in input.tags {
@@ -262,7 +536,9 @@ fn planned(
     PlannedImage {
         target,
         name,
-        tarball: tarball.to_path_buf(),
+        source: found.source,
+        source_file: found.file,
+        note: found.note,
         image,
         destinations,
     }

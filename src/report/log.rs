@@ -194,6 +194,7 @@ mod tests {
                 existing: 0,
                 compressed: 1,
             },
+            prebuilt_layers: Vec::new(),
         };
         assert_eq!(
             done_line(&r),

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::push::{BlobCounts, ImageResult, Plan, Status};
+use crate::push::{BlobCounts, ImageResult, Plan, PlannedImage, SourceKind, Status};
+use crate::targets::Catalog;
 
 pub mod github;
 pub mod json;
@@ -62,15 +63,24 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
     for r in results {
         blobs.merge(&r.blobs);
     }
+    let distinct = |f: fn(&ImageResult) -> &Vec<String>| {
+        results
+            .iter()
+            .flat_map(|r| f(r).iter())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
     let mut out = format!(
         "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed; \
-         uploaded {} in {} blobs, {} mounted, {} already present; {} layers compressed; {:.1}s",
+         uploaded {} in {} blobs, {} mounted, {} already present; \
+         layers: {} compressed by kvpush, {} pushed as Bazel compressed them; {:.1}s",
         results.len(),
         human_bytes(blobs.bytes_uploaded),
         blobs.uploaded,
         blobs.mounted,
         blobs.existing,
         blobs.compressed,
+        distinct(|r| &r.prebuilt_layers),
         elapsed.as_secs_f64()
     );
     if failed > 0 {
@@ -115,10 +125,46 @@ fn relative(path: &Path, plan: &Plan) -> String {
     }
 }
 
-/// `kvpush list`: each target, its images, their tarball (or why it is
-/// unusable) and destination.
-pub fn list(plan: &Plan) -> String {
-    let mut out = String::new();
+/// The file a target is read from: its push script or its tarball.
+fn target_file(image: &PlannedImage, plan: &Plan) -> String {
+    let path = match image.source {
+        SourceKind::Parts => image.target.script_path(&plan.bazel_bin),
+        SourceKind::Tarball => image.target.tarball_path(&plan.bazel_bin),
+    };
+    relative(&path, plan)
+}
+
+/// `parts: 3 layers, 2.0 MiB` and, for parts, the digest Bazel computed.
+fn describe_image(image: &PlannedImage) -> String {
+    let source = image.source.as_str();
+    let mut out = match &image.image {
+        Ok(img) => {
+            let mut s = format!(
+                "{source}: {} layers, {}",
+                img.layers.len(),
+                human_bytes(img.stored_size())
+            );
+            if img.all_prebuilt() {
+                s.push_str(" as Bazel gzipped them");
+            }
+            if let Some(e) = &img.expected_digest {
+                let _ = write!(s, ", digest {} (rules_docker's)", e.digest);
+            }
+            s
+        }
+        Err(e) => format!("MISSING: {e}"),
+    };
+    if let (Some(note), Ok(_)) = (&image.note, &image.image) {
+        let _ = write!(out, "; {note}");
+    }
+    out
+}
+
+/// `kvpush list`: where the targets come from, then each target, its
+/// images, the source each is read from (or why it is unusable, with the
+/// `bazel build` command that makes it) and its destinations.
+pub fn list(plan: &Plan, catalog: &Catalog) -> String {
+    let mut out = format!("{}\n", catalog.describe());
     let mut current = None;
     for image in &plan.images {
         if current != Some(image.target) {
@@ -127,17 +173,9 @@ pub fn list(plan: &Plan) -> String {
                 out,
                 "{}  ({})",
                 image.target.push_name(),
-                relative(&image.tarball, plan)
+                target_file(image, plan)
             );
         }
-        let state = match &image.image {
-            Ok(img) => format!(
-                "{} layers, {}",
-                img.layers.len(),
-                human_bytes(img.stored_size())
-            ),
-            Err(e) => format!("MISSING: {e}"),
-        };
         let dest = if image.destinations.is_empty() {
             "(pass --registry to see destinations)".to_string()
         } else {
@@ -148,7 +186,13 @@ pub fn list(plan: &Plan) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let _ = writeln!(out, "  {:<36} {dest}\n  {:<36} {state}", image.name, "");
+        let _ = writeln!(
+            out,
+            "  {:<36} {dest}\n  {:<36} {}",
+            image.name,
+            "",
+            describe_image(image)
+        );
     }
     out
 }
@@ -162,11 +206,12 @@ pub fn dry_run(plan: &Plan) -> String {
                 for d in &image.destinations {
                     let _ = writeln!(
                         out,
-                        "would push {} ({} layers, {} before compression, from {})",
+                        "would push {} ({} layers, {} as stored, from {} {})",
                         d.display,
                         img.layers.len(),
                         human_bytes(img.stored_size()),
-                        relative(&image.tarball, plan)
+                        image.source.as_str(),
+                        relative(&image.source_file, plan)
                     );
                 }
             }
@@ -203,6 +248,7 @@ mod tests {
                 existing: 0,
                 compressed: 1,
             },
+            prebuilt_layers: vec!["sha256:c".into()],
         }
     }
 
@@ -231,10 +277,8 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains(
-                "uploaded 6.0 MiB in 4 blobs, 2 mounted, 0 already present; 2 layers compressed"
-            ),
-            "{s}"
+            s.contains("uploaded 6.0 MiB in 4 blobs, 2 mounted, 0 already present; layers: 2 compressed by kvpush, 1 pushed as Bazel compressed them"),
+            "shared prebuilt layers count once: {s}"
         );
         assert!(s.contains("failed: virt-controller"), "{s}");
     }

@@ -144,6 +144,16 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// Docker schema 2, config digest as in the tarball, every layer
 /// decompressing to its diff_id. Returns the manifest digest.
 pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &GeneratedImage) -> String {
+    pull_and_verify(registry, reference, image).0
+}
+
+/// [`verify_with_skopeo`], also returning the layer blobs as pulled, in
+/// manifest order.
+pub fn pull_and_verify(
+    registry: &Registry,
+    reference: &str,
+    image: &GeneratedImage,
+) -> (String, Vec<Vec<u8>>) {
     let args = registry.skopeo_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let raw = kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &args)
@@ -174,6 +184,7 @@ pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &Generate
     let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
     kvpush_fixtures::skopeo_copy_to_dir(&format!("docker://{reference}"), dir.path(), &src_args)
         .unwrap_or_else(|e| panic!("skopeo cannot copy {reference}: {e}"));
+    let mut blobs = Vec::new();
     for (layer, diff_id) in layers.iter().zip(&image.diff_ids) {
         assert_eq!(
             layer["mediaType"],
@@ -190,8 +201,19 @@ pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &Generate
             diff_id,
             "{reference}: layer decompresses to its diff_id"
         );
+        blobs.push(blob);
     }
-    sha256(raw.as_bytes())
+    (sha256(raw.as_bytes()), blobs)
+}
+
+/// A workspace with rules_docker's push-target parts besides the (legacy,
+/// uncompressed) tarballs: pushing the tarballs gives other digests.
+pub fn parts_spec() -> WorkspaceSpec {
+    WorkspaceSpec {
+        scale_bytes: 4 << 20,
+        push_parts: true,
+        ..WorkspaceSpec::default()
+    }
 }
 
 /// Number of blob uploads the registry saw (upload sessions opened, not

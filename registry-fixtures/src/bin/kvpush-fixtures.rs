@@ -1,5 +1,6 @@
 //! `kvpush-fixtures gen-workspace DIR [--scale SIZE] [--seed N] [--compressed]
-//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...`
+//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...
+//!  [--push-parts]`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ const USAGE: &str = "usage:
       --tag T             $(container_tag) at build time (default latest)
       --extra-image NAME  extra bundle entry (repeatable)
       --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
+      --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
 
@@ -63,6 +65,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--tag" => spec.build_container_tag = value("--tag")?,
             "--extra-image" => spec.extra_bundle_images.push(value("--extra-image")?),
             "--change-layer" => spec.changed_layers.push(value("--change-layer")?),
+            "--push-parts" => spec.push_parts = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
