@@ -27,7 +27,8 @@ use kvpush_fixtures::{
 };
 use serde_json::json;
 
-const LEVEL: u32 = 6;
+/// kvpush's default level, used for the pigz comparison too.
+const LEVEL: u32 = kvpush::blob::DEFAULT_COMPRESSION_LEVEL;
 
 /// One measured command (or sequence of commands).
 #[derive(Clone, Copy, Debug, Default)]

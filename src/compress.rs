@@ -19,6 +19,8 @@ use rayon::prelude::*;
 
 /// Uncompressed bytes per independently deflated block.
 pub const BLOCK_SIZE: usize = 256 * 1024;
+/// Unit of the store-or-deflate decision inside a block.
+const PIECE_SIZE: usize = 32 * 1024;
 /// Deflate's window: how much history a block may refer back to.
 const DICT_SIZE: usize = 32 * 1024;
 /// Largest stored (uncompressed) deflate block.
@@ -28,7 +30,7 @@ const STORE_ENTROPY_BITS: f64 = 7.9;
 
 /// Identifies the compressor's output format; part of every cache key, so
 /// a change here must change this string.
-pub const SETTINGS_ID: &str = "pgz1-256k";
+pub const SETTINGS_ID: &str = "pgz2-256k-32k";
 
 /// The gzip header kvpush writes: no name, mtime 0, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -70,15 +72,46 @@ fn push_stored(out: &mut Vec<u8>, data: &[u8], last: bool) {
     }
 }
 
-/// Deflate one block. Non-final blocks end with a sync flush, so they are
-/// byte-aligned and can be concatenated; the final one ends the stream.
-fn deflate_block(dict: &[u8], block: &[u8], last: bool, level: u32) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(block.len() / 2 + 1024);
-    if entropy_bits(block) > STORE_ENTROPY_BITS {
-        push_stored(&mut out, block, last);
-        return Ok(out);
-    }
-    let mut z = Compress::new(Compression::new(level), false);
+/// Deflate `data` with a fresh compressor primed with `dict`, appending to
+/// `out`. Not `last`: ends with a sync flush, byte-aligned; `last`: ends
+/// the stream. Falls back to stored blocks when deflate did not shrink it.
+fn deflate_run(
+    out: &mut Vec<u8>,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+    level: u32,
+) -> io::Result<()> {
+    with_deflater(level, |z| deflate_run_with(z, out, dict, data, last))
+}
+
+thread_local! {
+    /// One raw-deflate state per worker thread, reset for every run: a
+    /// fresh state is a few hundred KiB of tables, and allocating one per
+    /// block made the allocator hold on to far more memory than in use.
+    static DEFLATER: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn with_deflater<R>(level: u32, f: impl FnOnce(&mut Compress) -> R) -> R {
+    DEFLATER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, Compress::new(Compression::new(level), false)));
+        }
+        let (_, z) = slot.as_mut().expect("just set");
+        z.reset();
+        f(z)
+    })
+}
+
+fn deflate_run_with(
+    z: &mut Compress,
+    out: &mut Vec<u8>,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<()> {
+    let start = out.len();
     if !dict.is_empty() {
         z.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -87,14 +120,14 @@ fn deflate_block(dict: &[u8], block: &[u8], last: bool, level: u32) -> io::Resul
     } else {
         FlushCompress::Sync
     };
-    let mut input = block;
+    let mut input = data;
     loop {
         if out.capacity() - out.len() < 1024 {
             out.reserve(out.capacity().max(64 * 1024));
         }
         let before = z.total_in();
         let status = z
-            .compress_vec(input, &mut out, flush)
+            .compress_vec(input, out, flush)
             .map_err(io::Error::other)?;
         input = &input[(z.total_in() - before) as usize..];
         let done = match status {
@@ -110,11 +143,63 @@ fn deflate_block(dict: &[u8], block: &[u8], last: bool, level: u32) -> io::Resul
         }
     }
     // Deflating made it no smaller: storing is as good and decodes faster.
-    if out.len() >= block.len() {
-        out.clear();
-        push_stored(&mut out, block, last);
+    if out.len() - start >= data.len() {
+        out.truncate(start);
+        push_stored(out, data, last);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Deflate one block. Non-final blocks end byte-aligned, so blocks can be
+/// concatenated; the final one ends the stream.
+///
+/// The block is judged in [`PIECE_SIZE`] pieces: runs of pieces that look
+/// random are stored, the others deflated, each deflated run by a fresh
+/// compressor primed with the 32 KiB of input before it, so back-references
+/// always see the same history the decompressor has. A disk image with
+/// zero clusters between random ones thus costs deflate effort only on
+/// the zeros.
+fn deflate_block(
+    out: &mut Vec<u8>,
+    dict: &[u8],
+    block: &[u8],
+    last: bool,
+    level: u32,
+) -> io::Result<()> {
+    out.clear();
+    let pieces: Vec<&[u8]> = block.chunks(PIECE_SIZE).collect();
+    let stored: Vec<bool> = pieces
+        .iter()
+        .map(|p| entropy_bits(p) > STORE_ENTROPY_BITS)
+        .collect();
+    let mut start = 0;
+    while start < pieces.len() || (start == 0 && pieces.is_empty()) {
+        let class = stored.get(start).copied().unwrap_or(false);
+        let mut end = start + 1;
+        while end < pieces.len() && stored[end] == class {
+            end += 1;
+        }
+        let from = start * PIECE_SIZE;
+        let to = (end * PIECE_SIZE).min(block.len());
+        let run = &block[from..to];
+        let last_run = last && end >= pieces.len();
+        if class {
+            push_stored(out, run, last_run);
+        } else {
+            // History for the run: the block so far, after the previous block's tail.
+            let history: Vec<u8>;
+            let run_dict = if from >= DICT_SIZE {
+                &block[from - DICT_SIZE..from]
+            } else {
+                let need = DICT_SIZE - from;
+                history = [&dict[dict.len().saturating_sub(need)..], &block[..from]].concat();
+                &history[..]
+            };
+            deflate_run(out, run_dict, run, last_run, level)?;
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 /// What [`compress`] measured about its input.
@@ -140,14 +225,22 @@ pub fn compress(
     };
     output.write_all(&GZIP_HEADER)?;
 
+    // Buffers are recycled from batch to batch: memory stays at a few
+    // blocks per thread, and the allocator sees no churn.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(batch_len);
+    let mut dict: Vec<u8> = Vec::with_capacity(DICT_SIZE);
     // The block read ahead decides whether the current one is the last.
-    let mut dict: Vec<u8> = Vec::new();
-    let mut pending = read_block(&mut input)?;
+    let mut pending = Vec::with_capacity(BLOCK_SIZE);
+    read_block(&mut input, &mut pending)?;
     loop {
-        let mut batch = Vec::with_capacity(batch_len);
         let mut last = false;
         while batch.len() < batch_len && !last {
-            let next = read_block(&mut input)?;
+            let mut next = spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+            read_block(&mut input, &mut next)?;
             last = next.is_empty();
             batch.push(std::mem::replace(&mut pending, next));
         }
@@ -161,24 +254,27 @@ pub fn compress(
             .take(batch.len())
             .collect();
         let count = batch.len();
-        let pieces: Vec<io::Result<Vec<u8>>> = batch
+        let results: Vec<io::Result<()>> = batch
             .par_iter()
             .zip(dicts.par_iter())
+            .zip(outs[..count].par_iter_mut())
             .enumerate()
-            .map(|(i, (block, d))| deflate_block(d, block, last && i + 1 == count, level))
+            .map(|(i, ((block, d), out))| {
+                deflate_block(out, d, block, last && i + 1 == count, level)
+            })
             .collect();
-        for (block, piece) in batch.iter().zip(pieces) {
-            let piece = piece?;
+        for ((block, piece), result) in batch.iter().zip(&outs).zip(results) {
+            result?;
             crc.update(block);
             stats.input_bytes += block.len() as u64;
             stats.output_bytes += piece.len() as u64;
-            output.write_all(&piece)?;
+            output.write_all(piece)?;
         }
-        let tail = batch
-            .last()
-            .map(|b| &b[b.len().saturating_sub(DICT_SIZE)..])
-            .unwrap_or(&[]);
-        dict = tail.to_vec();
+        if let Some(b) = batch.last() {
+            dict.clear();
+            dict.extend_from_slice(&b[b.len().saturating_sub(DICT_SIZE)..]);
+        }
+        spare.append(&mut batch);
         if last {
             break;
         }
@@ -190,14 +286,11 @@ pub fn compress(
     Ok(stats)
 }
 
-/// Read up to one block; shorter only at the end of the input.
-fn read_block(input: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut block = Vec::with_capacity(BLOCK_SIZE);
-    input
-        .by_ref()
-        .take(BLOCK_SIZE as u64)
-        .read_to_end(&mut block)?;
-    Ok(block)
+/// Read up to one block into `block`; shorter only at the end of the input.
+fn read_block(input: &mut impl Read, block: &mut Vec<u8>) -> io::Result<()> {
+    block.clear();
+    input.by_ref().take(BLOCK_SIZE as u64).read_to_end(block)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,6 +403,28 @@ mod tests {
         );
         let words = text(3 * BLOCK_SIZE);
         assert!(roundtrip(&words, 6).len() < words.len() / 3);
+    }
+
+    #[test]
+    fn disk_images_store_random_clusters_and_deflate_zero_ones() {
+        // 64 KiB clusters, every fourth unallocated: most of every block is
+        // random, so the random pieces are stored, the zeros deflated.
+        let mut disk = Vec::new();
+        for i in 0..16 {
+            if i % 4 == 3 {
+                disk.extend(std::iter::repeat_n(0u8, 65536));
+            } else {
+                disk.extend(pseudo_random(65536, i + 100));
+            }
+        }
+        let gz = roundtrip(&disk, 6);
+        let random = 12 * 65536;
+        assert!(
+            gz.len() < random + random / 1000 + 1024,
+            "zeros compressed away: {}",
+            gz.len()
+        );
+        assert!(gz.len() > random, "random bytes stay: {}", gz.len());
     }
 
     #[test]
