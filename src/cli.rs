@@ -10,6 +10,7 @@ use clap::{Args, Parser};
 
 use crate::push::{self, PlanInput, Status};
 use crate::registry::auth::{Credential, FoundCredential, Secret};
+use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
 use crate::targets::{self, Selection};
 use crate::{blob, report};
@@ -91,6 +92,10 @@ struct PushArgs {
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
+    /// Manifest format of images assembled from tarballs: docker (schema 2,
+    /// as rules_docker's format = "Docker") or oci. OCI layouts keep their own.
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    format: String,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -118,6 +123,7 @@ pub struct Config {
     pub retries: u32,
     /// `None` with --no-cache (or when no home directory is known).
     pub cache_dir: Option<PathBuf>,
+    pub format: Format,
 }
 
 /// Drop repeated values, keeping the first of each in order.
@@ -152,6 +158,7 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
 impl PushArgs {
     fn into_config(self) -> Result<Config, String> {
         validate_common(&self.common)?;
+        let format = Format::parse(&self.format)?;
         let mut names = self.targets;
         if names.is_empty() {
             names = std::env::var("PUSH_TARGETS")
@@ -193,6 +200,7 @@ impl PushArgs {
             } else {
                 self.cache_dir.or_else(crate::cache::default_dir)
             },
+            format,
         })
     }
 }
@@ -317,6 +325,7 @@ fn run_push(config: Config) -> ExitCode {
             attempts: config.retries,
             ..RetryPolicy::default()
         },
+        format: config.format,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -403,6 +412,17 @@ mod tests {
             .unwrap_err()
             .contains("unknown target"));
         assert!(parse(&["all", "--registry", "quay.io/kubevirt", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn format_is_docker_unless_oci_is_asked_for() {
+        assert_eq!(
+            parse(&["all", "--registry", "r.io/k"]).unwrap().format,
+            Format::Docker
+        );
+        let c = parse(&["all", "--registry", "r.io/k", "--format", "oci"]).unwrap();
+        assert_eq!(c.format, Format::Oci);
+        assert!(parse(&["all", "--registry", "r.io/k", "--format", "v1"]).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::push::{BlobCounts, ImageResult, Plan, Status};
+use crate::push::{BlobCounts, ImageResult, Plan, PlannedImage, Status};
+use crate::source::oci_layout::LayoutRoot;
+use crate::source::Artifact;
 
 /// `1.5 MiB`-style sizes.
 pub fn human_bytes(n: u64) -> String {
@@ -114,34 +116,74 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
     Ok(written)
 }
 
+/// A path as `bazel-bin/...`; a directory (an OCI layout) ends with `/`.
 fn relative(path: &Path, plan: &Plan) -> String {
+    let slash = if path.is_dir() { "/" } else { "" };
     match path.strip_prefix(&plan.bazel_bin) {
-        Ok(rel) => format!("bazel-bin/{}", rel.display()),
-        Err(_) => path.display().to_string(),
+        Ok(rel) => format!("bazel-bin/{}{slash}", rel.display()),
+        Err(_) => format!("{}{slash}", path.display()),
     }
 }
 
-/// `kvpush list`: each target, its images, their tarball (or why it is
-/// unusable) and destination.
+/// What a source holds, in a few words: `3 layers, 1.2 MiB`, or for an OCI
+/// layout its kind, platforms and where it is.
+fn describe(image: &PlannedImage, artifact: &Artifact, plan: &Plan) -> String {
+    match artifact {
+        Artifact::Image(img) => format!(
+            "{} layers, {}",
+            img.layers.len(),
+            human_bytes(img.stored_size())
+        ),
+        Artifact::Layout(root) => {
+            let what = match root {
+                LayoutRoot::Image(i) => format!(
+                    "{} layers{}",
+                    i.layers.len(),
+                    i.platform
+                        .as_ref()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default()
+                ),
+                LayoutRoot::Index(ix) => {
+                    let platforms: Vec<String> = ix
+                        .images
+                        .iter()
+                        .map(|i| i.platform.as_ref().map_or("?".into(), |p| p.to_string()))
+                        .collect();
+                    format!("index of {}", platforms.join(", "))
+                }
+            };
+            format!(
+                "OCI layout {}: {what}, {}",
+                relative(&image.tarball, plan),
+                human_bytes(root.stored_size())
+            )
+        }
+    }
+}
+
+/// `kvpush list`: each target, its images, their tarball or OCI layout (or
+/// why it is unusable) and destination.
 pub fn list(plan: &Plan) -> String {
     let mut out = String::new();
     let mut current = None;
     for image in &plan.images {
         if current != Some(image.target) {
             current = Some(image.target);
-            let _ = writeln!(
-                out,
-                "{}  ({})",
-                image.target.push_name(),
+            // A bundle read from one layout per image has no single source.
+            let bundle_tarball = image.target.tarball_path(&plan.bazel_bin);
+            let source = if image.target.bundle && !bundle_tarball.exists() {
+                format!(
+                    "no {}: one OCI layout per image",
+                    relative(&bundle_tarball, plan)
+                )
+            } else {
                 relative(&image.tarball, plan)
-            );
+            };
+            let _ = writeln!(out, "{}  ({source})", image.target.push_name());
         }
         let state = match &image.image {
-            Ok(img) => format!(
-                "{} layers, {}",
-                img.layers.len(),
-                human_bytes(img.stored_size())
-            ),
+            Ok(artifact) => describe(image, artifact, plan),
             Err(e) => format!("MISSING: {e}"),
         };
         let dest = if image.destinations.is_empty() {
@@ -164,7 +206,7 @@ pub fn dry_run(plan: &Plan) -> String {
     let mut out = String::new();
     for image in &plan.images {
         match &image.image {
-            Ok(img) => {
+            Ok(Artifact::Image(img)) => {
                 for d in &image.destinations {
                     let _ = writeln!(
                         out,
@@ -173,6 +215,16 @@ pub fn dry_run(plan: &Plan) -> String {
                         img.layers.len(),
                         human_bytes(img.stored_size()),
                         relative(&image.tarball, plan)
+                    );
+                }
+            }
+            Ok(artifact) => {
+                for d in &image.destinations {
+                    let _ = writeln!(
+                        out,
+                        "would push {} ({}, byte for byte)",
+                        d.display,
+                        describe(image, artifact, plan)
                     );
                 }
             }

@@ -25,6 +25,82 @@ pub const BUNDLE_IMAGES: [&str; 15] = [
     "winrmcli",
 ];
 
+/// The Bazel label of each bundle image, where an OCI layout of it is found
+/// when there is no bundle tarball (rules_oci has no `container_bundle`).
+pub const BUNDLE_LABELS: [(&str, &str); 15] = [
+    (
+        "example-hook-sidecar",
+        "//cmd/example-hook-sidecar:example-hook-sidecar-image",
+    ),
+    (
+        "example-cloudinit-hook-sidecar",
+        "//cmd/example-cloudinit-hook-sidecar:example-cloudinit-hook-sidecar-image",
+    ),
+    (
+        "subresource-access-test",
+        "//cmd/subresource-access-test:subresource-access-test-image",
+    ),
+    (
+        "alpine-container-disk-demo",
+        "//containerimages:alpine-container-disk-image",
+    ),
+    (
+        "cirros-container-disk-demo",
+        "//containerimages:cirros-container-disk-image",
+    ),
+    (
+        "cirros-custom-container-disk-demo",
+        "//containerimages:cirros-custom-container-disk-image",
+    ),
+    (
+        "fedora-cloud-container-disk-demo",
+        "//containerimages:fedora-cloud-container-disk-image",
+    ),
+    (
+        "microlivecd-container-disk-demo",
+        "//containerimages:microlivecd-container-disk-image",
+    ),
+    (
+        "virtio-container-disk",
+        "//containerimages:virtio-container-disk-image",
+    ),
+    (
+        "fedora-sriov-lane-container-disk",
+        "//containerimages:fedora-sriov-lane-container-disk-image",
+    ),
+    (
+        "disks-images-provider",
+        "//images/disks-images-provider:disks-images-provider-image",
+    ),
+    (
+        "cdi-http-import-server",
+        "//images/cdi-http-import-server:cdi-http-import-server-image",
+    ),
+    ("nfs-server", "//images/nfs-server:nfs-server-image"),
+    ("vm-killer", "//images/vm-killer:vm-killer-image"),
+    ("winrmcli", "//images/winrmcli:winrmcli-image"),
+];
+
+/// The label of a bundle image, from [`BUNDLE_LABELS`].
+pub fn bundle_label(name: &str) -> Option<&'static str> {
+    BUNDLE_LABELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, label)| *label)
+}
+
+/// Where an OCI image layout of `label` (`//P:X`) may be, in the order
+/// kvpush looks: the directory `P/X/` (rules_oci's `oci_image`), then a tar
+/// of it, `P/X.oci.tar`.
+pub fn layout_paths(bazel_bin: &std::path::Path, label: &str) -> [PathBuf; 2] {
+    let (pkg, name) = label
+        .trim_start_matches("//")
+        .split_once(':')
+        .unwrap_or(("", label));
+    let dir = bazel_bin.join(pkg);
+    [dir.join(name), dir.join(format!("{name}.oci.tar"))]
+}
+
 /// A `push-*` target of KubeVirt's root BUILD.bazel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {
@@ -217,6 +293,25 @@ mod tests {
             "{err}"
         );
         assert!(resolve(&names(&["Virt_API"])).is_err());
+    }
+
+    #[test]
+    fn bundle_labels_cover_the_bundle_and_give_layout_paths() {
+        for name in BUNDLE_IMAGES {
+            assert!(bundle_label(name).is_some(), "{name}");
+        }
+        let bin = std::path::Path::new("/b");
+        assert_eq!(
+            layout_paths(bin, bundle_label("vm-killer").unwrap()),
+            [
+                PathBuf::from("/b/images/vm-killer/vm-killer-image"),
+                PathBuf::from("/b/images/vm-killer/vm-killer-image.oci.tar")
+            ]
+        );
+        assert_eq!(
+            layout_paths(bin, TARGETS[6].label)[0],
+            PathBuf::from("/b/tests/conformance_image")
+        );
     }
 
     #[test]

@@ -26,9 +26,11 @@ use crate::blob::{prepare_layer, sha256_digest, BlobBody, FileRange, PreparedLay
 use crate::cache::{Cache, CachedLayer};
 use crate::registry::auth::{lookup_credentials, FoundCredential};
 use crate::registry::client::{Client, MountOutcome};
+use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::registry::{media, Endpoint};
-use crate::source::Image;
+use crate::registry::Endpoint;
+use crate::source::oci_layout::LayoutRoot;
+use crate::source::{Artifact, Image};
 use crate::targets::Target;
 
 /// How to push.
@@ -43,6 +45,8 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// The persistent digest cache, unless `--no-cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Manifest format of images assembled from tarballs (`--format`).
+    pub format: Format,
 }
 
 /// What happened to one blob in one repository.
@@ -399,7 +403,10 @@ impl Run {
         planned: &PlannedImage,
         result: &mut ImageResult,
     ) -> Result<(), String> {
-        let image = planned.image.as_ref().map_err(Clone::clone)?;
+        let image = match planned.image.as_ref().map_err(Clone::clone)? {
+            Artifact::Image(image) => image,
+            Artifact::Layout(root) => return self.push_layout(planned, root, result).await,
+        };
         let prepared =
             try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
         result.blobs.compressed = prepared
@@ -407,7 +414,8 @@ impl Run {
             .filter(|(_, compressed)| *compressed)
             .count() as u64;
         let layers: Vec<Arc<Layer>> = prepared.into_iter().map(|(layer, _)| layer).collect();
-        let (manifest, digest) = docker_manifest(image, &layers)?;
+        let format = self.options.format;
+        let (manifest, digest) = docker_manifest(image, &layers, format)?;
         result.digest = Some(digest.clone());
 
         // Config: pushed byte for byte from the tarball so its digest is Bazel's.
@@ -433,13 +441,7 @@ impl Run {
             source: Source::Layer(l.clone()),
         }));
 
-        // One repository per distinct (host, repo); tags share its blobs.
-        let mut repos: Vec<&Destination> = Vec::new();
-        for d in &planned.destinations {
-            if !repos.iter().any(|r| r.host == d.host && r.repo == d.repo) {
-                repos.push(d);
-            }
-        }
+        let repos = repositories(planned);
         for repo in &repos {
             let placements = try_join_all(blobs.iter().map(|b| self.place(repo, b))).await?;
             for p in placements.into_iter().flatten() {
@@ -451,43 +453,67 @@ impl Run {
         let mut changed = false;
         for repo in &repos {
             let client = &self.clients[&repo.host];
-            let tags: Vec<&Destination> = planned
-                .destinations
-                .iter()
-                .filter(|d| d.host == repo.host && d.repo == repo.repo)
-                .collect();
-            let mut stale = Vec::new();
-            for d in &tags {
-                if client
-                    .manifest_digest(&d.repo, &d.tag)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .as_deref()
-                    != Some(digest.as_str())
-                {
-                    stale.push(*d);
+            let tags = tags_in(planned, repo);
+            changed |= put_tagged(client, &tags, format.manifest(), &manifest, &digest).await?;
+        }
+        if !changed {
+            result.status = Status::Unchanged;
+        }
+        Ok(())
+    }
+
+    /// Push an OCI layout byte for byte: every blob of every image, then
+    /// each image manifest of an index by digest, then the top manifest and
+    /// its tags. Layers are the layout's own, so nothing is compressed.
+    async fn push_layout(
+        &self,
+        planned: &PlannedImage,
+        root: &LayoutRoot,
+        result: &mut ImageResult,
+    ) -> Result<(), String> {
+        let top = root.manifest();
+        result.digest = Some(top.digest.clone());
+        let mut blobs: Vec<Blob> = Vec::new();
+        for image in root.images() {
+            for b in std::iter::once(&image.config).chain(&image.layers) {
+                if !blobs.iter().any(|x| x.digest == b.digest) {
+                    blobs.push(Blob {
+                        digest: b.digest.clone(),
+                        size: b.size,
+                        source: Source::Ready(b.range.clone()),
+                    });
                 }
             }
-            if stale.is_empty() {
-                continue;
+        }
+        let repos = repositories(planned);
+        for repo in &repos {
+            let placements = try_join_all(blobs.iter().map(|b| self.place(repo, b))).await?;
+            for p in placements.into_iter().flatten() {
+                result.blobs.add(p);
             }
-            changed = true;
-            client
-                .put_manifest(
-                    &repo.repo,
-                    &digest,
-                    media::DOCKER_MANIFEST,
-                    &manifest,
-                    &digest,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            for d in stale {
-                client
-                    .put_manifest(&d.repo, &d.tag, media::DOCKER_MANIFEST, &manifest, &digest)
-                    .await
-                    .map_err(|e| e.to_string())?;
+        }
+        let mut changed = false;
+        for repo in &repos {
+            let client = &self.clients[&repo.host];
+            if let LayoutRoot::Index(_) = root {
+                // Children first: a registry refuses an index whose images it lacks.
+                for child in root.images() {
+                    let m = &child.manifest;
+                    let present = client
+                        .manifest_digest(&repo.repo, &m.digest)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if present.as_deref() != Some(m.digest.as_str()) {
+                        changed = true;
+                        client
+                            .put_manifest(&repo.repo, &m.digest, &m.media_type, &m.bytes, &m.digest)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
             }
+            let tags = tags_in(planned, repo);
+            changed |= put_tagged(client, &tags, &top.media_type, &top.bytes, &top.digest).await?;
         }
         if !changed {
             result.status = Status::Unchanged;
@@ -496,8 +522,74 @@ impl Run {
     }
 }
 
-/// The Docker schema 2 manifest of an image, and its digest.
-fn docker_manifest(image: &Image, layers: &[Arc<Layer>]) -> Result<(Vec<u8>, String), String> {
+/// One destination per distinct (host, repository); tags share its blobs.
+fn repositories(planned: &PlannedImage) -> Vec<&Destination> {
+    let mut repos: Vec<&Destination> = Vec::new();
+    for d in &planned.destinations {
+        if !repos.iter().any(|r| r.host == d.host && r.repo == d.repo) {
+            repos.push(d);
+        }
+    }
+    repos
+}
+
+/// The destinations of `planned` in `repo`'s repository: one per tag.
+fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destination> {
+    planned
+        .destinations
+        .iter()
+        .filter(|d| d.host == repo.host && d.repo == repo.repo)
+        .collect()
+}
+
+/// Put a manifest in one repository, by digest and then under each tag of
+/// `tags` (all in that repository) that does not already point at it.
+/// Returns false when every tag already did: nothing was written.
+async fn put_tagged(
+    client: &Client,
+    tags: &[&Destination],
+    media_type: &str,
+    manifest: &[u8],
+    digest: &str,
+) -> Result<bool, String> {
+    let Some(repo) = tags.first().map(|d| d.repo.as_str()) else {
+        return Ok(false);
+    };
+    let mut stale = Vec::new();
+    for d in tags {
+        if client
+            .manifest_digest(&d.repo, &d.tag)
+            .await
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            != Some(digest)
+        {
+            stale.push(*d);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(false);
+    }
+    client
+        .put_manifest(repo, digest, media_type, manifest, digest)
+        .await
+        .map_err(|e| e.to_string())?;
+    for d in stale {
+        client
+            .put_manifest(&d.repo, &d.tag, media_type, manifest, digest)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
+/// The manifest of an image (Docker schema 2, or OCI with `Format::Oci`),
+/// and its digest.
+fn docker_manifest(
+    image: &Image,
+    layers: &[Arc<Layer>],
+    format: Format,
+) -> Result<(Vec<u8>, String), String> {
     let bad = |e: oci_spec::OciSpecError| {
         format!(
             "cannot build the manifest for {}: {e}",
@@ -514,16 +606,16 @@ fn docker_manifest(image: &Image, layers: &[Arc<Layer>]) -> Result<(Vec<u8>, Str
     };
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
-        .media_type(MediaType::Other(media::DOCKER_MANIFEST.to_string()))
+        .media_type(MediaType::Other(format.manifest().to_string()))
         .config(descriptor(
-            media::DOCKER_CONFIG,
+            format.config(),
             &image.config_digest,
             image.config.len() as u64,
         )?)
         .layers(
             layers
                 .iter()
-                .map(|l| descriptor(media::DOCKER_LAYER_GZIP, &l.digest, l.size))
+                .map(|l| descriptor(format.layer_gzip(), &l.digest, l.size))
                 .collect::<Result<Vec<_>, _>>()?,
         )
         .build()

@@ -1,14 +1,22 @@
 //! From what the user selected to the images to push: finds bazel-bin, opens
-//! each tarball once, expands the bundle, and names every destination. Local
-//! work only; nothing here touches the network.
+//! each tarball (or OCI layout) once, expands the bundle, and names every
+//! destination. Local work only; nothing here touches the network.
+//!
+//! Where an image is looked for, first found wins: the tarball
+//! (`P/X.tar`: a `docker save` tarball, or an OCI layout tar told by its
+//! content), then the OCI layout directory `P/X/`, then `P/X.oci.tar`. The
+//! bundle's images, without `build-other-images.tar`, are looked for as
+//! layouts at their own labels.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::source::docker_archive::DockerArchive;
-use crate::source::Image;
-use crate::targets::{Selection, Target, BUNDLE_IMAGES, TARGETS};
+use crate::source::oci_layout::Layout;
+use crate::source::tar_index::TarIndex;
+use crate::source::Artifact;
+use crate::targets::{self, Selection, Target, BUNDLE_IMAGES, TARGETS};
 
 /// Where an image goes: one repository on one registry host, under a tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,9 +78,10 @@ pub struct PlannedImage {
     /// Image name (`virt-api`, `cirros-container-disk-demo`), or the
     /// `push-*` target name when its tarball could not be read at all.
     pub name: String,
+    /// The tarball or OCI layout (directory or tar) it is read from.
     pub tarball: PathBuf,
     /// The image, or why it cannot be pushed (missing or broken tarball).
-    pub image: Result<Image, String>,
+    pub image: Result<Artifact, String>,
     pub destinations: Vec<Destination>,
 }
 
@@ -116,10 +125,93 @@ pub struct PlanInput<'a> {
 
 fn missing_tarball(target: &Target, tarball: &Path) -> String {
     format!(
-        "{} not found: build it with `{}`",
+        "{} not found: build it with `{}` (or, with rules_oci, build the OCI layout {}/)",
         tarball.display(),
-        target.build_command()
+        target.build_command(),
+        tarball.with_extension("").display()
     )
+}
+
+/// A tarball as found: a `docker save` archive or an OCI layout in a tar.
+enum Opened {
+    Docker(Arc<DockerArchive>),
+    Layout(Layout),
+}
+
+/// Index a tarball once and tell from its members what it holds.
+fn open_tarball(path: &Path) -> Result<Opened, String> {
+    let index = TarIndex::build(path)?;
+    if Layout::is_layout_tar(&index) {
+        Layout::from_tar(index).map(Opened::Layout)
+    } else {
+        DockerArchive::from_index(index).map(|a| Opened::Docker(Arc::new(a)))
+    }
+}
+
+/// The OCI layout of `label` (`//P:X`): the directory `P/X/` or the tar
+/// `P/X.oci.tar`, whichever is found first; `None` when neither exists.
+pub fn find_layout(bazel_bin: &Path, label: &str) -> Option<(PathBuf, Result<Artifact, String>)> {
+    let [dir, tar] = targets::layout_paths(bazel_bin, label);
+    if dir.join("oci-layout").exists() || dir.join("index.json").exists() {
+        let root = Layout::open_dir(&dir).and_then(|l| l.root());
+        return Some((dir, root.map(Artifact::Layout)));
+    }
+    if tar.is_file() {
+        let root = TarIndex::build(&tar)
+            .and_then(Layout::from_tar)
+            .and_then(|l| l.root());
+        return Some((tar, root.map(Artifact::Layout)));
+    }
+    None
+}
+
+/// Without a bundle tarball, each bundle image from the OCI layout at its
+/// own label; `None` when not one of them has a layout either.
+fn bundle_layouts(
+    input: &PlanInput,
+    bazel_bin: &Path,
+    target: Target,
+    names: &Option<Vec<String>>,
+) -> Option<Vec<PlannedImage>> {
+    let names: Vec<String> = names
+        .clone()
+        .unwrap_or_else(|| BUNDLE_IMAGES.iter().map(|s| s.to_string()).collect());
+    let found: Vec<_> = names
+        .iter()
+        .map(|n| targets::bundle_label(n).and_then(|l| find_layout(bazel_bin, l)))
+        .collect();
+    if found.iter().all(Option::is_none) {
+        return None;
+    }
+    let tarball = target.tarball_path(bazel_bin);
+    let planned_images = names
+        .into_iter()
+        .zip(found)
+        .map(|(name, found)| match found {
+            Some((path, artifact)) => planned(input, target, name, &path, artifact),
+            None => {
+                let why = match targets::bundle_label(&name) {
+                    Some(label) => {
+                        let [dir, tar] = targets::layout_paths(bazel_bin, label);
+                        format!(
+                            "no OCI layout of {name} (looked for {}/ and {}) and no bundle tarball {}: build the layout with `bazel build {label}` or the bundle with `{}`",
+                            dir.display(),
+                            tar.display(),
+                            tarball.display(),
+                            target.build_command()
+                        )
+                    }
+                    None => format!(
+                        "{name} is not in kvpush's table of bundle images, so without {} its layout cannot be found: build the bundle with `{}`",
+                        tarball.display(),
+                        target.build_command()
+                    ),
+                };
+                planned(input, target, name, &tarball, Err(why))
+            }
+        })
+        .collect();
+    Some(planned_images)
 }
 
 /// Expand the selections into images, opening each tarball once.
@@ -146,10 +238,47 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
     let mut images = Vec::new();
     for (target, names) in ordered {
         let tarball = target.tarball_path(&bazel_bin);
+        if !tarball.exists() {
+            if target.bundle {
+                if let Some(found) = bundle_layouts(input, &bazel_bin, target, &names) {
+                    images.extend(found);
+                    continue;
+                }
+            } else if let Some((path, artifact)) = find_layout(&bazel_bin, target.label) {
+                images.push(planned(
+                    input,
+                    target,
+                    target.name.to_string(),
+                    &path,
+                    artifact,
+                ));
+                continue;
+            }
+        }
         let opened = if tarball.exists() {
-            DockerArchive::open(&tarball).map(Arc::new)
+            open_tarball(&tarball)
         } else {
             Err(missing_tarball(&target, &tarball))
+        };
+        let opened = match (opened, target.bundle) {
+            (Ok(Opened::Layout(layout)), false) => {
+                let artifact = layout.root().map(Artifact::Layout);
+                images.push(planned(
+                    input,
+                    target,
+                    target.name.to_string(),
+                    &tarball,
+                    artifact,
+                ));
+                continue;
+            }
+            (Ok(Opened::Layout(_)), true) => Err(format!(
+                "{} is an OCI layout, which holds one image; the bundle needs a docker save tarball (`{}`) or one OCI layout per image at its label",
+                tarball.display(),
+                target.build_command()
+            )),
+            (Ok(Opened::Docker(archive)), _) => Ok(archive),
+            (Err(e), _) => Err(e),
         };
         let archive = match opened {
             Ok(a) => a,
@@ -169,7 +298,9 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
             }
         };
         if !target.bundle {
-            let image = single_entry(&archive, target.name).and_then(|i| archive.image(i));
+            let image = single_entry(&archive, target.name)
+                .and_then(|i| archive.image(i))
+                .map(Artifact::Image);
             images.push(planned(
                 input,
                 target,
@@ -184,26 +315,29 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
             known.extend(names.iter().map(String::as_str));
         }
         let by_name = archive.entries_by_name(&known);
-        let names = names.unwrap_or_else(|| {
-            let mut all: Vec<String> = BUNDLE_IMAGES.iter().map(|s| s.to_string()).collect();
-            let mut extra: Vec<String> = by_name
-                .keys()
-                .filter(|k| !all.contains(k))
-                .cloned()
-                .collect();
-            extra.sort();
-            all.extend(extra);
-            all
-        });
+        let names = names.unwrap_or_else(|| bundle_names(&by_name));
         for name in names {
             let image = match by_name.get(&name) {
-                Some(i) => archive.image(*i),
+                Some(i) => archive.image(*i).map(Artifact::Image),
                 None => Err(not_in_bundle(&name, &tarball, &by_name, &target)),
             };
             images.push(planned(input, target, name, &tarball, image));
         }
     }
     Ok(Plan { bazel_bin, images })
+}
+
+/// Every image of a bundle: the table's, then extras found in it, sorted.
+pub fn bundle_names(by_name: &HashMap<String, usize>) -> Vec<String> {
+    let mut all: Vec<String> = BUNDLE_IMAGES.iter().map(|s| s.to_string()).collect();
+    let mut extra: Vec<String> = by_name
+        .keys()
+        .filter(|k| !all.contains(k))
+        .cloned()
+        .collect();
+    extra.sort();
+    all.extend(extra);
+    all
 }
 
 fn not_in_bundle(
@@ -245,7 +379,7 @@ fn planned(
     target: Target,
     name: String,
     tarball: &Path,
-    image: Result<Image, String>,
+    image: Result<Artifact, String>,
 ) -> PlannedImage {
     let mut destinations = Vec::new();
     let mut image = image;

@@ -1,7 +1,10 @@
-//! Image sources: turning what Bazel built into [`Image`]s. A source never
-//! talks to a registry; the push code never looks inside a tarball.
+//! Image sources: turning what Bazel built into [`Image`]s (parts kvpush
+//! assembles into a manifest) or, for OCI layouts, manifests already made.
+//! A source never talks to a registry; the push code never looks inside a
+//! tarball.
 
 pub mod docker_archive;
+pub mod oci_layout;
 pub mod tar_index;
 
 use std::path::PathBuf;
@@ -28,4 +31,13 @@ impl Image {
     pub fn stored_size(&self) -> u64 {
         self.layers.iter().map(|l| l.len).sum()
     }
+}
+
+/// What a source gives for one image name.
+#[derive(Clone, Debug)]
+pub enum Artifact {
+    /// Config and layers (`docker save` tarballs): kvpush writes the manifest.
+    Image(Image),
+    /// An OCI layout's manifest or index and its images: pushed byte for byte.
+    Layout(oci_layout::LayoutRoot),
 }
