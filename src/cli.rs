@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser};
 
-use crate::push::{self, PlanInput, Status};
+use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
+use crate::push::{self, ImageResult, Plan, PlanInput, Status};
 use crate::registry::auth::{Credential, FoundCredential, Secret};
 use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
@@ -21,7 +22,10 @@ Examples:
   kvpush virt-handler --registry localhost:5000/kubevirt --tag devel
   kvpush all --registry localhost:5000/kubevirt --tag devel --tag devel-alt --digests-dir _out/digests
   kvpush list --registry quay.io/kubevirt --tag v1.2.3
-  kvpush list virt-api";
+  kvpush list virt-api
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3-arm64            # on each architecture's build
+  kvpush manifest all --registry quay.io/kubevirt --tag v1.2.3 --arch amd64,arm64,s390x
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3 --arch-bin amd64=_out/x86_64/bazel-bin --arch-bin arm64=_out/aarch64/bazel-bin";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,7 +60,8 @@ struct CommonArgs {
 struct PushArgs {
     /// Targets to push: `all`, a target (virt-api or push-virt-api), or an
     /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
-    /// `list [TARGET...]` shows each target's images, tarballs and destinations.
+    /// `list [TARGET...]` shows each target's images, tarballs and destinations;
+    /// `manifest [TARGET...]` pushes multi-architecture manifest lists.
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
     #[command(flatten)]
@@ -70,7 +75,9 @@ struct PushArgs {
     /// Allow plain HTTP to a registry that is not on loopback.
     #[arg(long)]
     insecure: bool,
-    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image targets.
+    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image
+    /// targets; a manifest list's digest for `manifest`, and with --arch-bin
+    /// each architecture's image digests under DIR/ARCH.
     #[arg(long, value_name = "DIR")]
     digests_dir: Option<PathBuf>,
     /// gzip level (1-9) for layers kvpush compresses.
@@ -96,6 +103,21 @@ struct PushArgs {
     /// as rules_docker's format = "Docker") or oci. OCI layouts keep their own.
     #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
     format: String,
+    /// `kvpush manifest`: the architectures to list, comma separated
+    /// (amd64,arm64,s390x, or KubeVirt's x86_64,aarch64,s390x) [default: $BUILD_ARCH].
+    #[arg(long = "arch", value_name = "ARCHES")]
+    arches: Vec<String>,
+    /// Tag of each architecture's image, from the list's tag (`manifest`, `--arch-bin`).
+    #[arg(long, value_name = "PATTERN", default_value = DEFAULT_CHILD_TAG)]
+    child_tag: String,
+    /// Leave architectures whose image is missing out of a manifest list
+    /// (with a warning) instead of failing the list.
+    #[arg(long)]
+    allow_missing: bool,
+    /// Push this architecture's bazel-bin tree (or workspace) with tags
+    /// `TAG-ARCH`, then the manifest lists as TAG; repeat per architecture.
+    #[arg(long = "arch-bin", value_name = "ARCH=PATH")]
+    arch_bins: Vec<String>,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -124,6 +146,39 @@ pub struct Config {
     /// `None` with --no-cache (or when no home directory is known).
     pub cache_dir: Option<PathBuf>,
     pub format: Format,
+    /// `kvpush manifest`: GOARCH names of the architectures to list.
+    pub arches: Vec<String>,
+    /// `--arch-bin`: each architecture's bazel-bin tree.
+    pub arch_bins: Vec<(String, PathBuf)>,
+    /// Tag pattern of each architecture's image (`{tag}`, `{arch}`).
+    pub child_tag: String,
+    pub allow_missing: bool,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Push,
+    /// `kvpush manifest`: lists from images already in the registry.
+    Manifest,
+}
+
+/// `--arch-bin ARCH=PATH` values: GOARCH names (each once) and bazel-bin trees.
+fn parse_arch_bins(values: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for v in values {
+        let (arch, path) = v.split_once('=').ok_or_else(|| {
+            format!("--arch-bin {v:?}: give ARCH=PATH, e.g. arm64=_out/aarch64/bazel-bin")
+        })?;
+        let arch = manifest_list::goarch(arch)?.to_string();
+        if out.iter().any(|(a, _)| *a == arch) {
+            return Err(format!("--arch-bin names {arch} twice"));
+        }
+        let bin = push::plan::bazel_bin_at(std::path::Path::new(path))
+            .map_err(|e| format!("--arch-bin {v}: {e}"))?;
+        out.push((arch, bin));
+    }
+    Ok(out)
 }
 
 /// Drop repeated values, keeping the first of each in order.
@@ -156,9 +211,44 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
 }
 
 impl PushArgs {
-    fn into_config(self) -> Result<Config, String> {
+    fn into_config(self, mode: Mode) -> Result<Config, String> {
         validate_common(&self.common)?;
         let format = Format::parse(&self.format)?;
+        let arch_bins = parse_arch_bins(&self.arch_bins)?;
+        let arches = match mode {
+            Mode::Manifest => {
+                if !arch_bins.is_empty() {
+                    return Err("--arch-bin pushes images; `kvpush manifest` only lists images already pushed: drop one of them".into());
+                }
+                if self.dry_run {
+                    return Err("`kvpush manifest` has no --dry-run: it reads the registry to build the lists; `kvpush list` shows the images".into());
+                }
+                let mut arches = manifest_list::parse_arches(&self.arches)?;
+                if arches.is_empty() {
+                    let build_arch = std::env::var("BUILD_ARCH").unwrap_or_default();
+                    arches = manifest_list::parse_arches(&[build_arch])
+                        .map_err(|e| format!("BUILD_ARCH: {e}"))?;
+                }
+                if arches.is_empty() {
+                    return Err("name the architectures to list: --arch amd64,arm64,s390x (or set BUILD_ARCH)".into());
+                }
+                arches
+            }
+            Mode::Push => {
+                if !self.arches.is_empty() {
+                    return Err("--arch is for `kvpush manifest`; to push several architectures' trees use --arch-bin ARCH=PATH".into());
+                }
+                if arch_bins.is_empty()
+                    && (self.allow_missing || self.child_tag != DEFAULT_CHILD_TAG)
+                {
+                    return Err("--allow-missing and --child-tag apply to `kvpush manifest` and --arch-bin runs".into());
+                }
+                arch_bins.iter().map(|(a, _)| a.clone()).collect()
+            }
+        };
+        if !arches.is_empty() {
+            manifest_list::validate_child_tag(&self.child_tag, &self.common.tags, &arches)?;
+        }
         let mut names = self.targets;
         if names.is_empty() {
             names = std::env::var("PUSH_TARGETS")
@@ -201,6 +291,14 @@ impl PushArgs {
                 self.cache_dir.or_else(crate::cache::default_dir)
             },
             format,
+            arches: if mode == Mode::Manifest {
+                arches
+            } else {
+                Vec::new()
+            },
+            arch_bins,
+            child_tag: self.child_tag,
+            allow_missing: self.allow_missing,
         })
     }
 }
@@ -253,14 +351,203 @@ fn fatal(message: &str) -> ExitCode {
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
     init_logging(args.verbose);
-    // `list` is a word among the targets, so that flags may stand anywhere.
-    if args.targets.first().map(String::as_str) == Some("list") {
-        args.targets.remove(0);
-        return run_list(args);
-    }
-    match args.into_config() {
+    // `list` and `manifest` are words among the targets, so that flags may
+    // stand anywhere.
+    let mode = match args.targets.first().map(String::as_str) {
+        Some("list") => {
+            args.targets.remove(0);
+            return run_list(args);
+        }
+        Some("manifest") => {
+            args.targets.remove(0);
+            Mode::Manifest
+        }
+        _ => Mode::Push,
+    };
+    match args.into_config(mode) {
+        Ok(config) if mode == Mode::Manifest => run_manifest(config),
+        Ok(config) if !config.arch_bins.is_empty() => run_arch_bins(config),
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
+    }
+}
+
+fn push_options(config: &Config) -> push::Options {
+    push::Options {
+        jobs: config.jobs,
+        insecure: config.insecure,
+        compression_level: config.compression_level,
+        credential: config.credential.clone(),
+        cache_dir: config.cache_dir.clone(),
+        retry: RetryPolicy {
+            attempts: config.retries,
+            ..RetryPolicy::default()
+        },
+        format: config.format,
+    }
+}
+
+fn failed(results: &[ImageResult]) -> bool {
+    results
+        .iter()
+        .any(|r| matches!(r.status, Status::Failed(_)))
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// `kvpush manifest`: a list per image, prefix and tag, from the images of
+/// each architecture already in the registry.
+fn run_manifest(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let (names, note) = push::plan::image_names(&config.selections, &config.workspace);
+    if let Some(note) = note {
+        report::warning(&note);
+    }
+    let jobs = match manifest_list::jobs_by_tag(
+        &names,
+        &config.registry,
+        &config.image_prefixes,
+        &config.tags,
+        &config.arches,
+        &config.child_tag,
+    ) {
+        Ok(jobs) => jobs,
+        Err(e) => return usage_error(&e),
+    };
+    let options = push_options(&config);
+    let results = new_runtime().and_then(|rt| {
+        rt.block_on(manifest_list::push_lists(
+            &jobs,
+            &options,
+            config.allow_missing,
+            &report::print_image,
+        ))
+    });
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => return fatal(&e),
+    };
+    eprintln!("{}", report::list_summary(&results, started.elapsed()));
+    if let Some(dir) = &config.digests_dir {
+        if let Err(e) = report::write_digest_files(dir, &results) {
+            return fatal(&e);
+        }
+    }
+    if failed(&results) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `--arch-bin`: every architecture's tree in one plan (a layer common to
+/// several architectures is prepared and uploaded once) pushed as
+/// `TAG-ARCH`, then a manifest list per image of the digests just pushed.
+fn run_arch_bins(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let mut images = Vec::new();
+    let mut arch_of = Vec::new();
+    for (arch, bin) in &config.arch_bins {
+        let tags: Vec<String> = config
+            .tags
+            .iter()
+            .map(|t| manifest_list::child_tag(&config.child_tag, t, arch))
+            .collect();
+        let input = PlanInput {
+            workspace: &config.workspace,
+            selections: &config.selections,
+            registry: Some(&config.registry),
+            image_prefixes: &config.image_prefixes,
+            tags: &tags,
+        };
+        match push::plan::plan_in(bin.clone(), &input) {
+            Ok(plan) => {
+                arch_of.extend(std::iter::repeat(arch.clone()).take(plan.images.len()));
+                images.extend(plan.images);
+            }
+            Err(e) => return fatal(&format!("{arch}: {e}")),
+        }
+    }
+    let plan = Plan {
+        bazel_bin: config.arch_bins[0].1.clone(),
+        images,
+    };
+    if config.dry_run {
+        print!("{}", report::dry_run(&plan));
+        let arches: Vec<&str> = config.arch_bins.iter().map(|(a, _)| a.as_str()).collect();
+        for tag in &config.tags {
+            println!(
+                "then would push a manifest list of {} as {}/NAME:{tag} for each image",
+                arches.join(", "),
+                config.registry.trim_end_matches('/')
+            );
+        }
+        return if plan.images.iter().all(|i| i.image.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let options = push_options(&config);
+    let runtime = match new_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fatal(&e),
+    };
+    let results =
+        match runtime.block_on(push::execute(&plan, options.clone(), &report::print_image)) {
+            Ok(results) => results,
+            Err(e) => return fatal(&e),
+        };
+    eprintln!("{}", report::summary(&results, started.elapsed()));
+    let per_arch: Vec<(String, Vec<ImageResult>)> = config
+        .arch_bins
+        .iter()
+        .map(|(arch, _)| {
+            let mine = results
+                .iter()
+                .zip(&arch_of)
+                .filter(|(_, a)| *a == arch)
+                .map(|(r, _)| r.clone())
+                .collect();
+            (arch.clone(), mine)
+        })
+        .collect();
+    let jobs = match manifest_list::jobs_from_results(
+        &per_arch,
+        &config.registry,
+        &config.image_prefixes,
+        &config.tags,
+    ) {
+        Ok(jobs) => jobs,
+        Err(e) => return fatal(&e),
+    };
+    let lists = match runtime.block_on(manifest_list::push_lists(
+        &jobs,
+        &options,
+        config.allow_missing,
+        &report::print_image,
+    )) {
+        Ok(lists) => lists,
+        Err(e) => return fatal(&e),
+    };
+    eprintln!("{}", report::list_summary(&lists, started.elapsed()));
+    if let Some(dir) = &config.digests_dir {
+        // Each architecture's image digests under DIR/ARCH, the lists' in DIR.
+        for (arch, results) in &per_arch {
+            if let Err(e) = report::write_digest_files(&dir.join(arch), results) {
+                return fatal(&e);
+            }
+        }
+        if let Err(e) = report::write_digest_files(dir, &lists) {
+            return fatal(&e);
+        }
+    }
+    if failed(&results) || failed(&lists) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -315,21 +602,10 @@ fn run_push(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let options = push::Options {
-        jobs: config.jobs,
-        insecure: config.insecure,
-        compression_level: config.compression_level,
-        credential: config.credential.clone(),
-        cache_dir: config.cache_dir.clone(),
-        retry: RetryPolicy {
-            attempts: config.retries,
-            ..RetryPolicy::default()
-        },
-        format: config.format,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let options = push_options(&config);
+    let runtime = match new_runtime() {
         Ok(rt) => rt,
-        Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
+        Err(e) => return fatal(&e),
     };
     let results = match runtime.block_on(push::execute(&plan, options, &report::print_image)) {
         Ok(results) => results,
@@ -341,13 +617,10 @@ fn run_push(config: Config) -> ExitCode {
             return fatal(&e);
         }
     }
-    if results
-        .iter()
-        .all(|r| !matches!(r.status, Status::Failed(_)))
-    {
-        ExitCode::SUCCESS
-    } else {
+    if failed(&results) {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -358,7 +631,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config()
+        cli.push.into_config(Mode::Push)
     }
 
     #[test]
@@ -425,9 +698,85 @@ mod tests {
         assert!(parse(&["all", "--registry", "r.io/k", "--format", "v1"]).is_err());
     }
 
+    fn parse_manifest(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.push.into_config(Mode::Manifest)
+    }
+
+    #[test]
+    fn manifest_flags_map_kubevirt_arch_names_and_check_the_child_tag() {
+        let c = parse_manifest(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--tag",
+            "v1",
+            "--arch",
+            "x86_64,aarch64",
+            "--arch",
+            "s390x",
+        ])
+        .unwrap();
+        assert_eq!(c.arches, vec!["amd64", "arm64", "s390x"]);
+        assert_eq!(c.child_tag, DEFAULT_CHILD_TAG);
+        let err = parse_manifest(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--arch",
+            "amd64",
+            "--child-tag",
+            "{tag}",
+        ])
+        .unwrap_err();
+        assert!(err.contains("no {arch}"), "{err}");
+        let err = parse_manifest(&[
+            "all",
+            "--registry",
+            "r.io/k",
+            "--arch",
+            "amd64",
+            "--dry-run",
+        ])
+        .unwrap_err();
+        assert!(err.contains("no --dry-run"), "{err}");
+    }
+
+    #[test]
+    fn push_only_flags_and_manifest_only_flags_are_not_mixed() {
+        let err = parse(&["all", "--registry", "r.io/k", "--arch", "amd64"]).unwrap_err();
+        assert!(err.contains("--arch-bin"), "{err}");
+        let err = parse(&["all", "--registry", "r.io/k", "--allow-missing"]).unwrap_err();
+        assert!(err.contains("--allow-missing"), "{err}");
+        let err = parse(&["all", "--registry", "r.io/k", "--arch-bin", "amd64"]).unwrap_err();
+        assert!(err.contains("ARCH=PATH"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bin = format!("x86_64={}", dir.path().display());
+        let err = parse(&[
+            "all",
+            "--registry",
+            "r.io/k",
+            "--arch-bin",
+            &bin,
+            "--arch-bin",
+            &bin,
+        ])
+        .unwrap_err();
+        assert!(err.contains("amd64 twice"), "{err}");
+        let c = parse(&["all", "--registry", "r.io/k", "--arch-bin", &bin]).unwrap();
+        assert_eq!(
+            c.arch_bins,
+            vec![("amd64".to_string(), dir.path().to_path_buf())]
+        );
+    }
+
     #[test]
     fn list_is_the_first_positional_wherever_flags_stand() {
         let cli = Cli::try_parse_from(["kvpush", "--workspace", "/w", "list", "virt-api"]).unwrap();
         assert_eq!(cli.push.targets, vec!["list", "virt-api"]);
+        let cli =
+            Cli::try_parse_from(["kvpush", "--arch", "amd64", "manifest", "virt-api"]).unwrap();
+        assert_eq!(cli.push.targets, vec!["manifest", "virt-api"]);
     }
 }

@@ -60,20 +60,56 @@ pub fn print_image(result: &ImageResult) {
     }
 }
 
+/// A warning on stderr: something was left out on purpose (`--allow-missing`).
+pub fn warning(message: &str) {
+    eprintln!("kvpush: warning: {message}");
+}
+
+/// `N WHAT: P pushed, U skipped (already up to date), F failed`.
+fn outcomes(what: &str, results: &[ImageResult]) -> String {
+    let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
+    format!(
+        "{} {what}: {} pushed, {} skipped (already up to date), {} failed",
+        results.len(),
+        count(|s| *s == Status::Pushed),
+        count(|s| *s == Status::Unchanged),
+        count(|s| matches!(s, Status::Failed(_)))
+    )
+}
+
+fn failed_names(out: &mut String, results: &[ImageResult]) {
+    let names: Vec<&str> = results
+        .iter()
+        .filter(|r| matches!(r.status, Status::Failed(_)))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !names.is_empty() {
+        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+    }
+}
+
+/// The closing line of `kvpush manifest` (and of `--arch-bin` runs, after
+/// the images' summary): lists by outcome.
+pub fn list_summary(results: &[ImageResult], elapsed: Duration) -> String {
+    let mut out = format!(
+        "kvpush: {}; {:.1}s",
+        outcomes("manifest lists", results),
+        elapsed.as_secs_f64()
+    );
+    failed_names(&mut out, results);
+    out
+}
+
 /// The closing summary: images by outcome, blobs and bytes, time.
 pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
-    let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
-    let pushed = count(|s| *s == Status::Pushed);
-    let unchanged = count(|s| *s == Status::Unchanged);
-    let failed = count(|s| matches!(s, Status::Failed(_)));
     let mut blobs = BlobCounts::default();
     for r in results {
         blobs.merge(&r.blobs);
     }
     let mut out = format!(
-        "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed; \
+        "kvpush: {}; \
          uploaded {} in {} blobs, {} mounted, {} already present; {} layers compressed; {:.1}s",
-        results.len(),
+        outcomes("images", results),
         human_bytes(blobs.bytes_uploaded),
         blobs.uploaded,
         blobs.mounted,
@@ -81,19 +117,14 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
         blobs.compressed,
         elapsed.as_secs_f64()
     );
-    if failed > 0 {
-        let names: Vec<&str> = results
-            .iter()
-            .filter(|r| matches!(r.status, Status::Failed(_)))
-            .map(|r| r.name.as_str())
-            .collect();
-        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
-    }
+    failed_names(&mut out, results);
     out
 }
 
 /// Write `push-<target>.digest` (`sha256:<hex>`, no newline) for every
 /// single-image target that landed, as hack/build-manifests.sh reads them.
+/// When a target has several results (manifest lists, one per tag), the
+/// first one's digest is written.
 pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create --digests-dir {}: {e}", dir.display()))?;
@@ -106,6 +137,9 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
             continue;
         }
         let path = dir.join(file);
+        if written.contains(&path) {
+            continue;
+        }
         // Write then rename, so a reader never sees half a digest.
         let tmp = dir.join(format!(".{}.tmp", r.target.push_name()));
         std::fs::write(&tmp, digest.as_bytes())

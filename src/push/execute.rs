@@ -545,7 +545,7 @@ fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destina
 /// Put a manifest in one repository, by digest and then under each tag of
 /// `tags` (all in that repository) that does not already point at it.
 /// Returns false when every tag already did: nothing was written.
-async fn put_tagged(
+pub(crate) async fn put_tagged(
     client: &Client,
     tags: &[&Destination],
     media_type: &str,
@@ -626,29 +626,42 @@ fn docker_manifest(
     Ok((bytes, digest))
 }
 
+/// One client per registry host, each checked with a ping so that a
+/// registry that is not there at all fails once, up front.
+pub(crate) async fn connect<'a>(
+    hosts: impl Iterator<Item = &'a str>,
+    options: &Options,
+) -> Result<HashMap<String, Client>, String> {
+    let mut clients = HashMap::new();
+    for host in hosts {
+        if clients.contains_key(host) {
+            continue;
+        }
+        let credential = lookup_credentials(host, options.credential.clone())?;
+        if let Some(c) = &credential {
+            tracing::info!("using credentials for {host} from {}", c.source);
+        }
+        let endpoint = Endpoint::for_host(host, options.insecure);
+        let client =
+            Client::new(endpoint, credential, options.retry.clone()).map_err(|e| e.to_string())?;
+        client.ping().await.map_err(|e| e.to_string())?;
+        clients.insert(host.to_string(), client);
+    }
+    Ok(clients)
+}
+
 /// Push every image of the plan; `on_done` is called as each one finishes.
 pub async fn execute(
     plan: &Plan,
     options: Options,
     on_done: &(dyn Fn(&ImageResult) + Sync),
 ) -> Result<Vec<ImageResult>, String> {
-    let mut clients = HashMap::new();
-    for image in &plan.images {
-        for d in &image.destinations {
-            if !clients.contains_key(&d.host) {
-                let credential = lookup_credentials(&d.host, options.credential.clone())?;
-                if let Some(c) = &credential {
-                    tracing::info!("using credentials for {} from {}", d.host, c.source);
-                }
-                let endpoint = Endpoint::for_host(&d.host, options.insecure);
-                let client = Client::new(endpoint, credential, options.retry.clone())
-                    .map_err(|e| e.to_string())?;
-                // Fail fast, once, when the registry is not there at all.
-                client.ping().await.map_err(|e| e.to_string())?;
-                clients.insert(d.host.clone(), client);
-            }
-        }
-    }
+    let hosts = plan
+        .images
+        .iter()
+        .flat_map(|i| &i.destinations)
+        .map(|d| d.host.as_str());
+    let clients = connect(hosts, &options).await?;
     let spool_dir = tempfile::Builder::new()
         .prefix("kvpush-")
         .tempdir()

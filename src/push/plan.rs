@@ -112,6 +112,65 @@ pub fn find_bazel_bin(workspace: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// An `--arch-bin` path: a bazel-bin tree itself, or a workspace holding one.
+pub fn bazel_bin_at(path: &Path) -> Result<PathBuf, String> {
+    if std::fs::symlink_metadata(path.join("bazel-bin")).is_ok() {
+        return find_bazel_bin(path);
+    }
+    if path.is_dir() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "{} is not a directory: give a bazel-bin tree (or a workspace holding one)",
+            path.display()
+        ))
+    }
+}
+
+/// The image names of the selections, for `kvpush manifest`, which reads
+/// no image: a target's own name; for the bundle, the names in a readable
+/// local bundle tarball, else the built-in table. Also returns why a bundle
+/// tarball that is there could not be used.
+pub fn image_names(
+    selections: &[Selection],
+    workspace: &Path,
+) -> (Vec<(Target, String)>, Option<String>) {
+    let mut sorted: Vec<&Selection> = selections.iter().collect();
+    sorted.sort_by_key(|s| match s {
+        Selection::Target(t) => TARGETS.iter().position(|x| x == t),
+        Selection::BundleImage(_) => Some(0),
+    });
+    let mut names = Vec::new();
+    let mut note = None;
+    for sel in sorted {
+        match sel {
+            Selection::Target(t) if t.bundle => {
+                let tarball = find_bazel_bin(workspace)
+                    .ok()
+                    .map(|bin| t.tarball_path(&bin))
+                    .filter(|p| p.exists());
+                let from_tarball = tarball.map(|p| {
+                    DockerArchive::open(&p)
+                        .map(|a| bundle_names(&a.entries_by_name(&BUNDLE_IMAGES)))
+                });
+                let bundle = match from_tarball {
+                    Some(Ok(found)) => found,
+                    other => {
+                        if let Some(Err(e)) = other {
+                            note = Some(format!("{e}; using the built-in list of bundle images"));
+                        }
+                        BUNDLE_IMAGES.iter().map(|s| s.to_string()).collect()
+                    }
+                };
+                names.extend(bundle.into_iter().map(|n| (*t, n)));
+            }
+            Selection::Target(t) => names.push((*t, t.name.to_string())),
+            Selection::BundleImage(n) => names.push((TARGETS[0], n.clone())),
+        }
+    }
+    (names, note)
+}
+
 /// What a plan needs from the configuration.
 pub struct PlanInput<'a> {
     pub workspace: &'a Path,
@@ -216,7 +275,12 @@ fn bundle_layouts(
 
 /// Expand the selections into images, opening each tarball once.
 pub fn plan(input: &PlanInput) -> Result<Plan, String> {
-    let bazel_bin = find_bazel_bin(input.workspace)?;
+    plan_in(find_bazel_bin(input.workspace)?, input)
+}
+
+/// [`plan`] for a given bazel-bin tree (`--arch-bin` names one per
+/// architecture); `input.workspace` is not used.
+pub fn plan_in(bazel_bin: PathBuf, input: &PlanInput) -> Result<Plan, String> {
     // Which bundle images were asked for (None = the whole bundle).
     let mut wanted: BTreeMap<Target, Option<Vec<String>>> = BTreeMap::new();
     for sel in input.selections {
