@@ -442,3 +442,67 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
         "{puts:?}"
     );
 }
+
+#[test]
+fn lists_are_made_through_token_auth() {
+    // Children are read with pull-scoped tokens, the list is pushed with a
+    // push-scoped one.
+    let amd = Fixture::small();
+    let arm = arm64_fixture();
+    let registry = Registry::start(RegistryKind::Token);
+    let (user, password) = registry.credentials().unwrap();
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = |fx: &Fixture, args: &[&str]| {
+        let mut cmd = fx.command();
+        cmd.env("KVPUSH_USERNAME", user)
+            .env("KVPUSH_PASSWORD", password)
+            .args(args);
+        common::run_command(cmd)
+    };
+    assert_eq!(
+        run(
+            &amd,
+            &["virt-api", "--registry", &prefix, "--tag", "t-amd64"]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        run(
+            &arm,
+            &["virt-api", "--registry", &prefix, "--tag", "t-arm64"]
+        )
+        .code,
+        0
+    );
+    let made = run(
+        &amd,
+        &[
+            "manifest",
+            "virt-api",
+            "--registry",
+            &prefix,
+            "--tag",
+            "t",
+            "--arch",
+            "amd64,arm64",
+        ],
+    );
+    assert_eq!(made.code, 0);
+    assert!(!made.stderr.contains(password), "no secret in the output");
+    check_list(
+        &registry,
+        &prefix,
+        "virt-api",
+        "t",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        &["amd64", "arm64"],
+    );
+    let tokens = registry.token_requests();
+    assert!(
+        tokens
+            .iter()
+            .any(|q| q.ends_with("scope=repository%3Akubevirt%2Fvirt-api%3Apull")),
+        "a pull-only token was asked for: {tokens:?}"
+    );
+}
