@@ -9,12 +9,12 @@ use std::time::Instant;
 use clap::{Args, Parser};
 
 use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
-use crate::push::{self, ImageResult, Plan, PlanInput, Status};
-use crate::registry::auth::{Credential, FoundCredential, Secret};
+use crate::push::{self, ImageResult, Observer, Plan, PlanInput, SourceChoice, Status};
+use crate::registry::credentials::{Credential, FoundCredential, Secret};
 use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::targets::{self, Selection};
-use crate::{blob, report};
+use crate::targets::{self, Catalog, Selection};
+use crate::{blob, registry, report};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -54,14 +54,21 @@ struct CommonArgs {
     /// KubeVirt checkout holding `bazel-bin` (followed through its symlink).
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
+    /// What to read images from: rules_docker push-target parts (`bazel build
+    /// //:push-X`, Bazel's own gzip layers and digests), image tarballs (or
+    /// OCI layouts), or `auto`: parts when the push script exists, else the
+    /// tarball.
+    #[arg(long, value_enum, default_value_t = SourceChoice::Auto)]
+    source: SourceChoice,
 }
 
 #[derive(Args, Debug)]
 struct PushArgs {
     /// Targets to push: `all`, a target (virt-api or push-virt-api), or an
     /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
-    /// `list [TARGET...]` shows each target's images, tarballs and destinations;
-    /// `manifest [TARGET...]` pushes multi-architecture manifest lists.
+    /// `list [TARGET...]` shows each target's images, sources and destinations;
+    /// `manifest [TARGET...]` pushes multi-architecture manifest lists;
+    /// `completions SHELL` prints a completion script.
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
     #[command(flatten)]
@@ -72,9 +79,14 @@ struct PushArgs {
     /// Show what would be pushed, reading the tarballs but touching no registry.
     #[arg(long)]
     dry_run: bool,
-    /// Allow plain HTTP to a registry that is not on loopback.
+    /// Skip TLS certificate checks and allow plain HTTP for any registry
+    /// (loopback registries get both without it); prints a warning.
     #[arg(long)]
     insecure: bool,
+    /// Trust this PEM CA certificate (bundle) too; repeatable. SSL_CERT_FILE
+    /// replaces the system roots.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
     /// Write push-<target>.digest files (sha256:<hex>) here for the single-image
     /// targets; a manifest list's digest for `manifest`, and with --arch-bin
     /// each architecture's image digests under DIR/ARCH.
@@ -99,8 +111,16 @@ struct PushArgs {
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
-    /// Manifest format of images assembled from tarballs: docker (schema 2,
-    /// as rules_docker's format = "Docker") or oci. OCI layouts keep their own.
+    /// What to print on stdout: `text` (a `REF@DIGEST` line per tag) or `json`
+    /// (one document describing every image; logs stay on stderr).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Print errors only (and the `REF@DIGEST` lines on stdout).
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Manifest format of the images kvpush writes a manifest for (tarballs,
+    /// push-target parts): docker (schema 2, as rules_docker's format =
+    /// "Docker") or oci. OCI layouts keep their own.
     #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
     format: String,
     /// `kvpush manifest`: the architectures to list, comma separated
@@ -123,6 +143,12 @@ struct PushArgs {
     verbose: u8,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
 fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(4, 16)
@@ -131,6 +157,7 @@ fn default_jobs() -> usize {
 /// A validated configuration: everything the run needs, nothing raw.
 #[derive(Debug)]
 pub struct Config {
+    pub catalog: Catalog,
     pub selections: Vec<Selection>,
     pub registry: String,
     pub tags: Vec<String>,
@@ -139,12 +166,17 @@ pub struct Config {
     pub jobs: usize,
     pub dry_run: bool,
     pub insecure: bool,
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub digests_dir: Option<PathBuf>,
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
     pub retries: u32,
     /// `None` with --no-cache (or when no home directory is known).
     pub cache_dir: Option<PathBuf>,
+    pub output: OutputFormat,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub source: SourceChoice,
     pub format: Format,
     /// `kvpush manifest`: GOARCH names of the architectures to list.
     pub arches: Vec<String>,
@@ -211,7 +243,7 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
 }
 
 impl PushArgs {
-    fn into_config(self, mode: Mode) -> Result<Config, String> {
+    fn into_config(self, catalog: Catalog, mode: Mode) -> Result<Config, String> {
         validate_common(&self.common)?;
         let format = Format::parse(&self.format)?;
         let arch_bins = parse_arch_bins(&self.arch_bins)?;
@@ -260,19 +292,22 @@ impl PushArgs {
         if names.is_empty() {
             return Err("name what to push: `kvpush all`, one or more targets (e.g. virt-api), or set PUSH_TARGETS; see kvpush --help".into());
         }
-        let selections = targets::resolve(&names)?;
+        let selections = targets::resolve(&catalog, &names)?;
         let registry = self.common.registry.ok_or(
             "no registry: pass --registry (e.g. --registry quay.io/kubevirt) or set DOCKER_PREFIX",
         )?;
         if self.jobs == 0 {
             return Err("--jobs must be at least 1".into());
         }
+        registry::transport::check_ssl_cert_file()?;
+        let ca_certs = registry::transport::load_ca_certs(&self.ca_certs)?;
         let credential = match self.username {
             Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
             _ => None,
         };
         let tags = dedup(self.common.tags);
         Ok(Config {
+            catalog,
             selections,
             registry,
             tags,
@@ -281,15 +316,20 @@ impl PushArgs {
             jobs: self.jobs,
             dry_run: self.dry_run,
             insecure: self.insecure,
+            ca_certs,
             digests_dir: self.digests_dir,
             compression_level: self.compression_level,
             credential,
             retries: self.retries,
+            output: self.output,
+            quiet: self.quiet,
+            verbose: self.verbose,
             cache_dir: if self.no_cache {
                 None
             } else {
                 self.cache_dir.or_else(crate::cache::default_dir)
             },
+            source: self.common.source,
             format,
             arches: if mode == Mode::Manifest {
                 arches
@@ -322,8 +362,58 @@ fn read_password_stdin(username: String) -> Result<FoundCredential, String> {
     })
 }
 
-fn init_logging(verbose: u8) {
+/// Where log lines go: stderr, or above the progress bars.
+#[derive(Clone)]
+enum LogTarget {
+    Stderr,
+    Progress(indicatif::MultiProgress),
+}
+
+/// A log line written through indicatif so that it lands above the bars.
+struct LineWriter {
+    target: LogTarget,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        match &self.target {
+            LogTarget::Stderr => eprintln!("{text}"),
+            LogTarget::Progress(multi) => {
+                let _ = multi.println(text);
+            }
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogTarget {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            target: self.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool, target: LogTarget) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "warn,kvpush=debug",
         _ => "debug",
@@ -332,7 +422,8 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(target)
+        .with_ansi(false)
         .with_target(false)
         .try_init();
 }
@@ -350,13 +441,27 @@ fn fatal(message: &str) -> ExitCode {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
-    init_logging(args.verbose);
+    // `completions`, like `list` below, is a word among the targets, so
+    // that flags may stand anywhere.
+    if args.targets.first().map(String::as_str) == Some("completions") {
+        return run_completions(&args.targets[1..]);
+    }
+    // The push targets: from the workspace's BUILD.bazel, else built in.
+    let catalog = match Catalog::load(&args.common.workspace) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            return fatal(&e);
+        }
+    };
     // `list` and `manifest` are words among the targets, so that flags may
     // stand anywhere.
     let mode = match args.targets.first().map(String::as_str) {
         Some("list") => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            tracing::debug!("{}", catalog.describe());
             args.targets.remove(0);
-            return run_list(args);
+            return run_list(args, &catalog);
         }
         Some("manifest") => {
             args.targets.remove(0);
@@ -364,7 +469,7 @@ pub fn main() -> ExitCode {
         }
         _ => Mode::Push,
     };
-    match args.into_config(mode) {
+    match args.into_config(catalog, mode) {
         Ok(config) if mode == Mode::Manifest => run_manifest(config),
         Ok(config) if !config.arch_bins.is_empty() => run_arch_bins(config),
         Ok(config) => run_push(config),
@@ -372,10 +477,70 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `kvpush completions bash|zsh|fish`: a completion script on stdout.
+fn run_completions(words: &[String]) -> ExitCode {
+    use clap::CommandFactory;
+    let shell = match words {
+        [one] => one.parse::<clap_complete::Shell>(),
+        _ => Err(String::new()),
+    };
+    match shell {
+        Ok(shell) => {
+            clap_complete::generate(shell, &mut Cli::command(), "kvpush", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Err(_) => usage_error("usage: kvpush completions bash|zsh|fish|elvish|powershell"),
+    }
+}
+
+fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
+    let common = args.common;
+    if let Err(e) = validate_common(&common) {
+        return usage_error(&e);
+    }
+    let names = if args.targets.is_empty() {
+        vec!["all".to_string()]
+    } else {
+        args.targets
+    };
+    let selections = match targets::resolve(catalog, &names) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
+    let input = PlanInput {
+        workspace: &common.workspace,
+        catalog,
+        selections: &selections,
+        registry: common.registry.as_deref(),
+        image_prefixes: &common.image_prefixes,
+        tags: &common.tags,
+        source: common.source,
+    };
+    match push::plan(&input) {
+        Ok(plan) => {
+            print!("{}", report::list(&plan, catalog));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fatal(&e),
+    }
+}
+
+/// Live bars only for a person at a terminal: stderr is a TTY, NO_COLOR is
+/// unset, the terminal is not dumb, and no request log is asked for.
+fn wants_progress_bars(config: &Config, github: bool) -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && config.verbose == 0
+        && !github
+}
+
 fn push_options(config: &Config) -> push::Options {
     push::Options {
         jobs: config.jobs,
         insecure: config.insecure,
+        ca_certs: config.ca_certs.clone(),
         compression_level: config.compression_level,
         credential: config.credential.clone(),
         cache_dir: config.cache_dir.clone(),
@@ -387,24 +552,167 @@ fn push_options(config: &Config) -> push::Options {
     }
 }
 
+fn plan_input<'a>(config: &'a Config, tags: &'a [String]) -> PlanInput<'a> {
+    PlanInput {
+        workspace: &config.workspace,
+        catalog: &config.catalog,
+        selections: &config.selections,
+        registry: Some(&config.registry),
+        image_prefixes: &config.image_prefixes,
+        tags,
+        source: config.source,
+    }
+}
+
 fn failed(results: &[ImageResult]) -> bool {
     results
         .iter()
         .any(|r| matches!(r.status, Status::Failed(_)))
 }
 
+fn in_github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// Push the images of `plan`, shown as `-q`, live bars or log lines ask.
+fn push_images(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+) -> Result<Vec<ImageResult>, String> {
+    let options = push_options(config);
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    let github = in_github_actions();
+    match (config.quiet, wants_progress_bars(config, github)) {
+        (true, _) => {
+            init_logging(config.verbose, true, LogTarget::Stderr);
+            let observer = report::log::QuietObserver { refs_on_stdout };
+            runtime.block_on(push::execute(plan, options, &observer))
+        }
+        (false, true) => {
+            let observer = report::terminal::TerminalProgress::new(plan, refs_on_stdout);
+            init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
+            let results = runtime.block_on(push::execute(plan, options, &observer));
+            observer.finish();
+            results
+        }
+        (false, false) => {
+            init_logging(config.verbose, false, LogTarget::Stderr);
+            let items = plan.images.iter().map(|i| (i.target, i.name.as_str()));
+            let observer = report::log::LogObserver::new(items, refs_on_stdout, github);
+            runtime.block_on(push::execute(plan, options, &observer))
+        }
+    }
+}
+
+/// Push manifest lists, shown as `-q` or log lines ask (a list is one
+/// quick PUT: no progress bars).
+fn push_lists(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    jobs: &[manifest_list::ListJob],
+) -> Result<Vec<ImageResult>, String> {
+    let options = push_options(config);
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+    let observer: Box<dyn Observer> = if config.quiet {
+        Box::new(report::log::QuietObserver { refs_on_stdout })
+    } else {
+        let items = jobs.iter().map(|j| (j.target, j.name.as_str()));
+        Box::new(report::log::LogObserver::new(
+            items,
+            refs_on_stdout,
+            in_github_actions(),
+        ))
+    };
+    runtime.block_on(manifest_list::push_lists(
+        jobs,
+        &options,
+        config.allow_missing,
+        observer.as_ref(),
+    ))
+}
+
+/// The end of a run: summaries (unless `-q`), the JSON document, GitHub
+/// Actions files, digest files (`digest_dirs`: where each set of results
+/// goes), and the exit status.
+fn finish(
+    config: &Config,
+    started: Instant,
+    images: &[ImageResult],
+    lists: &[ImageResult],
+    digest_dirs: &[(PathBuf, &[ImageResult])],
+) -> ExitCode {
+    let elapsed = started.elapsed();
+    if !config.quiet {
+        if !images.is_empty() || lists.is_empty() {
+            eprintln!("{}", report::summary(images, elapsed));
+        }
+        if !lists.is_empty() {
+            eprintln!("{}", report::list_summary(lists, elapsed));
+        }
+    }
+    if config.output == OutputFormat::Json {
+        println!("{}", report::json::document(images, lists, elapsed));
+    }
+    if in_github_actions() {
+        let all: Vec<ImageResult> = images.iter().chain(lists).cloned().collect();
+        if let Err(e) = report::github::write(&all) {
+            return fatal(&e);
+        }
+    }
+    for (dir, results) in digest_dirs {
+        if let Err(e) = report::write_digest_files(dir, results) {
+            return fatal(&e);
+        }
+    }
+    if failed(images) || failed(lists) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_push(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let plan = match push::plan(&plan_input(&config, &config.tags)) {
+        Ok(plan) => plan,
+        Err(e) => return fatal(&e),
+    };
+    if config.dry_run {
+        init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+        print!("{}", report::dry_run(&plan));
+        return if plan.images.iter().all(|i| i.image.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let results = match new_runtime().and_then(|rt| push_images(&config, &rt, &plan)) {
+        Ok(results) => results,
+        Err(e) => return fatal(&e),
+    };
+    let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
+        .digests_dir
+        .iter()
+        .map(|d| (d.clone(), &results[..]))
+        .collect();
+    finish(&config, started, &results, &[], &digest_dirs)
 }
 
 /// `kvpush manifest`: a list per image, prefix and tag, from the images of
 /// each architecture already in the registry.
 fn run_manifest(config: Config) -> ExitCode {
     let started = Instant::now();
-    let (names, note) = push::plan::image_names(&config.selections, &config.workspace);
-    if let Some(note) = note {
-        report::warning(&note);
-    }
+    init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+    let names = match push::plan::image_names(&plan_input(&config, &config.tags)) {
+        Ok(names) => names,
+        Err(e) => return fatal(&e),
+    };
     let jobs = match manifest_list::jobs_by_tag(
         &names,
         &config.registry,
@@ -416,30 +724,16 @@ fn run_manifest(config: Config) -> ExitCode {
         Ok(jobs) => jobs,
         Err(e) => return usage_error(&e),
     };
-    let options = push_options(&config);
-    let results = new_runtime().and_then(|rt| {
-        rt.block_on(manifest_list::push_lists(
-            &jobs,
-            &options,
-            config.allow_missing,
-            &report::print_image,
-        ))
-    });
-    let results = match results {
-        Ok(r) => r,
+    let lists = match new_runtime().and_then(|rt| push_lists(&config, &rt, &jobs)) {
+        Ok(lists) => lists,
         Err(e) => return fatal(&e),
     };
-    eprintln!("{}", report::list_summary(&results, started.elapsed()));
-    if let Some(dir) = &config.digests_dir {
-        if let Err(e) = report::write_digest_files(dir, &results) {
-            return fatal(&e);
-        }
-    }
-    if failed(&results) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
+        .digests_dir
+        .iter()
+        .map(|d| (d.clone(), &lists[..]))
+        .collect();
+    finish(&config, started, &[], &lists, &digest_dirs)
 }
 
 /// `--arch-bin`: every architecture's tree in one plan (a layer common to
@@ -455,16 +749,9 @@ fn run_arch_bins(config: Config) -> ExitCode {
             .iter()
             .map(|t| manifest_list::child_tag(&config.child_tag, t, arch))
             .collect();
-        let input = PlanInput {
-            workspace: &config.workspace,
-            selections: &config.selections,
-            registry: Some(&config.registry),
-            image_prefixes: &config.image_prefixes,
-            tags: &tags,
-        };
-        match push::plan::plan_in(bin.clone(), &input) {
+        match push::plan::plan_in(bin.clone(), &plan_input(&config, &tags)) {
             Ok(plan) => {
-                arch_of.extend(std::iter::repeat(arch.clone()).take(plan.images.len()));
+                arch_of.extend(std::iter::repeat_n(arch.clone(), plan.images.len()));
                 images.extend(plan.images);
             }
             Err(e) => return fatal(&format!("{arch}: {e}")),
@@ -475,6 +762,7 @@ fn run_arch_bins(config: Config) -> ExitCode {
         images,
     };
     if config.dry_run {
+        init_logging(config.verbose, config.quiet, LogTarget::Stderr);
         print!("{}", report::dry_run(&plan));
         let arches: Vec<&str> = config.arch_bins.iter().map(|(a, _)| a.as_str()).collect();
         for tag in &config.tags {
@@ -490,17 +778,14 @@ fn run_arch_bins(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let options = push_options(&config);
     let runtime = match new_runtime() {
         Ok(rt) => rt,
         Err(e) => return fatal(&e),
     };
-    let results =
-        match runtime.block_on(push::execute(&plan, options.clone(), &report::print_image)) {
-            Ok(results) => results,
-            Err(e) => return fatal(&e),
-        };
-    eprintln!("{}", report::summary(&results, started.elapsed()));
+    let results = match push_images(&config, &runtime, &plan) {
+        Ok(results) => results,
+        Err(e) => return fatal(&e),
+    };
     let per_arch: Vec<(String, Vec<ImageResult>)> = config
         .arch_bins
         .iter()
@@ -523,105 +808,19 @@ fn run_arch_bins(config: Config) -> ExitCode {
         Ok(jobs) => jobs,
         Err(e) => return fatal(&e),
     };
-    let lists = match runtime.block_on(manifest_list::push_lists(
-        &jobs,
-        &options,
-        config.allow_missing,
-        &report::print_image,
-    )) {
+    let lists = match push_lists(&config, &runtime, &jobs) {
         Ok(lists) => lists,
         Err(e) => return fatal(&e),
     };
-    eprintln!("{}", report::list_summary(&lists, started.elapsed()));
+    // Each architecture's image digests under DIR/ARCH, the lists' in DIR.
+    let mut digest_dirs: Vec<(PathBuf, &[ImageResult])> = Vec::new();
     if let Some(dir) = &config.digests_dir {
-        // Each architecture's image digests under DIR/ARCH, the lists' in DIR.
         for (arch, results) in &per_arch {
-            if let Err(e) = report::write_digest_files(&dir.join(arch), results) {
-                return fatal(&e);
-            }
+            digest_dirs.push((dir.join(arch), results));
         }
-        if let Err(e) = report::write_digest_files(dir, &lists) {
-            return fatal(&e);
-        }
+        digest_dirs.push((dir.clone(), &lists));
     }
-    if failed(&results) || failed(&lists) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn run_list(args: PushArgs) -> ExitCode {
-    let common = args.common;
-    if let Err(e) = validate_common(&common) {
-        return usage_error(&e);
-    }
-    let names = if args.targets.is_empty() {
-        vec!["all".to_string()]
-    } else {
-        args.targets
-    };
-    let selections = match targets::resolve(&names) {
-        Ok(s) => s,
-        Err(e) => return usage_error(&e),
-    };
-    let input = PlanInput {
-        workspace: &common.workspace,
-        selections: &selections,
-        registry: common.registry.as_deref(),
-        image_prefixes: &common.image_prefixes,
-        tags: &common.tags,
-    };
-    match push::plan(&input) {
-        Ok(plan) => {
-            print!("{}", report::list(&plan));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fatal(&e),
-    }
-}
-
-fn run_push(config: Config) -> ExitCode {
-    let started = Instant::now();
-    let input = PlanInput {
-        workspace: &config.workspace,
-        selections: &config.selections,
-        registry: Some(&config.registry),
-        image_prefixes: &config.image_prefixes,
-        tags: &config.tags,
-    };
-    let plan = match push::plan(&input) {
-        Ok(plan) => plan,
-        Err(e) => return fatal(&e),
-    };
-    if config.dry_run {
-        print!("{}", report::dry_run(&plan));
-        return if plan.images.iter().all(|i| i.image.is_ok()) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
-    }
-    let options = push_options(&config);
-    let runtime = match new_runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fatal(&e),
-    };
-    let results = match runtime.block_on(push::execute(&plan, options, &report::print_image)) {
-        Ok(results) => results,
-        Err(e) => return fatal(&e),
-    };
-    eprintln!("{}", report::summary(&results, started.elapsed()));
-    if let Some(dir) = &config.digests_dir {
-        if let Err(e) = report::write_digest_files(dir, &results) {
-            return fatal(&e);
-        }
-    }
-    if failed(&results) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    finish(&config, started, &results, &lists, &digest_dirs)
 }
 
 #[cfg(test)]
@@ -631,7 +830,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config(Mode::Push)
+        cli.push.into_config(Catalog::builtin("test"), Mode::Push)
     }
 
     #[test]
@@ -701,7 +900,8 @@ mod tests {
     fn parse_manifest(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config(Mode::Manifest)
+        cli.push
+            .into_config(Catalog::builtin("test"), Mode::Manifest)
     }
 
     #[test]

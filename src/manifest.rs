@@ -1,7 +1,11 @@
 //! The JSON of manifests, indexes and descriptors as registries and OCI
 //! layouts store them: read leniently (only the fields kvpush needs), and
-//! written in Go's field order (mediaType, size, digest, platform), as
-//! docker, podman and go-containerregistry write them.
+//! written byte for byte as Go's `encoding/json` writes go-containerregistry's
+//! types (compact; fields in Go's order: mediaType, size, digest, platform),
+//! as rules_docker's digester and pusher, docker and podman do. KubeVirt
+//! refers to images by the digest of these bytes
+//! (`bazel-bin/push-<target>.digest`), so any other key order or spacing
+//! would publish a different digest.
 //!
 //! Own types rather than oci-spec's: oci-spec 0.10 serialises a platform's
 //! `os.version` as `os_version`, and its descriptors put digest before size.
@@ -9,6 +13,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::blob::sha256_digest;
+use crate::registry::media::Format;
 
 /// A content descriptor: what a manifest says about a blob or a child manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +30,20 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    /// A plain descriptor: media type, size and digest only.
+    pub fn new(media_type: &str, size: u64, digest: &str) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            size,
+            digest: digest.to_string(),
+            urls: Vec::new(),
+            annotations: None,
+            platform: None,
+        }
+    }
 }
 
 /// The platform of an image, as an index entry names it.
@@ -118,6 +139,47 @@ impl Parsed {
     }
 }
 
+/// `v1.Manifest` without annotations, in Go's field order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageManifest<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    config: Descriptor,
+    /// `None` for an image without layers: Go marshals rules_docker's nil
+    /// slice as `null`, and the digest must follow.
+    layers: Option<Vec<Descriptor>>,
+}
+
+/// A blob as a manifest names it.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobRef<'a> {
+    pub digest: &'a str,
+    pub size: u64,
+}
+
+/// The image manifest bytes and their digest for a config and gzip layers,
+/// with `format`'s media types (Docker schema 2 as rules_docker's
+/// `format = "Docker"`, or OCI).
+pub fn image_manifest(format: Format, config: BlobRef, layers: &[BlobRef]) -> (Vec<u8>, String) {
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: format.manifest(),
+        config: Descriptor::new(format.config(), config.size, config.digest),
+        layers: (!layers.is_empty()).then(|| {
+            layers
+                .iter()
+                .map(|l| Descriptor::new(format.layer_gzip(), l.size, l.digest))
+                .collect()
+        }),
+    };
+    // Media types and digests hold none of the characters (<, >, &, U+2028)
+    // that Go escapes and serde_json does not, so the bytes are identical.
+    let bytes = serde_json::to_vec(&manifest).expect("serialising a manifest cannot fail");
+    let digest = sha256_digest(&bytes);
+    (bytes, digest)
+}
+
 /// A manifest list or image index as kvpush writes it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,6 +192,56 @@ pub struct Index<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const C: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const L: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn image_manifest_bytes_are_those_of_go_encoding_json() {
+        let (bytes, digest) = image_manifest(
+            Format::Docker,
+            BlobRef {
+                digest: C,
+                size: 1234,
+            },
+            &[BlobRef {
+                digest: L,
+                size: 56789,
+            }],
+        );
+        let expected = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\
+             \"config\":{{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"size\":1234,\"digest\":\"{C}\"}},\
+             \"layers\":[{{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"size\":56789,\"digest\":\"{L}\"}}]}}"
+        );
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+        assert_eq!(digest, sha256_digest(expected.as_bytes()));
+    }
+
+    #[test]
+    fn oci_image_manifests_differ_only_in_media_types() {
+        let config = BlobRef { digest: C, size: 2 };
+        let layer = [BlobRef { digest: L, size: 3 }];
+        let (docker, _) = image_manifest(Format::Docker, config, &layer);
+        let (oci, _) = image_manifest(Format::Oci, config, &layer);
+        let expected = String::from_utf8(docker)
+            .unwrap()
+            .replace(Format::Docker.manifest(), Format::Oci.manifest())
+            .replace(Format::Docker.config(), Format::Oci.config())
+            .replace(Format::Docker.layer_gzip(), Format::Oci.layer_gzip());
+        assert_eq!(String::from_utf8(oci).unwrap(), expected);
+    }
+
+    #[test]
+    fn no_layers_is_null_as_in_go() {
+        let (bytes, _) = image_manifest(Format::Docker, BlobRef { digest: C, size: 2 }, &[]);
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .ends_with("\"layers\":null}"),
+            "Go marshals a nil slice as null"
+        );
+    }
 
     #[test]
     fn descriptors_and_platforms_are_written_in_go_order() {

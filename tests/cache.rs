@@ -24,7 +24,7 @@ fn zero_all_layers(fx: &Fixture) {
 }
 
 fn compressed_count(stderr: &str) -> usize {
-    let at = stderr.find(" layers compressed").expect("summary line");
+    let at = stderr.find(" compressed by kvpush").expect("summary line");
     stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
 }
 

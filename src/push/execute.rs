@@ -18,19 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::{join_all, try_join_all};
-use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, sha256_digest, BlobBody, FileRange, PreparedLayer};
+use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
-use crate::registry::auth::{lookup_credentials, FoundCredential};
-use crate::registry::client::{Client, MountOutcome};
+use crate::manifest::{image_manifest, BlobRef};
+use crate::registry::client::{Client, ConnectOptions, MountOutcome};
+use crate::registry::credentials::FoundCredential;
 use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::registry::Endpoint;
 use crate::source::oci_layout::LayoutRoot;
-use crate::source::{Artifact, Image};
+use crate::source::{Artifact, Image, Layer as SourceLayer};
 use crate::targets::Target;
 
 /// How to push.
@@ -39,19 +39,21 @@ pub struct Options {
     /// Most blob operations (compressions, uploads) running at once.
     pub jobs: usize,
     pub insecure: bool,
+    /// Extra trusted roots (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub compression_level: u32,
     /// Credentials from the command line; otherwise looked up per registry.
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
     /// The persistent digest cache, unless `--no-cache`.
     pub cache_dir: Option<PathBuf>,
-    /// Manifest format of images assembled from tarballs (`--format`).
+    /// Manifest format of the images kvpush writes a manifest for (`--format`).
     pub format: Format,
 }
 
 /// What happened to one blob in one repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Placement {
+pub enum Placement {
     /// Uploaded this many bytes, after compressing the layer first if true.
     Uploaded(u64, bool),
     Mounted,
@@ -109,8 +111,16 @@ pub struct ImageResult {
     pub references: Vec<String>,
     /// Manifest digest, known once the image was read and its layers prepared.
     pub digest: Option<String>,
+    /// Bytes of the image's config and (compressed) layers, once known.
+    pub size: Option<u64>,
     pub status: Status,
     pub blobs: BlobCounts,
+    /// Digests of the layers pushed as Bazel compressed them (push-target
+    /// parts, OCI layouts).
+    pub prebuilt_layers: Vec<String>,
+    /// A manifest list: the platforms it lists (`linux/arm64`); empty for
+    /// an image.
+    pub platforms: Vec<String>,
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
@@ -125,7 +135,8 @@ fn cell<K: Eq + Hash, V>(cells: &Cells<K, V>, key: K) -> Arc<OnceCell<V>> {
 }
 
 /// State shared by every image of a run.
-struct Run {
+struct Run<'o> {
+    observer: &'o dyn Observer,
     clients: HashMap<String, Client>,
     options: Options,
     /// Network work (HEAD, upload, mount): `--jobs` at once.
@@ -155,6 +166,11 @@ struct Layer {
     src: FileRange,
     index: usize,
     body: OnceCell<BlobBody>,
+    /// A layer Bazel gzipped, whose digest its digest file claims: hashed
+    /// once, before its first upload (a re-push that uploads nothing reads
+    /// nothing).
+    claimed: Option<SourceLayer>,
+    verified: OnceCell<()>,
 }
 
 /// Where a blob's bytes come from.
@@ -170,7 +186,39 @@ struct Blob {
     source: Source,
 }
 
-impl Run {
+/// A layer Bazel already gzipped: its digest and diff_id come from Bazel's
+/// files, its bytes are pushed as they are.
+fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
+    let claimed = &image.layers[index];
+    let SourceLayer::Compressed {
+        range,
+        digest,
+        diff_id,
+    } = claimed
+    else {
+        unreachable!("only called for compressed layers");
+    };
+    if *diff_id != image.diff_ids[index] {
+        return Err(format!(
+            "layer {} of {}: its diff_id file says {diff_id} but the image config's diff_ids[{index}] says {}: the push target's parts are inconsistent, rebuild them with bazel",
+            index + 1,
+            image.source.display(),
+            image.diff_ids[index]
+        ));
+    }
+    Ok(Arc::new(Layer {
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
+        size: range.len,
+        src: range.clone(),
+        index,
+        body: OnceCell::new_with(Some(BlobBody::Range(range.clone()))),
+        claimed: Some(claimed.clone()),
+        verified: OnceCell::new(),
+    }))
+}
+
+impl Run<'_> {
     /// Compress (or hash) a layer on the blocking pool and check its diff_id.
     async fn compress_layer(
         &self,
@@ -216,7 +264,13 @@ impl Run {
     /// compressed it.
     async fn prepare(&self, image: &Image, index: usize) -> Result<(Arc<Layer>, bool), String> {
         let declared = image.diff_ids[index].clone();
-        let src = image.layers[index].clone();
+        let src = match &image.layers[index] {
+            SourceLayer::Raw(range) => range.clone(),
+            // Not shared through the diff_id cell: the same diff_id
+            // compressed by kvpush would have another digest, and the
+            // manifest must keep Bazel's.
+            SourceLayer::Compressed { .. } => return prebuilt(image, index).map(|l| (l, false)),
+        };
         let mut compressed = false;
         let layer = cell(&self.layers, declared.clone())
             .get_or_try_init(|| async {
@@ -233,10 +287,12 @@ impl Run {
                         src,
                         index,
                         body,
+                        claimed: None,
+                        verified: OnceCell::new(),
                     }));
                 }
                 let prepared = self.compress_layer(&src, &declared, index).await?;
-                compressed = true;
+                compressed = matches!(prepared.body, BlobBody::Spool(_));
                 if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
                     let entry = CachedLayer {
                         digest: prepared.digest.clone(),
@@ -251,6 +307,8 @@ impl Run {
                     src,
                     index,
                     body: OnceCell::new_with(Some(prepared.body)),
+                    claimed: None,
+                    verified: OnceCell::new(),
                 }))
             })
             .await?
@@ -265,6 +323,17 @@ impl Run {
             Source::Ready(range) => return Ok((range.clone(), false)),
             Source::Layer(layer) => layer,
         };
+        if let Some(claimed) = &layer.claimed {
+            layer
+                .verified
+                .get_or_try_init(|| async {
+                    let claimed = claimed.clone();
+                    tokio::task::spawn_blocking(move || claimed.verify())
+                        .await
+                        .map_err(|e| format!("layer check failed: {e}"))?
+                })
+                .await?;
+        }
         let mut compressed = false;
         let body = layer
             .body
@@ -379,7 +448,7 @@ impl Run {
         Ok(Placement::Uploaded(blob.size, compressed))
     }
 
-    async fn push_image(&self, planned: &PlannedImage) -> ImageResult {
+    async fn push_image(&self, id: usize, planned: &PlannedImage) -> ImageResult {
         let mut result = ImageResult {
             target: planned.target,
             name: planned.name.clone(),
@@ -389,10 +458,13 @@ impl Run {
                 .map(|d| d.display.clone())
                 .collect(),
             digest: None,
+            size: None,
             status: Status::Pushed,
             blobs: BlobCounts::default(),
+            prebuilt_layers: Vec::new(),
+            platforms: Vec::new(),
         };
-        if let Err(e) = self.push_image_inner(planned, &mut result).await {
+        if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
             result.status = Status::Failed(e);
         }
         result
@@ -400,13 +472,15 @@ impl Run {
 
     async fn push_image_inner(
         &self,
+        id: usize,
         planned: &PlannedImage,
         result: &mut ImageResult,
     ) -> Result<(), String> {
         let image = match planned.image.as_ref().map_err(Clone::clone)? {
             Artifact::Image(image) => image,
-            Artifact::Layout(root) => return self.push_layout(planned, root, result).await,
+            Artifact::Layout(root) => return self.push_layout(id, planned, root, result).await,
         };
+        self.observer.stage(id, Stage::Preparing);
         let prepared =
             try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
         result.blobs.compressed = prepared
@@ -414,9 +488,25 @@ impl Run {
             .filter(|(_, compressed)| *compressed)
             .count() as u64;
         let layers: Vec<Arc<Layer>> = prepared.into_iter().map(|(layer, _)| layer).collect();
+        result.prebuilt_layers = layers
+            .iter()
+            .filter(|l| l.claimed.is_some())
+            .map(|l| l.digest.clone())
+            .collect();
         let format = self.options.format;
-        let (manifest, digest) = docker_manifest(image, &layers, format)?;
+        let (manifest, digest) = manifest_of(format, image, &layers);
         result.digest = Some(digest.clone());
+        // rules_docker digested the Docker manifest; `--format oci` makes another.
+        if let (Format::Docker, Some(expected)) = (format, &image.expected_digest) {
+            if expected.digest != digest {
+                return Err(format!(
+                    "the manifest kvpush built has digest {digest}, but {} (rules_docker's digest of this image) says {}: not pushing an image that KubeVirt's manifests would not find; rebuild with `{}`",
+                    expected.file.display(),
+                    expected.digest,
+                    planned.target.parts_build_command()
+                ));
+            }
+        }
 
         // Config: pushed byte for byte from the tarball so its digest is Bazel's.
         let config_path = self.spool_dir.path().join(format!(
@@ -441,15 +531,7 @@ impl Run {
             source: Source::Layer(l.clone()),
         }));
 
-        let repos = repositories(planned);
-        for repo in &repos {
-            let placements = try_join_all(blobs.iter().map(|b| self.place(repo, b))).await?;
-            for p in placements.into_iter().flatten() {
-                result.blobs.add(p);
-            }
-        }
-
-        // Manifest by digest once all blobs are confirmed, then the tags.
+        let repos = self.place_all(id, planned, &blobs, result).await?;
         let mut changed = false;
         for repo in &repos {
             let client = &self.clients[&repo.host];
@@ -462,11 +544,42 @@ impl Run {
         Ok(())
     }
 
+    /// Place every blob of an image in each repository it goes to, telling
+    /// the observer; returns those repositories (one destination each).
+    async fn place_all<'p>(
+        &self,
+        id: usize,
+        planned: &'p PlannedImage,
+        blobs: &[Blob],
+        result: &mut ImageResult,
+    ) -> Result<Vec<&'p Destination>, String> {
+        let total = blobs.iter().map(|b| b.size).sum();
+        result.size = Some(total);
+        self.observer.stage(id, Stage::Uploading { total });
+        let repos = repositories(planned);
+        for repo in &repos {
+            let placements = try_join_all(blobs.iter().map(|b| async move {
+                let placed = self.place(repo, b).await?;
+                self.observer
+                    .blob_placed(id, placed.unwrap_or(Placement::Existed), b.size);
+                Ok::<_, String>(placed)
+            }))
+            .await?;
+            for p in placements.into_iter().flatten() {
+                result.blobs.add(p);
+            }
+        }
+        // Manifests by digest once all blobs are confirmed, then the tags.
+        self.observer.stage(id, Stage::Tagging);
+        Ok(repos)
+    }
+
     /// Push an OCI layout byte for byte: every blob of every image, then
     /// each image manifest of an index by digest, then the top manifest and
     /// its tags. Layers are the layout's own, so nothing is compressed.
     async fn push_layout(
         &self,
+        id: usize,
         planned: &PlannedImage,
         root: &LayoutRoot,
         result: &mut ImageResult,
@@ -484,14 +597,13 @@ impl Run {
                     });
                 }
             }
-        }
-        let repos = repositories(planned);
-        for repo in &repos {
-            let placements = try_join_all(blobs.iter().map(|b| self.place(repo, b))).await?;
-            for p in placements.into_iter().flatten() {
-                result.blobs.add(p);
+            for l in &image.layers {
+                if !result.prebuilt_layers.contains(&l.digest) {
+                    result.prebuilt_layers.push(l.digest.clone());
+                }
             }
         }
+        let repos = self.place_all(id, planned, &blobs, result).await?;
         let mut changed = false;
         for repo in &repos {
             let client = &self.clients[&repo.host];
@@ -583,78 +695,52 @@ pub(crate) async fn put_tagged(
     Ok(true)
 }
 
-/// The manifest of an image (Docker schema 2, or OCI with `Format::Oci`),
-/// and its digest.
-fn docker_manifest(
-    image: &Image,
-    layers: &[Arc<Layer>],
-    format: Format,
-) -> Result<(Vec<u8>, String), String> {
-    let bad = |e: oci_spec::OciSpecError| {
-        format!(
-            "cannot build the manifest for {}: {e}",
-            image.source.display()
-        )
+/// The manifest of an image in `format`, and its digest, serialised as
+/// rules_docker did (see [`crate::manifest`]).
+fn manifest_of(format: Format, image: &Image, layers: &[Arc<Layer>]) -> (Vec<u8>, String) {
+    let refs: Vec<BlobRef> = layers
+        .iter()
+        .map(|l| BlobRef {
+            digest: &l.digest,
+            size: l.size,
+        })
+        .collect();
+    let config = BlobRef {
+        digest: &image.config_digest,
+        size: image.config.len() as u64,
     };
-    let descriptor = |media_type: &str, digest: &str, size: u64| {
-        DescriptorBuilder::default()
-            .media_type(MediaType::Other(media_type.to_string()))
-            .digest(oci_spec::image::Digest::try_from(digest).map_err(bad)?)
-            .size(size)
-            .build()
-            .map_err(bad)
-    };
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::Other(format.manifest().to_string()))
-        .config(descriptor(
-            format.config(),
-            &image.config_digest,
-            image.config.len() as u64,
-        )?)
-        .layers(
-            layers
-                .iter()
-                .map(|l| descriptor(format.layer_gzip(), &l.digest, l.size))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-        .build()
-        .map_err(bad)?;
-    let bytes =
-        serde_json::to_vec(&manifest).map_err(|e| format!("cannot serialise manifest: {e}"))?;
-    let digest = sha256_digest(&bytes);
-    Ok((bytes, digest))
+    image_manifest(format, config, &refs)
 }
 
-/// One client per registry host, each checked with a ping so that a
-/// registry that is not there at all fails once, up front.
+/// One client per registry host ([`Client::connect`]), so that a registry
+/// that is not there at all, or refuses the credentials, fails once, up
+/// front.
 pub(crate) async fn connect<'a>(
     hosts: impl Iterator<Item = &'a str>,
     options: &Options,
 ) -> Result<HashMap<String, Client>, String> {
+    let connect = ConnectOptions {
+        insecure: options.insecure,
+        ca_certs: options.ca_certs.clone(),
+        retry: options.retry.clone(),
+    };
     let mut clients = HashMap::new();
     for host in hosts {
-        if clients.contains_key(host) {
-            continue;
+        if !clients.contains_key(host) {
+            let client = Client::connect(host, options.credential.clone(), &connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            clients.insert(host.to_string(), client);
         }
-        let credential = lookup_credentials(host, options.credential.clone())?;
-        if let Some(c) = &credential {
-            tracing::info!("using credentials for {host} from {}", c.source);
-        }
-        let endpoint = Endpoint::for_host(host, options.insecure);
-        let client =
-            Client::new(endpoint, credential, options.retry.clone()).map_err(|e| e.to_string())?;
-        client.ping().await.map_err(|e| e.to_string())?;
-        clients.insert(host.to_string(), client);
     }
     Ok(clients)
 }
 
-/// Push every image of the plan; `on_done` is called as each one finishes.
+/// Push every image of the plan, telling `observer` how it goes.
 pub async fn execute(
     plan: &Plan,
     options: Options,
-    on_done: &(dyn Fn(&ImageResult) + Sync),
+    observer: &dyn Observer,
 ) -> Result<Vec<ImageResult>, String> {
     let hosts = plan
         .images
@@ -670,6 +756,7 @@ pub async fn execute(
         })?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let run = Run {
+        observer,
         clients,
         permits: Semaphore::new(options.jobs.max(1)),
         cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
@@ -686,11 +773,18 @@ pub async fn execute(
         homes: Mutex::default(),
         placed: Mutex::default(),
     };
-    let results = join_all(plan.images.iter().map(|planned| async {
-        let result = run.push_image(planned).await;
-        on_done(&result);
-        result
-    }))
+    let run = &run;
+    let results = join_all(
+        plan.images
+            .iter()
+            .enumerate()
+            .map(|(id, planned)| async move {
+                run.observer.image_started(id, planned);
+                let result = run.push_image(id, planned).await;
+                run.observer.image_done(id, &result);
+                result
+            }),
+    )
     .await;
     Ok(results)
 }

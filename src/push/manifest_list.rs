@@ -13,7 +13,7 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 use super::execute::{connect, put_tagged};
-use super::{BlobCounts, Destination, ImageResult, Options, Status};
+use super::{BlobCounts, Destination, ImageResult, Observer, Options, Status};
 use crate::blob::sha256_digest;
 use crate::manifest::{Descriptor, Index, Parsed, Platform};
 use crate::registry::client::Client;
@@ -228,12 +228,13 @@ enum ChildError {
 }
 
 /// Read a child's manifest and config from the registry: its descriptor
-/// with the platform its config declares, checked against `child.arch`.
+/// with the platform its config declares, checked against `child.arch`,
+/// and the size of its config and layers.
 async fn resolve_child(
     client: &Client,
     job: &ListJob,
     child: &Child,
-) -> Result<Descriptor, ChildError> {
+) -> Result<(Descriptor, u64), ChildError> {
     let reference = child.reference.as_ref().map_err(|e| {
         ChildError::Missing(format!("no {} image of {}: {e}", child.arch, job.name))
     })?;
@@ -260,6 +261,7 @@ async fn resolve_child(
     let config = parsed
         .config
         .ok_or_else(|| invalid("the manifest names no config".into()))?;
+    let size = config.size + parsed.layers.iter().map(|l| l.size).sum::<u64>();
     let config = client
         .get_blob(repo, &config.digest)
         .await
@@ -271,14 +273,15 @@ async fn resolve_child(
             platform.architecture, child.arch, child.arch
         )));
     }
-    Ok(Descriptor {
-        media_type: manifest.media_type,
-        size: manifest.bytes.len() as u64,
-        digest: manifest.digest,
-        urls: Vec::new(),
-        annotations: None,
+    let descriptor = Descriptor {
         platform: Some(platform),
-    })
+        ..Descriptor::new(
+            &manifest.media_type,
+            manifest.bytes.len() as u64,
+            &manifest.digest,
+        )
+    };
+    Ok((descriptor, size))
 }
 
 async fn push_list(
@@ -288,10 +291,14 @@ async fn push_list(
     result: &mut ImageResult,
 ) -> Result<(), String> {
     let mut children = Vec::new();
+    let mut size = 0;
     let mut missing = Vec::new();
     for child in &job.children {
         match resolve_child(client, job, child).await {
-            Ok(d) => children.push(d),
+            Ok((d, bytes)) => {
+                children.push(d);
+                size += bytes;
+            }
             Err(ChildError::Invalid(e)) => return Err(e),
             Err(ChildError::Missing(e)) => missing.push((child.arch.as_str(), e)),
         }
@@ -310,14 +317,19 @@ async fn push_list(
             ));
         }
         for (arch, e) in &missing {
-            crate::report::warning(&format!(
+            tracing::warn!(
                 "{} leaves out {arch} (--allow-missing): {e}",
                 job.destination.display
-            ));
+            );
         }
     }
     let (media_type, bytes, digest) = build_list(&children);
     result.digest = Some(digest.clone());
+    result.size = Some(size);
+    result.platforms = children
+        .iter()
+        .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+        .collect();
     let changed = put_tagged(client, &[&job.destination], media_type, &bytes, &digest).await?;
     if !changed {
         result.status = Status::Unchanged;
@@ -325,18 +337,18 @@ async fn push_list(
     Ok(())
 }
 
-/// Push every list, `options.jobs` at once; `on_done` is called as each
-/// one finishes. A list fails alone (a missing or wrong child); the others
-/// go on.
+/// Push every list, `options.jobs` at once, telling `observer` as each one
+/// is done (list `i` has id `i`). A list fails alone (a missing or wrong
+/// child); the others go on.
 pub async fn push_lists(
     jobs: &[ListJob],
     options: &Options,
     allow_missing: bool,
-    on_done: &(dyn Fn(&ImageResult) + Sync),
+    observer: &dyn Observer,
 ) -> Result<Vec<ImageResult>, String> {
     let clients = connect(jobs.iter().map(|j| j.destination.host.as_str()), options).await?;
     let permits = Arc::new(Semaphore::new(options.jobs.max(1)));
-    let results = join_all(jobs.iter().map(|job| {
+    let results = join_all(jobs.iter().enumerate().map(|(id, job)| {
         let permits = permits.clone();
         let clients = &clients;
         async move {
@@ -345,8 +357,11 @@ pub async fn push_lists(
                 name: job.name.clone(),
                 references: vec![job.destination.display.clone()],
                 digest: None,
+                size: None,
                 status: Status::Pushed,
                 blobs: BlobCounts::default(),
+                prebuilt_layers: Vec::new(),
+                platforms: Vec::new(),
             };
             let outcome = match permits.acquire().await {
                 Ok(_permit) => {
@@ -364,7 +379,7 @@ pub async fn push_lists(
                 result.status = Status::Failed(e);
                 result.digest = None;
             }
-            on_done(&result);
+            observer.image_done(id, &result);
             result
         }
     }))
@@ -416,11 +431,6 @@ mod tests {
 
     fn child(media_type: &str, arch: &str) -> Descriptor {
         Descriptor {
-            media_type: media_type.into(),
-            size: 10,
-            digest: format!("sha256:{}", "a".repeat(64)),
-            urls: Vec::new(),
-            annotations: None,
             platform: Some(Platform {
                 architecture: arch.into(),
                 os: "linux".into(),
@@ -428,6 +438,7 @@ mod tests {
                 os_features: None,
                 variant: None,
             }),
+            ..Descriptor::new(media_type, 10, &format!("sha256:{}", "a".repeat(64)))
         }
     }
 
@@ -481,8 +492,11 @@ mod tests {
             name: "virt-api".into(),
             references: Vec::new(),
             digest: digest.map(str::to_string),
+            size: None,
             status,
             blobs: BlobCounts::default(),
+            prebuilt_layers: Vec::new(),
+            platforms: Vec::new(),
         };
         let per_arch = vec![
             (

@@ -1,14 +1,15 @@
 //! HTTP operations against one registry: blob existence, mount, upload,
 //! manifest PUT, and the GETs of manifests and configs that manifest lists
-//! are built from, on reqwest. Every request goes through
-//! [`Client::execute`], which adds authentication (only for the registry's
-//! own host), answers 401 challenges once, and retries transient failures.
+//! are built from, on reqwest. [`Client::connect`] finds how the host is
+//! reached (HTTPS first; plain HTTP only on loopback or with `--insecure`).
+//! Every request goes through [`Client::execute`], which adds
+//! authentication (only for the registry's own scheme, host and port: an
+//! upload `Location` on blob storage elsewhere gets none), answers one 401
+//! challenge, and retries transient failures.
 //!
 //! Written on reqwest rather than oci-client: kvpush needs retries, a pull
 //! scope on the source of cross-repository mounts, and bodies streamed from
 //! file ranges (see the README's design section).
-
-use std::time::Duration;
 
 use reqwest::header::{
     HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
@@ -17,12 +18,13 @@ use reqwest::{Method, Response, StatusCode, Url};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::auth::{Authenticator, FoundCredential};
+use super::auth::{challenge_error, Authenticator};
+use super::credentials::{lookup_credentials, FoundCredential};
 use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
-use super::{describe_error_body, media, Endpoint, RegistryError};
+use super::transport::{self, HttpClients};
+use super::{describe_error_body, error_body_text, media, Endpoint, RegistryError};
 use crate::blob::FileRange;
 
-const USER_AGENT: &str = concat!("kvpush/", env!("CARGO_PKG_VERSION"));
 const STREAM_BUF: usize = 256 * 1024;
 
 /// What a cross-repository mount request led to.
@@ -68,6 +70,16 @@ struct Req<'a> {
     retry: bool,
 }
 
+/// How to reach and trust registries.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Accept any TLS certificate and allow plain HTTP, on any host.
+    pub insecure: bool,
+    /// Extra trusted roots (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
+    pub retry: RetryPolicy,
+}
+
 /// A client for one registry host.
 #[derive(Debug)]
 pub struct Client {
@@ -81,7 +93,7 @@ pub struct Client {
 
 /// The error text of a transport failure, with every source in the chain
 /// but no URL (upload URLs can carry session state).
-fn transport_reason(err: reqwest::Error) -> String {
+pub(super) fn transport_reason(err: reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let err = err.without_url();
     let mut source: Option<&dyn std::error::Error> = Some(&err);
@@ -103,35 +115,54 @@ fn pull_scopes(repo: &str) -> Vec<String> {
     vec![format!("repository:{repo}:pull")]
 }
 
+/// The repository a registry API path is about (`/v2/NAME/blobs/...`).
+fn repo_of_path(path: &str) -> &str {
+    let rest = path.strip_prefix("/v2/").unwrap_or("");
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()
+        .map_or("", |i| &rest[..i])
+}
+
 impl Client {
-    pub fn new(
-        endpoint: Endpoint,
-        credential: Option<FoundCredential>,
-        retry: RetryPolicy,
+    /// Look up credentials for `host`, find how it is reached
+    /// ([`transport::probe`]), and check the API version, logging in as the
+    /// registry asks.
+    pub async fn connect(
+        host: &str,
+        explicit: Option<FoundCredential>,
+        options: &ConnectOptions,
     ) -> Result<Client, RegistryError> {
-        let base = Url::parse(&endpoint.base_url).map_err(|e| RegistryError::Protocol {
-            host: endpoint.host.clone(),
-            message: format!("invalid registry address {}: {e}", endpoint.base_url),
+        let protocol = |message: String| RegistryError::Protocol {
+            host: host.to_string(),
+            message,
+        };
+        let lookup = lookup_credentials(host, explicit).map_err(protocol)?;
+        match &lookup.found {
+            Some(c) => tracing::info!("using credentials for {host} from {}", c.source),
+            None => tracing::info!("no credentials for {host}; going on anonymously"),
+        }
+        let clients = HttpClients::new(&options.ca_certs).map_err(protocol)?;
+        let endpoint = transport::probe(host, &clients, options.insecure, &options.retry).await?;
+        let base = Url::parse(&endpoint.base_url).map_err(|e| {
+            protocol(format!(
+                "invalid registry address {}: {e}",
+                endpoint.base_url
+            ))
         })?;
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(30))
-            // A stalled connection is an error to retry, not a hang.
-            .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| RegistryError::Protocol {
-                host: endpoint.host.clone(),
-                message: format!("cannot set up HTTP client: {}", transport_reason(e)),
-            })?;
-        let auth = Authenticator::new(&endpoint.host, http.clone(), credential);
-        Ok(Client {
+        let http = clients.for_security(endpoint.security).clone();
+        let auth = Authenticator::new(host, &base, clients, options.insecure, lookup);
+        let client = Client {
             endpoint,
             base,
             http,
             auth,
-            retry,
+            retry: options.retry.clone(),
             backoff: HostBackoff::default(),
-        })
+        };
+        client.ping().await?;
+        Ok(client)
     }
 
     pub fn host(&self) -> &str {
@@ -159,17 +190,24 @@ impl Client {
         }
     }
 
-    async fn build(&self, req: &Req<'_>) -> Result<reqwest::RequestBuilder, RegistryError> {
+    /// The request, with `Authorization` only for the registry's own
+    /// origin; also returns the id of the token sent, if any.
+    async fn build(
+        &self,
+        req: &Req<'_>,
+    ) -> Result<(reqwest::RequestBuilder, Option<u64>), RegistryError> {
         let mut b = self.http.request(req.method.clone(), req.url.clone());
         for (name, value) in &req.headers {
             b = b.header(name, value);
         }
+        let mut token_id = None;
         if self.same_origin(&req.url) {
-            if let Some(h) = self.auth.header(req.scopes).await? {
-                b = b.header(AUTHORIZATION, h);
+            if let Some(auth) = self.auth.authorize(req.scopes).await? {
+                b = b.header(AUTHORIZATION, auth.value);
+                token_id = auth.token_id;
             }
         }
-        Ok(match req.body {
+        let b = match req.body {
             Body::Empty => b.header(CONTENT_LENGTH, 0),
             Body::Bytes(bytes) => b.body(bytes.to_vec()),
             Body::File(range) => {
@@ -185,7 +223,8 @@ impl Client {
                 b.header(CONTENT_LENGTH, range.len)
                     .body(reqwest::Body::wrap_stream(stream))
             }
-        })
+        };
+        Ok((b, token_id))
     }
 
     /// Send `req`, answering one 401 challenge and retrying transient
@@ -196,7 +235,8 @@ impl Client {
         loop {
             self.backoff.wait().await;
             let started = std::time::Instant::now();
-            let sent = self.build(req).await?.send().await;
+            let (request, token_id) = self.build(req).await?;
+            let sent = request.send().await;
             let last_try = !req.retry || attempt + 1 >= self.retry.attempts;
             match sent {
                 Ok(resp) => {
@@ -205,7 +245,10 @@ impl Client {
                     if status == StatusCode::UNAUTHORIZED
                         && !answered_challenge
                         && self.same_origin(&req.url)
-                        && self.auth.on_unauthorized(resp.headers(), req.scopes).await
+                        && self
+                            .auth
+                            .on_unauthorized(resp.headers(), req.scopes, token_id)
+                            .await
                     {
                         answered_challenge = true;
                         continue;
@@ -244,8 +287,23 @@ impl Client {
         }
     }
 
+    /// The error for an unexpected answer; a 401 or 403 from the registry
+    /// itself says which credentials were refused and what to do.
     async fn status_error(&self, operation: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
+        if (status == 401 || status == 403) && self.same_origin(resp.url()) {
+            let error = challenge_error(resp.headers());
+            let repo = repo_of_path(resp.url().path()).to_string();
+            let body = resp.bytes().await.unwrap_or_default();
+            return RegistryError::Denied {
+                host: self.endpoint.host.clone(),
+                operation: operation.to_string(),
+                status,
+                detail: error_body_text(&body),
+                credentials: self.auth.credentials_used(),
+                advice: self.auth.advice(status, error.as_deref(), &repo),
+            };
+        }
         let body = resp.bytes().await.unwrap_or_default();
         RegistryError::Status {
             host: self.endpoint.host.clone(),
@@ -566,5 +624,21 @@ impl Client {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_of_api_paths() {
+        assert_eq!(
+            repo_of_path("/v2/kubevirt/virt-api/blobs/uploads/"),
+            "kubevirt/virt-api"
+        );
+        assert_eq!(repo_of_path("/v2/a/b/c/manifests/v1"), "a/b/c");
+        assert_eq!(repo_of_path("/v2/x/blobs/sha256:00"), "x");
+        assert_eq!(repo_of_path("/v2/"), "");
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod client;
+pub mod credentials;
 pub mod retry;
+pub mod transport;
 
 use std::fmt;
 
@@ -77,6 +79,17 @@ pub mod media {
     }
 }
 
+/// How a registry host is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// HTTPS, the certificate checked against the trusted roots.
+    Verified,
+    /// HTTPS, any certificate accepted.
+    Unverified,
+    /// Plain HTTP.
+    Plain,
+}
+
 /// Where a registry host is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -84,6 +97,7 @@ pub struct Endpoint {
     pub host: String,
     /// Scheme, host and port the API is served on (`https://quay.io`).
     pub base_url: String,
+    pub security: Security,
 }
 
 /// True for `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.
@@ -101,22 +115,26 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 impl Endpoint {
-    /// Plain HTTP for loopback registries (or anywhere with `insecure`),
-    /// HTTPS otherwise. Docker Hub's API lives on registry-1.docker.io.
-    pub fn for_host(host: &str, insecure: bool) -> Endpoint {
+    /// The ways to reach `host`, to try in order: HTTPS with the
+    /// certificate checked; then, for loopback hosts or with `insecure`
+    /// only, HTTPS accepting any certificate and plain HTTP (as docker and
+    /// crane do). Docker Hub's API lives on registry-1.docker.io.
+    pub fn candidates(host: &str, insecure: bool) -> Vec<Endpoint> {
         let api_host = match host {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
-        let scheme = if is_loopback(host) || insecure {
-            "http"
-        } else {
-            "https"
-        };
-        Endpoint {
+        let at = |scheme: &str, security| Endpoint {
             host: host.to_string(),
             base_url: format!("{scheme}://{api_host}"),
+            security,
+        };
+        let mut out = vec![at("https", Security::Verified)];
+        if insecure || is_loopback(host) {
+            out.push(at("https", Security::Unverified));
+            out.push(at("http", Security::Plain));
         }
+        out
     }
 }
 
@@ -135,6 +153,18 @@ pub enum RegistryError {
         operation: String,
         status: u16,
         detail: String,
+    },
+    /// 401/403 after authenticating as well as kvpush could: who was
+    /// refused what, with which credentials, and what to do.
+    #[error("registry {host} refused {operation} ({status}{detail}) {credentials}: {advice}")]
+    Denied {
+        host: String,
+        operation: String,
+        status: u16,
+        detail: String,
+        /// "with credentials from SOURCE" or "without credentials".
+        credentials: String,
+        advice: String,
     },
     #[error("registry {host}: {message}")]
     Protocol { host: String, message: String },
@@ -157,7 +187,23 @@ struct ErrorItem {
 /// Render an error response body as `: CODE: message[; CODE: message]`,
 /// falling back to a short excerpt of a non-JSON body, plus a hint.
 pub fn describe_error_body(status: u16, body: &[u8]) -> String {
-    let mut out = match serde_json::from_slice::<ErrorBody>(body) {
+    let mut out = error_body_text(body);
+    let hint = match status {
+        401 => " (the registry wants credentials: log in with `docker login`, or see the README's authentication section)",
+        403 => " (the credentials lack push permission on this repository)",
+        404 => " (does the repository path exist and is the --registry right?)",
+        413 => " (the registry or a proxy in front of it rejects bodies this large)",
+        429 => " (the registry is rate-limiting; try again later or lower --jobs)",
+        _ => "",
+    };
+    out.push_str(hint);
+    out
+}
+
+/// `: CODE: message[; CODE: message]` of an error body, or a short excerpt
+/// of a non-JSON one; empty for an empty body.
+pub fn error_body_text(body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
         Ok(parsed) if !parsed.errors.is_empty() => {
             let items: Vec<String> = parsed
                 .errors
@@ -175,17 +221,7 @@ pub fn describe_error_body(status: u16, body: &[u8]) -> String {
                 format!(": {}", text.chars().take(200).collect::<String>())
             }
         }
-    };
-    let hint = match status {
-        401 => " (the registry wants credentials: log in with `docker login`, or see the README's authentication section)",
-        403 => " (the credentials lack push permission on this repository)",
-        404 => " (does the repository path exist and is the --registry right?)",
-        413 => " (the registry or a proxy in front of it rejects bodies this large)",
-        429 => " (the registry is rate-limiting; try again later or lower --jobs)",
-        _ => "",
-    };
-    out.push_str(hint);
-    out
+    }
 }
 
 impl RegistryError {
@@ -197,7 +233,7 @@ impl RegistryError {
             RegistryError::Status { status, .. } => reqwest::StatusCode::from_u16(*status)
                 .map(retry::retryable_status)
                 .unwrap_or(false),
-            RegistryError::Protocol { .. } => false,
+            RegistryError::Denied { .. } | RegistryError::Protocol { .. } => false,
         }
     }
 }
@@ -235,22 +271,33 @@ mod tests {
     }
 
     #[test]
-    fn endpoints() {
+    fn endpoints_try_https_first_and_plain_http_only_on_loopback_or_insecure() {
+        let urls = |host, insecure| {
+            Endpoint::candidates(host, insecure)
+                .into_iter()
+                .map(|e| (e.base_url, e.security))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            Endpoint::for_host("localhost:5000", false).base_url,
-            "http://localhost:5000"
+            urls("localhost:5000", false),
+            [
+                ("https://localhost:5000".to_string(), Security::Verified),
+                ("https://localhost:5000".to_string(), Security::Unverified),
+                ("http://localhost:5000".to_string(), Security::Plain),
+            ]
         );
         assert_eq!(
-            Endpoint::for_host("quay.io", false).base_url,
-            "https://quay.io"
+            urls("quay.io", false),
+            [("https://quay.io".to_string(), Security::Verified)]
         );
+        assert_eq!(urls("quay.io", true).len(), 3);
+        assert_eq!(urls("quay.io", true)[2].0, "http://quay.io");
         assert_eq!(
-            Endpoint::for_host("quay.io", true).base_url,
-            "http://quay.io"
-        );
-        assert_eq!(
-            Endpoint::for_host("docker.io", false).base_url,
-            "https://registry-1.docker.io"
+            urls("docker.io", false),
+            [(
+                "https://registry-1.docker.io".to_string(),
+                Security::Verified
+            )]
         );
     }
 

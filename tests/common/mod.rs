@@ -57,7 +57,28 @@ pub fn kvpush_command(home: &Path) -> Command {
 }
 
 pub fn run_command(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("kvpush binary runs");
+    finish(cmd.output().expect("kvpush binary runs"))
+}
+
+/// Run `cmd` with `input` on its standard input (`--password-stdin`).
+pub fn run_command_with_stdin(mut cmd: Command, input: &str) -> Run {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvpush binary runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .unwrap();
+    finish(child.wait_with_output().expect("kvpush binary runs"))
+}
+
+fn finish(out: std::process::Output) -> Run {
     let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -154,6 +175,16 @@ impl<'a> Expect<'a> {
 /// Docker schema 2, config digest as in the tarball, every layer
 /// decompressing to its diff_id. Returns the manifest digest.
 pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &GeneratedImage) -> String {
+    pull_and_verify(registry, reference, image).0
+}
+
+/// [`verify_with_skopeo`], also returning the layer blobs as pulled, in
+/// manifest order.
+pub fn pull_and_verify(
+    registry: &Registry,
+    reference: &str,
+    image: &GeneratedImage,
+) -> (String, Vec<Vec<u8>>) {
     verify_as(
         registry,
         reference,
@@ -162,15 +193,16 @@ pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &Generate
     )
 }
 
-/// [`verify_with_skopeo`] with the media types and config digest of
+/// [`pull_and_verify`] with the media types and config digest of
 /// `expect`: the manifest says them, skopeo copies every blob (checking
-/// its digest) and each layer decompresses to its diff_id.
+/// its digest) and each layer decompresses to its diff_id. Returns the
+/// manifest digest and the layer blobs.
 pub fn verify_as(
     registry: &Registry,
     reference: &str,
     expect: &Expect,
     diff_ids: &[String],
-) -> String {
+) -> (String, Vec<Vec<u8>>) {
     let args = registry.skopeo_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let raw = kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &args)
@@ -190,6 +222,7 @@ pub fn verify_as(
     let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
     kvpush_fixtures::skopeo_copy_to_dir(&format!("docker://{reference}"), dir.path(), &src_args)
         .unwrap_or_else(|e| panic!("skopeo cannot copy {reference}: {e}"));
+    let mut blobs = Vec::new();
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
         assert_eq!(layer["mediaType"], expect.layer);
         let digest = layer["digest"].as_str().unwrap();
@@ -203,8 +236,19 @@ pub fn verify_as(
             diff_id,
             "{reference}: layer decompresses to its diff_id"
         );
+        blobs.push(blob);
     }
-    sha256(raw.as_bytes())
+    (sha256(raw.as_bytes()), blobs)
+}
+
+/// A workspace with rules_docker's push-target parts besides the (legacy,
+/// uncompressed) tarballs: pushing the tarballs gives other digests.
+pub fn parts_spec() -> WorkspaceSpec {
+    WorkspaceSpec {
+        scale_bytes: 4 << 20,
+        push_parts: true,
+        ..WorkspaceSpec::default()
+    }
 }
 
 /// `skopeo inspect --raw` of a reference (any transport) as JSON, and the

@@ -1,5 +1,6 @@
 //! `kvpush-fixtures gen-workspace DIR [--scale SIZE] [--seed N] [--compressed]
-//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...`
+//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...
+//!  [--push-parts]`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ const USAGE: &str = "usage:
       --extra-image NAME  extra bundle entry (repeatable)
       --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
       --arch ARCH         architecture written in the image configs (default amd64)
+      --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
 
@@ -65,6 +67,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--extra-image" => spec.extra_bundle_images.push(value("--extra-image")?),
             "--change-layer" => spec.changed_layers.push(value("--change-layer")?),
             "--arch" => spec.arch = value("--arch")?,
+            "--push-parts" => spec.push_parts = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());

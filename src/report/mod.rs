@@ -6,9 +6,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::push::{BlobCounts, ImageResult, Plan, PlannedImage, Status};
+use crate::push::{BlobCounts, ImageResult, Plan, PlannedImage, SourceKind, Status};
 use crate::source::oci_layout::LayoutRoot;
 use crate::source::Artifact;
+use crate::targets::Catalog;
+
+pub mod github;
+pub mod json;
+pub mod log;
+pub mod terminal;
 
 /// `1.5 MiB`-style sizes.
 pub fn human_bytes(n: u64) -> String {
@@ -49,22 +55,6 @@ pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
     }
 }
 
-/// Print a finished image as soon as it is done.
-pub fn print_image(result: &ImageResult) {
-    let (out, err) = image_lines(result);
-    for line in out {
-        println!("{line}");
-    }
-    if let Some(line) = err {
-        eprintln!("{line}");
-    }
-}
-
-/// A warning on stderr: something was left out on purpose (`--allow-missing`).
-pub fn warning(message: &str) {
-    eprintln!("kvpush: warning: {message}");
-}
-
 /// `N WHAT: P pushed, U skipped (already up to date), F failed`.
 fn outcomes(what: &str, results: &[ImageResult]) -> String {
     let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
@@ -77,6 +67,7 @@ fn outcomes(what: &str, results: &[ImageResult]) -> String {
     )
 }
 
+/// `\nkvpush: failed: A, B` when any failed.
 fn failed_names(out: &mut String, results: &[ImageResult]) {
     let names: Vec<&str> = results
         .iter()
@@ -106,15 +97,24 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
     for r in results {
         blobs.merge(&r.blobs);
     }
+    let distinct = |f: fn(&ImageResult) -> &Vec<String>| {
+        results
+            .iter()
+            .flat_map(|r| f(r).iter())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
     let mut out = format!(
         "kvpush: {}; \
-         uploaded {} in {} blobs, {} mounted, {} already present; {} layers compressed; {:.1}s",
+         uploaded {} in {} blobs, {} mounted, {} already present; \
+         layers: {} compressed by kvpush, {} pushed as Bazel compressed them; {:.1}s",
         outcomes("images", results),
         human_bytes(blobs.bytes_uploaded),
         blobs.uploaded,
         blobs.mounted,
         blobs.existing,
         blobs.compressed,
+        distinct(|r| &r.prebuilt_layers),
         elapsed.as_secs_f64()
     );
     failed_names(&mut out, results);
@@ -159,67 +159,93 @@ fn relative(path: &Path, plan: &Plan) -> String {
     }
 }
 
-/// What a source holds, in a few words: `3 layers, 1.2 MiB`, or for an OCI
-/// layout its kind, platforms and where it is.
-fn describe(image: &PlannedImage, artifact: &Artifact, plan: &Plan) -> String {
-    match artifact {
-        Artifact::Image(img) => format!(
-            "{} layers, {}",
-            img.layers.len(),
-            human_bytes(img.stored_size())
-        ),
-        Artifact::Layout(root) => {
-            let what = match root {
-                LayoutRoot::Image(i) => format!(
-                    "{} layers{}",
-                    i.layers.len(),
-                    i.platform
-                        .as_ref()
-                        .map(|p| format!(" ({p})"))
-                        .unwrap_or_default()
-                ),
-                LayoutRoot::Index(ix) => {
-                    let platforms: Vec<String> = ix
-                        .images
-                        .iter()
-                        .map(|i| i.platform.as_ref().map_or("?".into(), |p| p.to_string()))
-                        .collect();
-                    format!("index of {}", platforms.join(", "))
-                }
-            };
-            format!(
-                "OCI layout {}: {what}, {}",
-                relative(&image.tarball, plan),
-                human_bytes(root.stored_size())
-            )
+/// The file a target is read from: its push script, its tarball, or its
+/// OCI layout (a bundle without tarball has one per image).
+fn target_file(image: &PlannedImage, plan: &Plan) -> String {
+    let path = match image.source {
+        SourceKind::Parts => image.target.script_path(&plan.bazel_bin),
+        SourceKind::Tarball => image.target.tarball_path(&plan.bazel_bin),
+        SourceKind::Layout if image.target.bundle => {
+            let tarball = image.target.tarball_path(&plan.bazel_bin);
+            return format!("no {}: one OCI layout per image", relative(&tarball, plan));
         }
-    }
+        SourceKind::Layout => image.source_file.clone(),
+    };
+    relative(&path, plan)
 }
 
-/// `kvpush list`: each target, its images, their tarball or OCI layout (or
-/// why it is unusable) and destination.
-pub fn list(plan: &Plan) -> String {
-    let mut out = String::new();
+/// An OCI layout in a few words: where it is, its kind and platforms, size.
+fn describe_layout(image: &PlannedImage, root: &LayoutRoot, plan: &Plan) -> String {
+    let what = match root {
+        LayoutRoot::Image(i) => format!(
+            "{} layers{}",
+            i.layers.len(),
+            i.platform
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        ),
+        LayoutRoot::Index(ix) => {
+            let platforms: Vec<String> = ix
+                .images
+                .iter()
+                .map(|i| i.platform.as_ref().map_or("?".into(), |p| p.to_string()))
+                .collect();
+            format!("index of {}", platforms.join(", "))
+        }
+    };
+    format!(
+        "{} {}: {what}, {}",
+        image.source.as_str(),
+        relative(&image.source_file, plan),
+        human_bytes(root.stored_size())
+    )
+}
+
+/// `parts: 3 layers, 2.0 MiB` and, for parts, the digest Bazel computed;
+/// for an OCI layout, what [`describe_layout`] says.
+fn describe_image(image: &PlannedImage, plan: &Plan) -> String {
+    let source = image.source.as_str();
+    let mut out = match &image.image {
+        Ok(Artifact::Layout(root)) => describe_layout(image, root, plan),
+        Ok(Artifact::Image(img)) => {
+            let mut s = format!(
+                "{source}: {} layers, {}",
+                img.layers.len(),
+                human_bytes(img.stored_size())
+            );
+            if img.all_prebuilt() {
+                s.push_str(" as Bazel gzipped them");
+            }
+            if let Some(e) = &img.expected_digest {
+                let _ = write!(s, ", digest {} (rules_docker's)", e.digest);
+            }
+            s
+        }
+        Err(e) => format!("MISSING: {e}"),
+    };
+    if let (Some(note), Ok(_)) = (&image.note, &image.image) {
+        let _ = write!(out, "; {note}");
+    }
+    out
+}
+
+/// `kvpush list`: where the targets come from, then each target, its
+/// images, the source each is read from (or why it is unusable, with the
+/// `bazel build` command that makes it) and its destinations.
+pub fn list(plan: &Plan, catalog: &Catalog) -> String {
+    let mut out = format!("{}\n", catalog.describe());
     let mut current = None;
     for image in &plan.images {
         if current != Some(image.target) {
             current = Some(image.target);
-            // A bundle read from one layout per image has no single source.
-            let bundle_tarball = image.target.tarball_path(&plan.bazel_bin);
-            let source = if image.target.bundle && !bundle_tarball.exists() {
-                format!(
-                    "no {}: one OCI layout per image",
-                    relative(&bundle_tarball, plan)
-                )
-            } else {
-                relative(&image.tarball, plan)
-            };
-            let _ = writeln!(out, "{}  ({source})", image.target.push_name());
+            let _ = writeln!(
+                out,
+                "{}  ({})",
+                image.target.push_name(),
+                target_file(image, plan)
+            );
         }
-        let state = match &image.image {
-            Ok(artifact) => describe(image, artifact, plan),
-            Err(e) => format!("MISSING: {e}"),
-        };
         let dest = if image.destinations.is_empty() {
             "(pass --registry to see destinations)".to_string()
         } else {
@@ -230,7 +256,13 @@ pub fn list(plan: &Plan) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let _ = writeln!(out, "  {:<36} {dest}\n  {:<36} {state}", image.name, "");
+        let _ = writeln!(
+            out,
+            "  {:<36} {dest}\n  {:<36} {}",
+            image.name,
+            "",
+            describe_image(image, plan)
+        );
     }
     out
 }
@@ -244,21 +276,22 @@ pub fn dry_run(plan: &Plan) -> String {
                 for d in &image.destinations {
                     let _ = writeln!(
                         out,
-                        "would push {} ({} layers, {} before compression, from {})",
+                        "would push {} ({} layers, {} as stored, from {} {})",
                         d.display,
                         img.layers.len(),
                         human_bytes(img.stored_size()),
-                        relative(&image.tarball, plan)
+                        image.source.as_str(),
+                        relative(&image.source_file, plan)
                     );
                 }
             }
-            Ok(artifact) => {
+            Ok(Artifact::Layout(root)) => {
                 for d in &image.destinations {
                     let _ = writeln!(
                         out,
                         "would push {} ({}, byte for byte)",
                         d.display,
-                        describe(image, artifact, plan)
+                        describe_layout(image, root, plan)
                     );
                 }
             }
@@ -286,6 +319,7 @@ mod tests {
             name: TARGETS[target].name.to_string(),
             references: vec!["r/x:a".into(), "r/x:b".into()],
             digest: digest.map(str::to_string),
+            size: Some(1234),
             status,
             blobs: BlobCounts {
                 uploaded: 2,
@@ -294,6 +328,8 @@ mod tests {
                 existing: 0,
                 compressed: 1,
             },
+            prebuilt_layers: vec!["sha256:c".into()],
+            platforms: Vec::new(),
         }
     }
 
@@ -322,10 +358,8 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains(
-                "uploaded 6.0 MiB in 4 blobs, 2 mounted, 0 already present; 2 layers compressed"
-            ),
-            "{s}"
+            s.contains("uploaded 6.0 MiB in 4 blobs, 2 mounted, 0 already present; layers: 2 compressed by kvpush, 1 pushed as Bazel compressed them"),
+            "shared prebuilt layers count once: {s}"
         );
         assert!(s.contains("failed: virt-controller"), "{s}");
     }
