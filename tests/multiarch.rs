@@ -87,7 +87,7 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
     let empty = amd.dir.path().join("no-workspace");
     std::fs::create_dir_all(&empty).unwrap();
     let digests = amd.dir.path().join("digests");
-    let manifest = || {
+    let manifest = |extra: &[&str]| {
         let mut cmd = common::kvpush_command(&amd.home());
         cmd.env("BUILD_ARCH", "x86_64,aarch64")
             .arg("--registry")
@@ -95,10 +95,11 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
             .args(["manifest", "all", "--tag", "v1", "--workspace"])
             .arg(&empty)
             .arg("--digests-dir")
-            .arg(&digests);
+            .arg(&digests)
+            .args(extra);
         common::run_command(cmd)
     };
-    let run = manifest();
+    let run = manifest(&[]);
     assert_eq!(run.code, 0);
     assert!(
         run.stderr.contains("21 manifest lists: 21 pushed"),
@@ -140,9 +141,10 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
         "virt-api's arm64 binary layer differs"
     );
 
-    // Again: every list is already there, nothing is written.
+    // Again: every list is already there, nothing is written; the JSON
+    // report lists them with their platforms.
     let puts = registry.count_requests("PUT", "/manifests/");
-    let run = manifest();
+    let run = manifest(&["--output", "json"]);
     assert_eq!(run.code, 0);
     assert!(
         run.stderr.contains("0 pushed, 21 skipped"),
@@ -151,6 +153,21 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(registry.count_requests("PUT", "/manifests/"), puts);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    assert_eq!(doc["images"].as_array().unwrap().len(), 0);
+    let lists = doc["manifest_lists"].as_array().unwrap();
+    assert_eq!((lists.len(), doc["unchanged"].as_u64()), (21, Some(21)));
+    for list in lists {
+        assert_eq!(list["status"], "unchanged");
+        assert_eq!(
+            list["platforms"],
+            serde_json::json!(["linux/amd64", "linux/arm64"])
+        );
+        let reference = list["references"][0].as_str().unwrap();
+        assert!(pushed
+            .iter()
+            .any(|(r, d)| r == reference && list["digest"] == d.as_str()));
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{blob_uploads, raw_manifest, verify_as, Expect, Fixture};
+use common::{blob_uploads, parts_spec, raw_manifest, verify_as, Expect, Fixture};
 use kvpush_fixtures::{bin_dir, skopeo_copy, GeneratedImage, Registry, RegistryKind};
 
 /// skopeo's name for an image inside its tarball.
@@ -203,4 +203,66 @@ fn a_broken_layout_fails_its_image_only_and_says_which_blob() {
         .stderr
         .contains("1 pushed, 0 skipped (already up to date), 1 failed"));
     assert_eq!(registry.catalog(), vec!["kubevirt/virt-handler"]);
+}
+
+#[test]
+fn parts_come_first_and_format_oci_keeps_bazels_layers() {
+    let fx = Fixture::new(parts_spec());
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    // OCI media types around Bazel's own gzip layers: not rules_docker's
+    // Docker manifest, so its digest is not compared with push-X.digest.
+    let run = fx.kvpush(&[
+        "virt-api",
+        "--registry",
+        &prefix,
+        "--tag",
+        "o",
+        "--format",
+        "oci",
+    ]);
+    assert_eq!(run.code, 0);
+    let image = fx.image("virt-api");
+    let reference = format!("{prefix}/virt-api:o");
+    let (digest, blobs) = verify_as(
+        &registry,
+        &reference,
+        &Expect::oci(&image.config_digest),
+        &image.diff_ids,
+    );
+    assert_ne!(Some(&digest), image.rules_docker_digest.as_ref());
+    for (blob, file) in blobs.iter().zip(&image.parts_layers) {
+        assert!(*blob == std::fs::read(file).unwrap(), "{}", file.display());
+    }
+    assert!(
+        run.stderr.contains("layers: 0 compressed by kvpush"),
+        "{}",
+        run.stderr
+    );
+
+    // An OCI layout where the tarball was: parts still win under auto, the
+    // layout is what --source tarball reads.
+    let bin = bin_dir(&fx.ws.root);
+    let handler = fx.image("virt-handler");
+    let layout = label_path(&bin, &handler.label);
+    skopeo_copy(
+        &archive_source(handler),
+        &format!("oci:{}", layout.display()),
+        &[],
+    )
+    .unwrap();
+    std::fs::remove_file(&handler.tarball).unwrap();
+    let auto = fx.kvpush(&["list", "virt-handler"]);
+    assert!(auto.stdout.contains("parts: "), "{}", auto.stdout);
+    let tarball = fx.kvpush(&["list", "virt-handler", "--source", "tarball"]);
+    assert!(
+        tarball
+            .stdout
+            .contains("push-virt-handler  (bazel-bin/cmd/virt-handler/virt-handler-image/)")
+            && tarball
+                .stdout
+                .contains("OCI layout bazel-bin/cmd/virt-handler/virt-handler-image/: 3 layers"),
+        "{}",
+        tarball.stdout
+    );
 }
