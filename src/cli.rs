@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use clap::{Args, Parser};
 
-use crate::push::{self, PlanInput, SourceChoice, Status};
+use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
+use crate::push::{self, ImageResult, Observer, Plan, PlanInput, SourceChoice, Status};
 use crate::registry::credentials::{Credential, FoundCredential, Secret};
+use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
 use crate::targets::{self, Catalog, Selection};
 use crate::{blob, registry, report};
@@ -20,7 +22,10 @@ Examples:
   kvpush virt-handler --registry localhost:5000/kubevirt --tag devel
   kvpush all --registry localhost:5000/kubevirt --tag devel --tag devel-alt --digests-dir _out/digests
   kvpush list --registry quay.io/kubevirt --tag v1.2.3
-  kvpush list virt-api";
+  kvpush list virt-api
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3-arm64            # on each architecture's build
+  kvpush manifest all --registry quay.io/kubevirt --tag v1.2.3 --arch amd64,arm64,s390x
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3 --arch-bin amd64=_out/x86_64/bazel-bin --arch-bin arm64=_out/aarch64/bazel-bin";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,8 +55,9 @@ struct CommonArgs {
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
     /// What to read images from: rules_docker push-target parts (`bazel build
-    /// //:push-X`, Bazel's own gzip layers and digests), image tarballs, or
-    /// `auto`: parts when the push script exists, else the tarball.
+    /// //:push-X`, Bazel's own gzip layers and digests), image tarballs (or
+    /// OCI layouts), or `auto`: parts when the push script exists, else the
+    /// tarball.
     #[arg(long, value_enum, default_value_t = SourceChoice::Auto)]
     source: SourceChoice,
 }
@@ -60,7 +66,9 @@ struct CommonArgs {
 struct PushArgs {
     /// Targets to push: `all`, a target (virt-api or push-virt-api), or an
     /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
-    /// `list [TARGET...]` shows each target's images, tarballs and destinations.
+    /// `list [TARGET...]` shows each target's images, sources and destinations;
+    /// `manifest [TARGET...]` pushes multi-architecture manifest lists;
+    /// `completions SHELL` prints a completion script.
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
     #[command(flatten)]
@@ -79,7 +87,9 @@ struct PushArgs {
     /// replaces the system roots.
     #[arg(long = "ca-cert", value_name = "FILE")]
     ca_certs: Vec<PathBuf>,
-    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image targets.
+    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image
+    /// targets; a manifest list's digest for `manifest`, and with --arch-bin
+    /// each architecture's image digests under DIR/ARCH.
     #[arg(long, value_name = "DIR")]
     digests_dir: Option<PathBuf>,
     /// gzip level (1-9) for layers kvpush compresses.
@@ -108,6 +118,26 @@ struct PushArgs {
     /// Print errors only (and the `REF@DIGEST` lines on stdout).
     #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
+    /// Manifest format of the images kvpush writes a manifest for (tarballs,
+    /// push-target parts): docker (schema 2, as rules_docker's format =
+    /// "Docker") or oci. OCI layouts keep their own.
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    format: String,
+    /// `kvpush manifest`: the architectures to list, comma separated
+    /// (amd64,arm64,s390x, or KubeVirt's x86_64,aarch64,s390x) [default: $BUILD_ARCH].
+    #[arg(long = "arch", value_name = "ARCHES")]
+    arches: Vec<String>,
+    /// Tag of each architecture's image, from the list's tag (`manifest`, `--arch-bin`).
+    #[arg(long, value_name = "PATTERN", default_value = DEFAULT_CHILD_TAG)]
+    child_tag: String,
+    /// Leave architectures whose image is missing out of a manifest list
+    /// (with a warning) instead of failing the list.
+    #[arg(long)]
+    allow_missing: bool,
+    /// Push this architecture's bazel-bin tree (or workspace) with tags
+    /// `TAG-ARCH`, then the manifest lists as TAG; repeat per architecture.
+    #[arg(long = "arch-bin", value_name = "ARCH=PATH")]
+    arch_bins: Vec<String>,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -147,6 +177,40 @@ pub struct Config {
     pub quiet: bool,
     pub verbose: u8,
     pub source: SourceChoice,
+    pub format: Format,
+    /// `kvpush manifest`: GOARCH names of the architectures to list.
+    pub arches: Vec<String>,
+    /// `--arch-bin`: each architecture's bazel-bin tree.
+    pub arch_bins: Vec<(String, PathBuf)>,
+    /// Tag pattern of each architecture's image (`{tag}`, `{arch}`).
+    pub child_tag: String,
+    pub allow_missing: bool,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Push,
+    /// `kvpush manifest`: lists from images already in the registry.
+    Manifest,
+}
+
+/// `--arch-bin ARCH=PATH` values: GOARCH names (each once) and bazel-bin trees.
+fn parse_arch_bins(values: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for v in values {
+        let (arch, path) = v.split_once('=').ok_or_else(|| {
+            format!("--arch-bin {v:?}: give ARCH=PATH, e.g. arm64=_out/aarch64/bazel-bin")
+        })?;
+        let arch = manifest_list::goarch(arch)?.to_string();
+        if out.iter().any(|(a, _)| *a == arch) {
+            return Err(format!("--arch-bin names {arch} twice"));
+        }
+        let bin = push::plan::bazel_bin_at(std::path::Path::new(path))
+            .map_err(|e| format!("--arch-bin {v}: {e}"))?;
+        out.push((arch, bin));
+    }
+    Ok(out)
 }
 
 /// Drop repeated values, keeping the first of each in order.
@@ -179,8 +243,44 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
 }
 
 impl PushArgs {
-    fn into_config(self, catalog: Catalog) -> Result<Config, String> {
+    fn into_config(self, catalog: Catalog, mode: Mode) -> Result<Config, String> {
         validate_common(&self.common)?;
+        let format = Format::parse(&self.format)?;
+        let arch_bins = parse_arch_bins(&self.arch_bins)?;
+        let arches = match mode {
+            Mode::Manifest => {
+                if !arch_bins.is_empty() {
+                    return Err("--arch-bin pushes images; `kvpush manifest` only lists images already pushed: drop one of them".into());
+                }
+                if self.dry_run {
+                    return Err("`kvpush manifest` has no --dry-run: it reads the registry to build the lists; `kvpush list` shows the images".into());
+                }
+                let mut arches = manifest_list::parse_arches(&self.arches)?;
+                if arches.is_empty() {
+                    let build_arch = std::env::var("BUILD_ARCH").unwrap_or_default();
+                    arches = manifest_list::parse_arches(&[build_arch])
+                        .map_err(|e| format!("BUILD_ARCH: {e}"))?;
+                }
+                if arches.is_empty() {
+                    return Err("name the architectures to list: --arch amd64,arm64,s390x (or set BUILD_ARCH)".into());
+                }
+                arches
+            }
+            Mode::Push => {
+                if !self.arches.is_empty() {
+                    return Err("--arch is for `kvpush manifest`; to push several architectures' trees use --arch-bin ARCH=PATH".into());
+                }
+                if arch_bins.is_empty()
+                    && (self.allow_missing || self.child_tag != DEFAULT_CHILD_TAG)
+                {
+                    return Err("--allow-missing and --child-tag apply to `kvpush manifest` and --arch-bin runs".into());
+                }
+                arch_bins.iter().map(|(a, _)| a.clone()).collect()
+            }
+        };
+        if !arches.is_empty() {
+            manifest_list::validate_child_tag(&self.child_tag, &self.common.tags, &arches)?;
+        }
         let mut names = self.targets;
         if names.is_empty() {
             names = std::env::var("PUSH_TARGETS")
@@ -230,6 +330,15 @@ impl PushArgs {
                 self.cache_dir.or_else(crate::cache::default_dir)
             },
             source: self.common.source,
+            format,
+            arches: if mode == Mode::Manifest {
+                arches
+            } else {
+                Vec::new()
+            },
+            arch_bins,
+            child_tag: self.child_tag,
+            allow_missing: self.allow_missing,
         })
     }
 }
@@ -345,14 +454,24 @@ pub fn main() -> ExitCode {
             return fatal(&e);
         }
     };
-    // `list` is a word among the targets, so that flags may stand anywhere.
-    if args.targets.first().map(String::as_str) == Some("list") {
-        init_logging(args.verbose, args.quiet, LogTarget::Stderr);
-        tracing::debug!("{}", catalog.describe());
-        args.targets.remove(0);
-        return run_list(args, &catalog);
-    }
-    match args.into_config(catalog) {
+    // `list` and `manifest` are words among the targets, so that flags may
+    // stand anywhere.
+    let mode = match args.targets.first().map(String::as_str) {
+        Some("list") => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            tracing::debug!("{}", catalog.describe());
+            args.targets.remove(0);
+            return run_list(args, &catalog);
+        }
+        Some("manifest") => {
+            args.targets.remove(0);
+            Mode::Manifest
+        }
+        _ => Mode::Push,
+    };
+    match args.into_config(catalog, mode) {
+        Ok(config) if mode == Mode::Manifest => run_manifest(config),
+        Ok(config) if !config.arch_bins.is_empty() => run_arch_bins(config),
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
     }
@@ -417,18 +536,150 @@ fn wants_progress_bars(config: &Config, github: bool) -> bool {
         && !github
 }
 
-fn run_push(config: Config) -> ExitCode {
-    let started = Instant::now();
-    let input = PlanInput {
+fn push_options(config: &Config) -> push::Options {
+    push::Options {
+        jobs: config.jobs,
+        insecure: config.insecure,
+        ca_certs: config.ca_certs.clone(),
+        compression_level: config.compression_level,
+        credential: config.credential.clone(),
+        cache_dir: config.cache_dir.clone(),
+        retry: RetryPolicy {
+            attempts: config.retries,
+            ..RetryPolicy::default()
+        },
+        format: config.format,
+    }
+}
+
+fn plan_input<'a>(config: &'a Config, tags: &'a [String]) -> PlanInput<'a> {
+    PlanInput {
         workspace: &config.workspace,
         catalog: &config.catalog,
         selections: &config.selections,
         registry: Some(&config.registry),
         image_prefixes: &config.image_prefixes,
-        tags: &config.tags,
+        tags,
         source: config.source,
+    }
+}
+
+fn failed(results: &[ImageResult]) -> bool {
+    results
+        .iter()
+        .any(|r| matches!(r.status, Status::Failed(_)))
+}
+
+fn in_github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// Push the images of `plan`, shown as `-q`, live bars or log lines ask.
+fn push_images(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+) -> Result<Vec<ImageResult>, String> {
+    let options = push_options(config);
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    let github = in_github_actions();
+    match (config.quiet, wants_progress_bars(config, github)) {
+        (true, _) => {
+            init_logging(config.verbose, true, LogTarget::Stderr);
+            let observer = report::log::QuietObserver { refs_on_stdout };
+            runtime.block_on(push::execute(plan, options, &observer))
+        }
+        (false, true) => {
+            let observer = report::terminal::TerminalProgress::new(plan, refs_on_stdout);
+            init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
+            let results = runtime.block_on(push::execute(plan, options, &observer));
+            observer.finish();
+            results
+        }
+        (false, false) => {
+            init_logging(config.verbose, false, LogTarget::Stderr);
+            let items = plan.images.iter().map(|i| (i.target, i.name.as_str()));
+            let observer = report::log::LogObserver::new(items, refs_on_stdout, github);
+            runtime.block_on(push::execute(plan, options, &observer))
+        }
+    }
+}
+
+/// Push manifest lists, shown as `-q` or log lines ask (a list is one
+/// quick PUT: no progress bars).
+fn push_lists(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    jobs: &[manifest_list::ListJob],
+) -> Result<Vec<ImageResult>, String> {
+    let options = push_options(config);
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+    let observer: Box<dyn Observer> = if config.quiet {
+        Box::new(report::log::QuietObserver { refs_on_stdout })
+    } else {
+        let items = jobs.iter().map(|j| (j.target, j.name.as_str()));
+        Box::new(report::log::LogObserver::new(
+            items,
+            refs_on_stdout,
+            in_github_actions(),
+        ))
     };
-    let plan = match push::plan(&input) {
+    runtime.block_on(manifest_list::push_lists(
+        jobs,
+        &options,
+        config.allow_missing,
+        observer.as_ref(),
+    ))
+}
+
+/// The end of a run: summaries (unless `-q`), the JSON document, GitHub
+/// Actions files, digest files (`digest_dirs`: where each set of results
+/// goes), and the exit status.
+fn finish(
+    config: &Config,
+    started: Instant,
+    images: &[ImageResult],
+    lists: &[ImageResult],
+    digest_dirs: &[(PathBuf, &[ImageResult])],
+) -> ExitCode {
+    let elapsed = started.elapsed();
+    if !config.quiet {
+        if !images.is_empty() || lists.is_empty() {
+            eprintln!("{}", report::summary(images, elapsed));
+        }
+        if !lists.is_empty() {
+            eprintln!("{}", report::list_summary(lists, elapsed));
+        }
+    }
+    if config.output == OutputFormat::Json {
+        println!("{}", report::json::document(images, lists, elapsed));
+    }
+    if in_github_actions() {
+        let all: Vec<ImageResult> = images.iter().chain(lists).cloned().collect();
+        if let Err(e) = report::github::write(&all) {
+            return fatal(&e);
+        }
+    }
+    for (dir, results) in digest_dirs {
+        if let Err(e) = report::write_digest_files(dir, results) {
+            return fatal(&e);
+        }
+    }
+    if failed(images) || failed(lists) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_push(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let plan = match push::plan(&plan_input(&config, &config.tags)) {
         Ok(plan) => plan,
         Err(e) => return fatal(&e),
     };
@@ -441,72 +692,135 @@ fn run_push(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let options = push::Options {
-        jobs: config.jobs,
-        insecure: config.insecure,
-        ca_certs: config.ca_certs.clone(),
-        compression_level: config.compression_level,
-        credential: config.credential.clone(),
-        cache_dir: config.cache_dir.clone(),
-        retry: RetryPolicy {
-            attempts: config.retries,
-            ..RetryPolicy::default()
-        },
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
-    };
-    let refs_on_stdout = config.output == OutputFormat::Text;
-    let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
-    let results = match (config.quiet, wants_progress_bars(&config, github)) {
-        (true, _) => {
-            init_logging(config.verbose, true, LogTarget::Stderr);
-            let observer = report::log::QuietObserver { refs_on_stdout };
-            runtime.block_on(push::execute(&plan, options, &observer))
-        }
-        (false, true) => {
-            let observer = report::terminal::TerminalProgress::new(&plan, refs_on_stdout);
-            init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
-            let results = runtime.block_on(push::execute(&plan, options, &observer));
-            observer.finish();
-            results
-        }
-        (false, false) => {
-            init_logging(config.verbose, false, LogTarget::Stderr);
-            let observer = report::log::LogObserver::new(&plan, refs_on_stdout, github);
-            runtime.block_on(push::execute(&plan, options, &observer))
-        }
-    };
-    let results = match results {
+    let results = match new_runtime().and_then(|rt| push_images(&config, &rt, &plan)) {
         Ok(results) => results,
         Err(e) => return fatal(&e),
     };
-    let elapsed = started.elapsed();
-    if !config.quiet {
-        eprintln!("{}", report::summary(&results, elapsed));
-    }
-    if config.output == OutputFormat::Json {
-        println!("{}", report::json::document(&results, elapsed));
-    }
-    if github {
-        if let Err(e) = report::github::write(&results) {
-            return fatal(&e);
-        }
-    }
-    if let Some(dir) = &config.digests_dir {
-        if let Err(e) = report::write_digest_files(dir, &results) {
-            return fatal(&e);
-        }
-    }
-    if results
+    let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
+        .digests_dir
         .iter()
-        .all(|r| !matches!(r.status, Status::Failed(_)))
-    {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        .map(|d| (d.clone(), &results[..]))
+        .collect();
+    finish(&config, started, &results, &[], &digest_dirs)
+}
+
+/// `kvpush manifest`: a list per image, prefix and tag, from the images of
+/// each architecture already in the registry.
+fn run_manifest(config: Config) -> ExitCode {
+    let started = Instant::now();
+    init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+    let names = match push::plan::image_names(&plan_input(&config, &config.tags)) {
+        Ok(names) => names,
+        Err(e) => return fatal(&e),
+    };
+    let jobs = match manifest_list::jobs_by_tag(
+        &names,
+        &config.registry,
+        &config.image_prefixes,
+        &config.tags,
+        &config.arches,
+        &config.child_tag,
+    ) {
+        Ok(jobs) => jobs,
+        Err(e) => return usage_error(&e),
+    };
+    let lists = match new_runtime().and_then(|rt| push_lists(&config, &rt, &jobs)) {
+        Ok(lists) => lists,
+        Err(e) => return fatal(&e),
+    };
+    let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
+        .digests_dir
+        .iter()
+        .map(|d| (d.clone(), &lists[..]))
+        .collect();
+    finish(&config, started, &[], &lists, &digest_dirs)
+}
+
+/// `--arch-bin`: every architecture's tree in one plan (a layer common to
+/// several architectures is prepared and uploaded once) pushed as
+/// `TAG-ARCH`, then a manifest list per image of the digests just pushed.
+fn run_arch_bins(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let mut images = Vec::new();
+    let mut arch_of = Vec::new();
+    for (arch, bin) in &config.arch_bins {
+        let tags: Vec<String> = config
+            .tags
+            .iter()
+            .map(|t| manifest_list::child_tag(&config.child_tag, t, arch))
+            .collect();
+        match push::plan::plan_in(bin.clone(), &plan_input(&config, &tags)) {
+            Ok(plan) => {
+                arch_of.extend(std::iter::repeat_n(arch.clone(), plan.images.len()));
+                images.extend(plan.images);
+            }
+            Err(e) => return fatal(&format!("{arch}: {e}")),
+        }
     }
+    let plan = Plan {
+        bazel_bin: config.arch_bins[0].1.clone(),
+        images,
+    };
+    if config.dry_run {
+        init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+        print!("{}", report::dry_run(&plan));
+        let arches: Vec<&str> = config.arch_bins.iter().map(|(a, _)| a.as_str()).collect();
+        for tag in &config.tags {
+            println!(
+                "then would push a manifest list of {} as {}/NAME:{tag} for each image",
+                arches.join(", "),
+                config.registry.trim_end_matches('/')
+            );
+        }
+        return if plan.images.iter().all(|i| i.image.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let runtime = match new_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fatal(&e),
+    };
+    let results = match push_images(&config, &runtime, &plan) {
+        Ok(results) => results,
+        Err(e) => return fatal(&e),
+    };
+    let per_arch: Vec<(String, Vec<ImageResult>)> = config
+        .arch_bins
+        .iter()
+        .map(|(arch, _)| {
+            let mine = results
+                .iter()
+                .zip(&arch_of)
+                .filter(|(_, a)| *a == arch)
+                .map(|(r, _)| r.clone())
+                .collect();
+            (arch.clone(), mine)
+        })
+        .collect();
+    let jobs = match manifest_list::jobs_from_results(
+        &per_arch,
+        &config.registry,
+        &config.image_prefixes,
+        &config.tags,
+    ) {
+        Ok(jobs) => jobs,
+        Err(e) => return fatal(&e),
+    };
+    let lists = match push_lists(&config, &runtime, &jobs) {
+        Ok(lists) => lists,
+        Err(e) => return fatal(&e),
+    };
+    // Each architecture's image digests under DIR/ARCH, the lists' in DIR.
+    let mut digest_dirs: Vec<(PathBuf, &[ImageResult])> = Vec::new();
+    if let Some(dir) = &config.digests_dir {
+        for (arch, results) in &per_arch {
+            digest_dirs.push((dir.join(arch), results));
+        }
+        digest_dirs.push((dir.clone(), &lists));
+    }
+    finish(&config, started, &results, &lists, &digest_dirs)
 }
 
 #[cfg(test)]
@@ -516,7 +830,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config(Catalog::builtin("test"))
+        cli.push.into_config(Catalog::builtin("test"), Mode::Push)
     }
 
     #[test]
@@ -573,8 +887,96 @@ mod tests {
     }
 
     #[test]
+    fn format_is_docker_unless_oci_is_asked_for() {
+        assert_eq!(
+            parse(&["all", "--registry", "r.io/k"]).unwrap().format,
+            Format::Docker
+        );
+        let c = parse(&["all", "--registry", "r.io/k", "--format", "oci"]).unwrap();
+        assert_eq!(c.format, Format::Oci);
+        assert!(parse(&["all", "--registry", "r.io/k", "--format", "v1"]).is_err());
+    }
+
+    fn parse_manifest(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.push
+            .into_config(Catalog::builtin("test"), Mode::Manifest)
+    }
+
+    #[test]
+    fn manifest_flags_map_kubevirt_arch_names_and_check_the_child_tag() {
+        let c = parse_manifest(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--tag",
+            "v1",
+            "--arch",
+            "x86_64,aarch64",
+            "--arch",
+            "s390x",
+        ])
+        .unwrap();
+        assert_eq!(c.arches, vec!["amd64", "arm64", "s390x"]);
+        assert_eq!(c.child_tag, DEFAULT_CHILD_TAG);
+        let err = parse_manifest(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--arch",
+            "amd64",
+            "--child-tag",
+            "{tag}",
+        ])
+        .unwrap_err();
+        assert!(err.contains("no {arch}"), "{err}");
+        let err = parse_manifest(&[
+            "all",
+            "--registry",
+            "r.io/k",
+            "--arch",
+            "amd64",
+            "--dry-run",
+        ])
+        .unwrap_err();
+        assert!(err.contains("no --dry-run"), "{err}");
+    }
+
+    #[test]
+    fn push_only_flags_and_manifest_only_flags_are_not_mixed() {
+        let err = parse(&["all", "--registry", "r.io/k", "--arch", "amd64"]).unwrap_err();
+        assert!(err.contains("--arch-bin"), "{err}");
+        let err = parse(&["all", "--registry", "r.io/k", "--allow-missing"]).unwrap_err();
+        assert!(err.contains("--allow-missing"), "{err}");
+        let err = parse(&["all", "--registry", "r.io/k", "--arch-bin", "amd64"]).unwrap_err();
+        assert!(err.contains("ARCH=PATH"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bin = format!("x86_64={}", dir.path().display());
+        let err = parse(&[
+            "all",
+            "--registry",
+            "r.io/k",
+            "--arch-bin",
+            &bin,
+            "--arch-bin",
+            &bin,
+        ])
+        .unwrap_err();
+        assert!(err.contains("amd64 twice"), "{err}");
+        let c = parse(&["all", "--registry", "r.io/k", "--arch-bin", &bin]).unwrap();
+        assert_eq!(
+            c.arch_bins,
+            vec![("amd64".to_string(), dir.path().to_path_buf())]
+        );
+    }
+
+    #[test]
     fn list_is_the_first_positional_wherever_flags_stand() {
         let cli = Cli::try_parse_from(["kvpush", "--workspace", "/w", "list", "virt-api"]).unwrap();
         assert_eq!(cli.push.targets, vec!["list", "virt-api"]);
+        let cli =
+            Cli::try_parse_from(["kvpush", "--arch", "amd64", "manifest", "virt-api"]).unwrap();
+        assert_eq!(cli.push.targets, vec!["manifest", "virt-api"]);
     }
 }

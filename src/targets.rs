@@ -10,26 +10,85 @@ pub mod build_file;
 
 use std::path::{Path, PathBuf};
 
+/// An image of a bundle: its name (`cirros-container-disk-demo`) and its
+/// Bazel label, where an OCI layout of it is looked for when there is no
+/// bundle tarball (rules_oci has no `container_bundle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BundleImage {
+    pub name: &'static str,
+    /// `//pkg:name`; empty when unknown.
+    pub label: &'static str,
+}
+
+const fn bundle_image(name: &'static str, label: &'static str) -> BundleImage {
+    BundleImage { name, label }
+}
+
 /// The images of `container_bundle(name = "build-other-images")`, pushed by
 /// `push-other-images`. Entries found in the bundle but not listed here are
 /// pushed too: KubeVirt's list changes over time.
-pub const BUNDLE_IMAGES: [&str; 15] = [
-    "example-hook-sidecar",
-    "example-cloudinit-hook-sidecar",
-    "subresource-access-test",
-    "alpine-container-disk-demo",
-    "cirros-container-disk-demo",
-    "cirros-custom-container-disk-demo",
-    "fedora-cloud-container-disk-demo",
-    "microlivecd-container-disk-demo",
-    "virtio-container-disk",
-    "fedora-sriov-lane-container-disk",
-    "disks-images-provider",
-    "cdi-http-import-server",
-    "nfs-server",
-    "vm-killer",
-    "winrmcli",
+pub const BUNDLE_IMAGES: [BundleImage; 15] = [
+    bundle_image(
+        "example-hook-sidecar",
+        "//cmd/example-hook-sidecar:example-hook-sidecar-image",
+    ),
+    bundle_image(
+        "example-cloudinit-hook-sidecar",
+        "//cmd/example-cloudinit-hook-sidecar:example-cloudinit-hook-sidecar-image",
+    ),
+    bundle_image(
+        "subresource-access-test",
+        "//cmd/subresource-access-test:subresource-access-test-image",
+    ),
+    bundle_image(
+        "alpine-container-disk-demo",
+        "//containerimages:alpine-container-disk-image",
+    ),
+    bundle_image(
+        "cirros-container-disk-demo",
+        "//containerimages:cirros-container-disk-image",
+    ),
+    bundle_image(
+        "cirros-custom-container-disk-demo",
+        "//containerimages:cirros-custom-container-disk-image",
+    ),
+    bundle_image(
+        "fedora-cloud-container-disk-demo",
+        "//containerimages:fedora-cloud-container-disk-image",
+    ),
+    bundle_image(
+        "microlivecd-container-disk-demo",
+        "//containerimages:microlivecd-container-disk-image",
+    ),
+    bundle_image(
+        "virtio-container-disk",
+        "//containerimages:virtio-container-disk-image",
+    ),
+    bundle_image(
+        "fedora-sriov-lane-container-disk",
+        "//containerimages:fedora-sriov-lane-container-disk-image",
+    ),
+    bundle_image(
+        "disks-images-provider",
+        "//images/disks-images-provider:disks-images-provider-image",
+    ),
+    bundle_image(
+        "cdi-http-import-server",
+        "//images/cdi-http-import-server:cdi-http-import-server-image",
+    ),
+    bundle_image("nfs-server", "//images/nfs-server:nfs-server-image"),
+    bundle_image("vm-killer", "//images/vm-killer:vm-killer-image"),
+    bundle_image("winrmcli", "//images/winrmcli:winrmcli-image"),
 ];
+
+/// Where an OCI image layout of `label` (`//P:X`) may be, in the order
+/// kvpush looks: the directory `P/X/` (rules_oci's `oci_image`), then a tar
+/// of it, `P/X.oci.tar`.
+pub fn layout_paths(bazel_bin: &Path, label: &str) -> [PathBuf; 2] {
+    let (pkg, name) = build_file::split_label(label);
+    let dir = bazel_bin.join(pkg);
+    [dir.join(&name), dir.join(format!("{name}.oci.tar"))]
+}
 
 /// A `push-*` target of KubeVirt's root BUILD.bazel.
 ///
@@ -53,7 +112,7 @@ pub struct Target {
     pub image: &'static str,
     /// Bundle targets: the images of the bundle in BUILD order; empty when
     /// unknown (the bundle is defined outside the root BUILD.bazel).
-    pub images: &'static [&'static str],
+    pub images: &'static [BundleImage],
 }
 
 /// The seven targets, in the order KubeVirt's hack/bazel-push-images.sh
@@ -153,6 +212,19 @@ impl Target {
         bazel_bin.join(self.tarball)
     }
 
+    /// Bundle targets: the names of the images the bundle is known to hold.
+    pub fn image_names(&self) -> Vec<String> {
+        self.images.iter().map(|i| i.name.to_string()).collect()
+    }
+
+    /// Bundle targets: the label of image `name`, when known.
+    pub fn image_label(&self, name: &str) -> Option<&'static str> {
+        self.images
+            .iter()
+            .find(|i| i.name == name && !i.label.is_empty())
+            .map(|i| i.label)
+    }
+
     /// The `.digest` file KubeVirt's build-manifests.sh reads; bundle
     /// images have none.
     pub fn digest_file_name(&self) -> Option<String> {
@@ -231,7 +303,7 @@ impl Catalog {
         let bundles = self.targets.iter().filter(|t| t.bundle);
         bundles
             .clone()
-            .find(|t| t.images.contains(&image))
+            .find(|t| t.images.iter().any(|i| i.name == image))
             .or_else(|| bundles.clone().next())
             .copied()
     }
@@ -254,7 +326,7 @@ impl Catalog {
     fn bundle_images(&self) -> Vec<&'static str> {
         self.targets
             .iter()
-            .flat_map(|t| t.images.iter().copied())
+            .flat_map(|t| t.images.iter().map(|i| i.name))
             .collect()
     }
 }
@@ -386,6 +458,22 @@ mod tests {
             "{err}"
         );
         assert!(resolve(&names(&["Virt_API"])).is_err());
+    }
+
+    #[test]
+    fn bundle_labels_give_layout_paths() {
+        let bin = Path::new("/b");
+        assert_eq!(
+            layout_paths(bin, TARGETS[0].image_label("vm-killer").unwrap()),
+            [
+                PathBuf::from("/b/images/vm-killer/vm-killer-image"),
+                PathBuf::from("/b/images/vm-killer/vm-killer-image.oci.tar")
+            ]
+        );
+        assert_eq!(
+            layout_paths(bin, TARGETS[6].label)[0],
+            PathBuf::from("/b/tests/conformance_image")
+        );
     }
 
     #[test]

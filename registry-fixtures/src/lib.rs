@@ -23,12 +23,13 @@ mod token;
 pub mod workspace;
 
 pub use docker::{
-    build_archive, gzip, image_config, layer_tar, random_layer, read_archive, read_manifest,
-    sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts, ManifestEntry,
-    TestImage,
+    build_archive, gzip, image_config, image_config_for, layer_tar, random_layer, read_archive,
+    read_manifest, sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts,
+    ManifestEntry, TestImage,
 };
 pub use registry::{
-    skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
+    skopeo_copy, skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry,
+    RegistryKind,
 };
 pub use relay::{Origin, Relay, Seen};
 pub use token::{TokenPolicy, TokenRequest, TokenUser};

@@ -661,3 +661,18 @@ pub fn skopeo_copy_to_dir(reference: &str, dir: &Path, extra_args: &[&str]) -> R
     args.push(format!("dir:{}", dir.display()));
     run_skopeo(&args).map(|_| ())
 }
+
+/// `skopeo --insecure-policy copy -q EXTRA SRC DST`, any transports (e.g.
+/// `docker-archive:T.tar:REPO:TAG` to `oci:DIR`, `oci-archive:FILE`,
+/// `docker://...`): an independent producer and reader of images.
+pub fn skopeo_copy(src: &str, dst: &str, extra_args: &[&str]) -> Result<(), String> {
+    let mut args = vec![
+        "--insecure-policy".to_string(),
+        "copy".to_string(),
+        "-q".to_string(),
+    ];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    args.push(src.to_string());
+    args.push(dst.to_string());
+    run_skopeo(&args).map(|_| ())
+}

@@ -721,6 +721,28 @@ fn readonly_registry_refuses_pushes() {
     assert!(reg.catalog().is_empty());
 }
 
+#[test]
+fn arch_changes_the_configs_only() {
+    let amd = tempfile::tempdir().unwrap();
+    let arm = tempfile::tempdir().unwrap();
+    let a = generate_workspace(amd.path(), &small_spec()).unwrap();
+    let spec = WorkspaceSpec {
+        arch: "arm64".into(),
+        ..small_spec()
+    };
+    let b = generate_workspace(arm.path(), &spec).unwrap();
+    for (x, y) in a.images.iter().zip(&b.images) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.diff_ids, y.diff_ids, "{}: layers shared", x.name);
+        assert_ne!(x.config_digest, y.config_digest, "{}", x.name);
+    }
+    let (_, map) = entries_by_name(&b.image("virt-api").unwrap().tarball);
+    let config = &map[&b.image("virt-api").unwrap().config_file][0];
+    let config: serde_json::Value = serde_json::from_slice(config).unwrap();
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["os"], "linux");
+}
+
 /// `curl` the token realm (extra args: credentials, form) for a token, and
 /// return the registry's status for `GET /v2/` with it.
 fn token_then_ping(reg: &Registry, args: &[&str]) -> u16 {

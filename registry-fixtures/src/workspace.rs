@@ -143,6 +143,10 @@ pub struct WorkspaceSpec {
     /// `virt-handler`) whose content is generated differently: a rebuild
     /// that changed one layer, for re-push benchmarks and tests.
     pub changed_layers: Vec<String>,
+    /// `architecture` written in every image config (GOARCH name); the
+    /// layers do not depend on it, so two workspaces that differ only here
+    /// share every layer, as arch-independent layers (disk images) do.
+    pub arch: String,
     /// Also write rules_docker's push-target parts (scripts, runfiles trees,
     /// `.tar.gz` layers compressed with GNU `gzip -n`, digest files and
     /// `push-<target>.digest`), as `bazel build //:push-*` does. With
@@ -164,6 +168,7 @@ impl Default for WorkspaceSpec {
             extra_bundle_images: Vec::new(),
             bundle_aliases: Vec::new(),
             changed_layers: Vec::new(),
+            arch: "amd64".into(),
             push_parts: false,
         }
     }
@@ -1102,7 +1107,7 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
                 .iter()
                 .map(|&l| defs.layers[l].created_by.clone())
                 .collect();
-            let config = docker::image_config_with(&diff_ids, &created_by, &def.run);
+            let config = docker::image_config_for(&spec.arch, &diff_ids, &created_by, &def.run);
             ImageBuilt {
                 config_hex: docker::sha256_hex(&config),
                 config_value: serde_json::from_slice(&config).expect("own config parses"),

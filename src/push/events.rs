@@ -18,7 +18,8 @@ pub enum Stage {
 }
 
 /// Receives push events; every method has a do-nothing default. Called
-/// from several tasks at once, hence `Sync`.
+/// from several tasks at once, hence `Sync`. Manifest lists
+/// ([`super::manifest_list`]) report `image_done` only, with their own ids.
 pub trait Observer: Sync {
     fn image_started(&self, _id: usize, _image: &PlannedImage) {}
     fn stage(&self, _id: usize, _stage: Stage) {}

@@ -21,15 +21,16 @@ use futures::future::{join_all, try_join_all};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::events::{Observer, Stage};
-use super::manifest::{docker_manifest, BlobRef};
 use super::plan::{Destination, Plan, PlannedImage};
 use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
+use crate::manifest::{image_manifest, BlobRef};
 use crate::registry::client::{Client, ConnectOptions, MountOutcome};
 use crate::registry::credentials::FoundCredential;
-use crate::registry::media;
+use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::source::{Image, Layer as SourceLayer};
+use crate::source::oci_layout::LayoutRoot;
+use crate::source::{Artifact, Image, Layer as SourceLayer};
 use crate::targets::Target;
 
 /// How to push.
@@ -46,6 +47,8 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// The persistent digest cache, unless `--no-cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Manifest format of the images kvpush writes a manifest for (`--format`).
+    pub format: Format,
 }
 
 /// What happened to one blob in one repository.
@@ -112,8 +115,12 @@ pub struct ImageResult {
     pub size: Option<u64>,
     pub status: Status,
     pub blobs: BlobCounts,
-    /// Digests of the layers pushed as Bazel compressed them.
+    /// Digests of the layers pushed as Bazel compressed them (push-target
+    /// parts, OCI layouts).
     pub prebuilt_layers: Vec<String>,
+    /// A manifest list: the platforms it lists (`linux/arm64`); empty for
+    /// an image.
+    pub platforms: Vec<String>,
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
@@ -455,6 +462,7 @@ impl Run<'_> {
             status: Status::Pushed,
             blobs: BlobCounts::default(),
             prebuilt_layers: Vec::new(),
+            platforms: Vec::new(),
         };
         if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
             result.status = Status::Failed(e);
@@ -468,7 +476,10 @@ impl Run<'_> {
         planned: &PlannedImage,
         result: &mut ImageResult,
     ) -> Result<(), String> {
-        let image = planned.image.as_ref().map_err(Clone::clone)?;
+        let image = match planned.image.as_ref().map_err(Clone::clone)? {
+            Artifact::Image(image) => image,
+            Artifact::Layout(root) => return self.push_layout(id, planned, root, result).await,
+        };
         self.observer.stage(id, Stage::Preparing);
         let prepared =
             try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
@@ -482,9 +493,11 @@ impl Run<'_> {
             .filter(|l| l.claimed.is_some())
             .map(|l| l.digest.clone())
             .collect();
-        let (manifest, digest) = image_manifest(image, &layers);
+        let format = self.options.format;
+        let (manifest, digest) = manifest_of(format, image, &layers);
         result.digest = Some(digest.clone());
-        if let Some(expected) = &image.expected_digest {
+        // rules_docker digested the Docker manifest; `--format oci` makes another.
+        if let (Format::Docker, Some(expected)) = (format, &image.expected_digest) {
             if expected.digest != digest {
                 return Err(format!(
                     "the manifest kvpush built has digest {digest}, but {} (rules_docker's digest of this image) says {}: not pushing an image that KubeVirt's manifests would not find; rebuild with `{}`",
@@ -518,17 +531,32 @@ impl Run<'_> {
             source: Source::Layer(l.clone()),
         }));
 
+        let repos = self.place_all(id, planned, &blobs, result).await?;
+        let mut changed = false;
+        for repo in &repos {
+            let client = &self.clients[&repo.host];
+            let tags = tags_in(planned, repo);
+            changed |= put_tagged(client, &tags, format.manifest(), &manifest, &digest).await?;
+        }
+        if !changed {
+            result.status = Status::Unchanged;
+        }
+        Ok(())
+    }
+
+    /// Place every blob of an image in each repository it goes to, telling
+    /// the observer; returns those repositories (one destination each).
+    async fn place_all<'p>(
+        &self,
+        id: usize,
+        planned: &'p PlannedImage,
+        blobs: &[Blob],
+        result: &mut ImageResult,
+    ) -> Result<Vec<&'p Destination>, String> {
         let total = blobs.iter().map(|b| b.size).sum();
         result.size = Some(total);
         self.observer.stage(id, Stage::Uploading { total });
-
-        // One repository per distinct (host, repo); tags share its blobs.
-        let mut repos: Vec<&Destination> = Vec::new();
-        for d in &planned.destinations {
-            if !repos.iter().any(|r| r.host == d.host && r.repo == d.repo) {
-                repos.push(d);
-            }
-        }
+        let repos = repositories(planned);
         for repo in &repos {
             let placements = try_join_all(blobs.iter().map(|b| async move {
                 let placed = self.place(repo, b).await?;
@@ -541,49 +569,63 @@ impl Run<'_> {
                 result.blobs.add(p);
             }
         }
+        // Manifests by digest once all blobs are confirmed, then the tags.
         self.observer.stage(id, Stage::Tagging);
+        Ok(repos)
+    }
 
-        // Manifest by digest once all blobs are confirmed, then the tags.
+    /// Push an OCI layout byte for byte: every blob of every image, then
+    /// each image manifest of an index by digest, then the top manifest and
+    /// its tags. Layers are the layout's own, so nothing is compressed.
+    async fn push_layout(
+        &self,
+        id: usize,
+        planned: &PlannedImage,
+        root: &LayoutRoot,
+        result: &mut ImageResult,
+    ) -> Result<(), String> {
+        let top = root.manifest();
+        result.digest = Some(top.digest.clone());
+        let mut blobs: Vec<Blob> = Vec::new();
+        for image in root.images() {
+            for b in std::iter::once(&image.config).chain(&image.layers) {
+                if !blobs.iter().any(|x| x.digest == b.digest) {
+                    blobs.push(Blob {
+                        digest: b.digest.clone(),
+                        size: b.size,
+                        source: Source::Ready(b.range.clone()),
+                    });
+                }
+            }
+            for l in &image.layers {
+                if !result.prebuilt_layers.contains(&l.digest) {
+                    result.prebuilt_layers.push(l.digest.clone());
+                }
+            }
+        }
+        let repos = self.place_all(id, planned, &blobs, result).await?;
         let mut changed = false;
         for repo in &repos {
             let client = &self.clients[&repo.host];
-            let tags: Vec<&Destination> = planned
-                .destinations
-                .iter()
-                .filter(|d| d.host == repo.host && d.repo == repo.repo)
-                .collect();
-            let mut stale = Vec::new();
-            for d in &tags {
-                if client
-                    .manifest_digest(&d.repo, &d.tag)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .as_deref()
-                    != Some(digest.as_str())
-                {
-                    stale.push(*d);
+            if let LayoutRoot::Index(_) = root {
+                // Children first: a registry refuses an index whose images it lacks.
+                for child in root.images() {
+                    let m = &child.manifest;
+                    let present = client
+                        .manifest_digest(&repo.repo, &m.digest)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if present.as_deref() != Some(m.digest.as_str()) {
+                        changed = true;
+                        client
+                            .put_manifest(&repo.repo, &m.digest, &m.media_type, &m.bytes, &m.digest)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
             }
-            if stale.is_empty() {
-                continue;
-            }
-            changed = true;
-            client
-                .put_manifest(
-                    &repo.repo,
-                    &digest,
-                    media::DOCKER_MANIFEST,
-                    &manifest,
-                    &digest,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            for d in stale {
-                client
-                    .put_manifest(&d.repo, &d.tag, media::DOCKER_MANIFEST, &manifest, &digest)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let tags = tags_in(planned, repo);
+            changed |= put_tagged(client, &tags, &top.media_type, &top.bytes, &top.digest).await?;
         }
         if !changed {
             result.status = Status::Unchanged;
@@ -592,9 +634,70 @@ impl Run<'_> {
     }
 }
 
-/// The Docker schema 2 manifest of an image, and its digest, serialised as
-/// rules_docker did (see [`super::manifest`]).
-fn image_manifest(image: &Image, layers: &[Arc<Layer>]) -> (Vec<u8>, String) {
+/// One destination per distinct (host, repository); tags share its blobs.
+fn repositories(planned: &PlannedImage) -> Vec<&Destination> {
+    let mut repos: Vec<&Destination> = Vec::new();
+    for d in &planned.destinations {
+        if !repos.iter().any(|r| r.host == d.host && r.repo == d.repo) {
+            repos.push(d);
+        }
+    }
+    repos
+}
+
+/// The destinations of `planned` in `repo`'s repository: one per tag.
+fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destination> {
+    planned
+        .destinations
+        .iter()
+        .filter(|d| d.host == repo.host && d.repo == repo.repo)
+        .collect()
+}
+
+/// Put a manifest in one repository, by digest and then under each tag of
+/// `tags` (all in that repository) that does not already point at it.
+/// Returns false when every tag already did: nothing was written.
+pub(crate) async fn put_tagged(
+    client: &Client,
+    tags: &[&Destination],
+    media_type: &str,
+    manifest: &[u8],
+    digest: &str,
+) -> Result<bool, String> {
+    let Some(repo) = tags.first().map(|d| d.repo.as_str()) else {
+        return Ok(false);
+    };
+    let mut stale = Vec::new();
+    for d in tags {
+        if client
+            .manifest_digest(&d.repo, &d.tag)
+            .await
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            != Some(digest)
+        {
+            stale.push(*d);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(false);
+    }
+    client
+        .put_manifest(repo, digest, media_type, manifest, digest)
+        .await
+        .map_err(|e| e.to_string())?;
+    for d in stale {
+        client
+            .put_manifest(&d.repo, &d.tag, media_type, manifest, digest)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
+/// The manifest of an image in `format`, and its digest, serialised as
+/// rules_docker did (see [`crate::manifest`]).
+fn manifest_of(format: Format, image: &Image, layers: &[Arc<Layer>]) -> (Vec<u8>, String) {
     let refs: Vec<BlobRef> = layers
         .iter()
         .map(|l| BlobRef {
@@ -606,7 +709,31 @@ fn image_manifest(image: &Image, layers: &[Arc<Layer>]) -> (Vec<u8>, String) {
         digest: &image.config_digest,
         size: image.config.len() as u64,
     };
-    docker_manifest(config, &refs)
+    image_manifest(format, config, &refs)
+}
+
+/// One client per registry host ([`Client::connect`]), so that a registry
+/// that is not there at all, or refuses the credentials, fails once, up
+/// front.
+pub(crate) async fn connect<'a>(
+    hosts: impl Iterator<Item = &'a str>,
+    options: &Options,
+) -> Result<HashMap<String, Client>, String> {
+    let connect = ConnectOptions {
+        insecure: options.insecure,
+        ca_certs: options.ca_certs.clone(),
+        retry: options.retry.clone(),
+    };
+    let mut clients = HashMap::new();
+    for host in hosts {
+        if !clients.contains_key(host) {
+            let client = Client::connect(host, options.credential.clone(), &connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            clients.insert(host.to_string(), client);
+        }
+    }
+    Ok(clients)
 }
 
 /// Push every image of the plan, telling `observer` how it goes.
@@ -615,24 +742,12 @@ pub async fn execute(
     options: Options,
     observer: &dyn Observer,
 ) -> Result<Vec<ImageResult>, String> {
-    let mut clients = HashMap::new();
-    let connect = ConnectOptions {
-        insecure: options.insecure,
-        ca_certs: options.ca_certs.clone(),
-        retry: options.retry.clone(),
-    };
-    for image in &plan.images {
-        for d in &image.destinations {
-            if !clients.contains_key(&d.host) {
-                // Fail fast, once, when the registry is not there at all
-                // or refuses the credentials.
-                let client = Client::connect(&d.host, options.credential.clone(), &connect)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                clients.insert(d.host.clone(), client);
-            }
-        }
-    }
+    let hosts = plan
+        .images
+        .iter()
+        .flat_map(|i| &i.destinations)
+        .map(|d| d.host.as_str());
+    let clients = connect(hosts, &options).await?;
     let spool_dir = tempfile::Builder::new()
         .prefix("kvpush-")
         .tempdir()

@@ -2,15 +2,23 @@
 //! chooses per image between rules_docker's push-target parts and the
 //! tarball (`--source`), opens each once, expands the bundle, and names
 //! every destination. Local work only; nothing here touches the network.
+//!
+//! Where the tarball branch looks for an image, first found wins: the
+//! tarball (`P/X.tar`: a `docker save` tarball, or an OCI layout tar told
+//! by its content), then the OCI layout directory `P/X/`, then
+//! `P/X.oci.tar`. The bundle's images, without `build-other-images.tar`,
+//! are looked for as layouts at their own labels.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::source::docker_archive::DockerArchive;
+use crate::source::oci_layout::Layout;
 use crate::source::rules_docker::{self, PushScript, Runfiles};
-use crate::source::Image;
-use crate::targets::{Catalog, Selection, Target};
+use crate::source::tar_index::TarIndex;
+use crate::source::Artifact;
+use crate::targets::{self, Catalog, Selection, Target};
 
 /// Where an image goes: one repository on one registry host, under a tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +81,7 @@ pub enum SourceChoice {
     Auto,
     /// Only rules_docker push-target parts (`bazel build //:push-X`).
     Parts,
-    /// Only image tarballs (`bazel build //X:Y.tar`).
+    /// Only image tarballs (`bazel build //X:Y.tar`) or OCI layouts.
     Tarball,
 }
 
@@ -84,6 +92,8 @@ pub enum SourceKind {
     Parts,
     /// A `docker save`-style tarball.
     Tarball,
+    /// An OCI image layout (directory or tar): pushed byte for byte.
+    Layout,
 }
 
 impl SourceKind {
@@ -91,6 +101,7 @@ impl SourceKind {
         match self {
             SourceKind::Parts => "parts",
             SourceKind::Tarball => "tarball",
+            SourceKind::Layout => "OCI layout",
         }
     }
 }
@@ -103,12 +114,13 @@ pub struct PlannedImage {
     /// `push-*` target name when its source could not be read at all.
     pub name: String,
     pub source: SourceKind,
-    /// The file the image is read from: push script or tarball.
+    /// The file the image is read from: push script, tarball or OCI
+    /// layout (directory or tar).
     pub source_file: PathBuf,
     /// Why `--source auto` did not use the parts, and how to make them.
     pub note: Option<String>,
     /// The image, or why it cannot be pushed (missing or broken source).
-    pub image: Result<Image, String>,
+    pub image: Result<Artifact, String>,
     pub destinations: Vec<Destination>,
 }
 
@@ -139,6 +151,21 @@ pub fn find_bazel_bin(workspace: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// An `--arch-bin` path: a bazel-bin tree itself, or a workspace holding one.
+pub fn bazel_bin_at(path: &Path) -> Result<PathBuf, String> {
+    if std::fs::symlink_metadata(path.join("bazel-bin")).is_ok() {
+        return find_bazel_bin(path);
+    }
+    if path.is_dir() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "{} is not a directory: give a bazel-bin tree (or a workspace holding one)",
+            path.display()
+        ))
+    }
+}
+
 /// What a plan needs from the configuration.
 pub struct PlanInput<'a> {
     pub workspace: &'a Path,
@@ -159,28 +186,96 @@ enum Parts {
     Bundle(HashMap<String, PushScript>),
 }
 
+/// A tarball as found: a `docker save` archive or an OCI layout in a tar.
+enum Opened {
+    Docker(Arc<DockerArchive>),
+    Layout(Layout),
+}
+
+/// Index a tarball once and tell from its members what it holds.
+fn open_tarball(path: &Path) -> Result<Opened, String> {
+    let index = TarIndex::build(path)?;
+    if Layout::is_layout_tar(&index) {
+        Layout::from_tar(index).map(Opened::Layout)
+    } else {
+        DockerArchive::from_index(index).map(|a| Opened::Docker(Arc::new(a)))
+    }
+}
+
+/// The OCI layout of `label` (`//P:X`): the directory `P/X/` or the tar
+/// `P/X.oci.tar`, whichever is found first.
+fn find_layout(bazel_bin: &Path, label: &str) -> Option<PathBuf> {
+    let [dir, tar] = targets::layout_paths(bazel_bin, label);
+    if dir.join("oci-layout").exists() || dir.join("index.json").exists() {
+        Some(dir)
+    } else {
+        tar.is_file().then_some(tar)
+    }
+}
+
+/// Read the OCI layout directory or tar at `path`.
+fn open_layout(path: &Path) -> Result<Artifact, String> {
+    let layout = if path.is_dir() {
+        Layout::open_dir(path)
+    } else {
+        TarIndex::build(path).and_then(Layout::from_tar)
+    };
+    layout.and_then(|l| l.root()).map(Artifact::Layout)
+}
+
 /// The two ways a target's images can be read, each opened on first use.
 struct TargetSources {
     target: Target,
     choice: SourceChoice,
+    bazel_bin: PathBuf,
     script: PathBuf,
     tarball: PathBuf,
     /// Bundle image names expected (for matching names with build-time
     /// prefixes).
     known: Vec<String>,
     parts: Option<Result<Parts, String>>,
-    archive: Option<Result<Arc<DockerArchive>, String>>,
+    archive: Option<Result<Opened, String>>,
+    /// Without a bundle tarball: whether any bundle image has an OCI layout.
+    bundle_layouts: Option<bool>,
 }
 
 /// What a source gave for one image.
 struct Found {
     source: SourceKind,
     file: PathBuf,
-    image: Result<Image, String>,
+    image: Result<Artifact, String>,
     note: Option<String>,
 }
 
 impl TargetSources {
+    /// The sources of `target`; `names` are the bundle images asked for
+    /// (`None`: all of them).
+    fn new(
+        target: Target,
+        choice: SourceChoice,
+        bazel_bin: &Path,
+        names: &Option<Vec<String>>,
+    ) -> TargetSources {
+        let mut known = target.image_names();
+        if !target.bundle {
+            known.push(target.image.to_string());
+        }
+        if let Some(names) = names {
+            known.extend(names.iter().cloned());
+        }
+        TargetSources {
+            target,
+            choice,
+            bazel_bin: bazel_bin.to_path_buf(),
+            script: target.script_path(bazel_bin),
+            tarball: target.tarball_path(bazel_bin),
+            known,
+            parts: None,
+            archive: None,
+            bundle_layouts: None,
+        }
+    }
+
     fn known(&self) -> Vec<&str> {
         self.known.iter().map(String::as_str).collect()
     }
@@ -241,19 +336,23 @@ impl TargetSources {
         ))
     }
 
-    fn archive(&mut self) -> &Result<Arc<DockerArchive>, String> {
+    fn archive(&mut self) -> &Result<Opened, String> {
         if self.archive.is_none() {
+            let layout = match (self.target.bundle, self.target.label) {
+                (true, _) => "one OCI layout per image at its label".to_string(),
+                (false, label) => format!("the OCI layout {}/", layout_dir(&self.bazel_bin, label)),
+            };
             let opened = if self.tarball.exists() {
-                DockerArchive::open(&self.tarball).map(Arc::new)
+                open_tarball(&self.tarball)
             } else if self.choice == SourceChoice::Tarball {
                 Err(format!(
-                    "{} not found: build it with `{}`",
+                    "{} not found: build it with `{}` (or, with rules_oci, {layout})",
                     self.tarball.display(),
                     self.target.build_command()
                 ))
             } else {
                 Err(format!(
-                    "{} not found: build it with `{}`, or build the push target's parts (pushed with Bazel's own digests) with `{}`",
+                    "{} not found: build it with `{}`, or build the push target's parts (pushed with Bazel's own digests) with `{}` (or, with rules_oci, {layout})",
                     self.tarball.display(),
                     self.target.build_command(),
                     self.target.parts_build_command()
@@ -275,8 +374,10 @@ impl TargetSources {
             let known = self.known.clone();
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
             match self.archive() {
-                Ok(archive) => archive.entries_by_name(&known).into_keys().collect(),
-                Err(_) => Vec::new(),
+                Ok(Opened::Docker(archive)) => {
+                    archive.entries_by_name(&known).into_keys().collect()
+                }
+                _ => Vec::new(),
             }
         }
     }
@@ -289,6 +390,8 @@ impl TargetSources {
                 .as_ref()
                 .err()
                 .map(|e| (SourceKind::Parts, script, e.clone()))
+        } else if self.uses_bundle_layouts() {
+            None
         } else {
             let tarball = self.tarball.clone();
             self.archive()
@@ -296,6 +399,24 @@ impl TargetSources {
                 .err()
                 .map(|e| (SourceKind::Tarball, tarball, e.clone()))
         }
+    }
+
+    /// Every image of a whole bundle: the ones the catalog lists, and when
+    /// its list may be stale (the built-in table), those found in the
+    /// source in use too, sorted.
+    fn bundle_names(&mut self, catalog: &Catalog) -> Vec<String> {
+        let mut all = self.target.image_names();
+        if !catalog.knows_all_images(&self.target) {
+            let mut extra: Vec<String> = self
+                .discovered_names()
+                .into_iter()
+                .filter(|k| !all.contains(k))
+                .collect();
+            extra.sort();
+            extra.dedup();
+            all.extend(extra);
+        }
+        all
     }
 
     fn read_from_parts(&mut self, name: &str) -> Option<Found> {
@@ -321,6 +442,7 @@ impl TargetSources {
                     rules_docker::expected_digest(&script.path)
                         .and_then(|expected| script.image(expected))
                 };
+                let image = image.map(Artifact::Image);
                 (script.path.clone(), image)
             }
         };
@@ -336,26 +458,113 @@ impl TargetSources {
         })
     }
 
+    /// Without a bundle tarball, whether the bundle's images are read from
+    /// OCI layouts at their labels: when at least one of them has one.
+    fn uses_bundle_layouts(&mut self) -> bool {
+        if !self.target.bundle || self.tarball.exists() {
+            return false;
+        }
+        if self.bundle_layouts.is_none() {
+            let (target, bin) = (self.target, &self.bazel_bin);
+            let any = self.known.iter().any(|name| {
+                target
+                    .image_label(name)
+                    .is_some_and(|label| find_layout(bin, label).is_some())
+            });
+            self.bundle_layouts = Some(any);
+        }
+        self.bundle_layouts == Some(true)
+    }
+
+    /// Image `name` from the OCI layout at its label, when the tarball is
+    /// not there; `None` to report the missing tarball instead.
+    fn read_from_layout(&mut self, name: &str) -> Option<Found> {
+        let target = self.target;
+        if !target.bundle {
+            let path = find_layout(&self.bazel_bin, target.label)?;
+            let image = open_layout(&path);
+            return Some(Found {
+                source: SourceKind::Layout,
+                file: path,
+                image,
+                note: None,
+            });
+        }
+        if !self.uses_bundle_layouts() {
+            return None;
+        }
+        let Some(label) = target.image_label(name) else {
+            return Some(Found {
+                source: SourceKind::Layout,
+                file: self.tarball.clone(),
+                image: Err(format!(
+                    "the label of {name} is not known, so without {} its OCI layout cannot be found: build the bundle with `{}`",
+                    self.tarball.display(),
+                    target.build_command()
+                )),
+                note: None,
+            });
+        };
+        let [dir, tar] = targets::layout_paths(&self.bazel_bin, label);
+        let (file, image) = match find_layout(&self.bazel_bin, label) {
+            Some(path) => {
+                let image = open_layout(&path);
+                (path, image)
+            }
+            None => (
+                dir.clone(),
+                Err(format!(
+                    "no OCI layout of {name} (looked for {}/ and {}) and no bundle tarball {}: build the layout with `bazel build {label}` or the bundle with `{}`",
+                    dir.display(),
+                    tar.display(),
+                    self.tarball.display(),
+                    target.build_command()
+                )),
+            ),
+        };
+        Some(Found {
+            source: SourceKind::Layout,
+            file,
+            image,
+            note: None,
+        })
+    }
+
     fn read_from_tarball(&mut self, name: &str) -> Found {
+        if !self.tarball.exists() {
+            if let Some(found) = self.read_from_layout(name) {
+                return found;
+            }
+        }
         let tarball = self.tarball.clone();
         let target = self.target;
         let known = self.known.clone();
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        let mut source = SourceKind::Tarball;
         let image = match self.archive() {
             Err(e) => Err(e.clone()),
-            Ok(archive) if !target.bundle => {
-                single_entry(archive, name).and_then(|i| archive.image(i))
+            Ok(Opened::Layout(layout)) if !target.bundle => {
+                source = SourceKind::Layout;
+                layout.root().map(Artifact::Layout)
             }
-            Ok(archive) => {
+            Ok(Opened::Layout(_)) => Err(format!(
+                "{} is an OCI layout, which holds one image; the bundle needs a docker save tarball (`{}`) or one OCI layout per image at its label",
+                tarball.display(),
+                target.build_command()
+            )),
+            Ok(Opened::Docker(archive)) if !target.bundle => single_entry(archive, name)
+                .and_then(|i| archive.image(i))
+                .map(Artifact::Image),
+            Ok(Opened::Docker(archive)) => {
                 let by_name = archive.entries_by_name(&known);
                 match by_name.get(name) {
-                    Some(i) => archive.image(*i),
+                    Some(i) => archive.image(*i).map(Artifact::Image),
                     None => Err(not_in_bundle(name, &tarball, &by_name, &target)),
                 }
             }
         };
         Found {
-            source: SourceKind::Tarball,
+            source,
             file: tarball,
             image,
             note: None,
@@ -378,30 +587,48 @@ impl TargetSources {
             }),
             SourceChoice::Auto if self.parts_exist() => match self.read_from_parts(name) {
                 Some(found) => found,
-                None => Found {
-                    note: Some(format!(
+                None => {
+                    let note = format!(
                         "{} has no push script for it; `{}` makes one",
                         self.script.display(),
                         self.target.parts_build_command()
-                    )),
-                    ..self.read_from_tarball(name)
-                },
+                    );
+                    self.read_from_tarball(name).noted(note)
+                }
             },
-            SourceChoice::Auto => Found {
-                note: Some(format!(
+            SourceChoice::Auto => {
+                let note = format!(
                     "no push-target parts; `{}` makes them",
                     self.target.parts_build_command()
-                )),
-                ..self.read_from_tarball(name)
-            },
+                );
+                self.read_from_tarball(name).noted(note)
+            }
         }
     }
 }
 
-/// Expand the selections into images, opening each source once.
-pub fn plan(input: &PlanInput) -> Result<Plan, String> {
-    let bazel_bin = find_bazel_bin(input.workspace)?;
-    // Which bundle images were asked for (None = the whole bundle).
+impl Found {
+    /// A note on why a tarball was read rather than the parts; an OCI
+    /// layout needs none (its digests are Bazel's too).
+    fn noted(self, note: String) -> Found {
+        let note = (self.source == SourceKind::Tarball).then_some(note);
+        Found { note, ..self }
+    }
+}
+
+/// `P/X` of the label `//P:X`, for messages.
+fn layout_dir(bazel_bin: &Path, label: &str) -> String {
+    targets::layout_paths(bazel_bin, label)[0]
+        .display()
+        .to_string()
+}
+
+/// A target and the bundle images asked for (`None`: all of them).
+type Wanted = (Target, Option<Vec<String>>);
+
+/// Which images of which targets the selections ask for, in the order
+/// KubeVirt pushes targets.
+fn wanted(input: &PlanInput) -> Result<Vec<Wanted>, String> {
     let mut wanted: BTreeMap<Target, Option<Vec<String>>> = BTreeMap::new();
     for sel in input.selections {
         match sel {
@@ -420,28 +647,22 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
             }
         }
     }
-    // Keep the order in which KubeVirt pushes targets.
-    let mut ordered: Vec<(Target, Option<Vec<String>>)> = wanted.into_iter().collect();
+    let mut ordered: Vec<Wanted> = wanted.into_iter().collect();
     ordered.sort_by_key(|(t, _)| input.catalog.position(t));
+    Ok(ordered)
+}
 
+/// Expand the selections into images, opening each source once.
+pub fn plan(input: &PlanInput) -> Result<Plan, String> {
+    plan_in(find_bazel_bin(input.workspace)?, input)
+}
+
+/// [`plan`] for a given bazel-bin tree (`--arch-bin` names one per
+/// architecture); `input.workspace` is not used.
+pub fn plan_in(bazel_bin: PathBuf, input: &PlanInput) -> Result<Plan, String> {
     let mut images = Vec::new();
-    for (target, names) in ordered {
-        let mut known: Vec<String> = target.images.iter().map(|s| s.to_string()).collect();
-        if !target.bundle {
-            known.push(target.image.to_string());
-        }
-        if let Some(names) = &names {
-            known.extend(names.iter().cloned());
-        }
-        let mut sources = TargetSources {
-            target,
-            choice: input.source,
-            script: target.script_path(&bazel_bin),
-            tarball: target.tarball_path(&bazel_bin),
-            known,
-            parts: None,
-            archive: None,
-        };
+    for (target, names) in wanted(input)? {
+        let mut sources = TargetSources::new(target, input.source, &bazel_bin, &names);
         if !target.bundle {
             let found = sources.find(target.image);
             images.push(planned(input, target, target.image.to_string(), found));
@@ -464,18 +685,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
                         continue;
                     }
                 }
-                let mut all: Vec<String> = target.images.iter().map(|s| s.to_string()).collect();
-                if !input.catalog.knows_all_images(&target) {
-                    let mut extra: Vec<String> = sources
-                        .discovered_names()
-                        .into_iter()
-                        .filter(|k| !all.contains(k))
-                        .collect();
-                    extra.sort();
-                    extra.dedup();
-                    all.extend(extra);
-                }
-                all
+                sources.bundle_names(input.catalog)
             }
         };
         for name in names {
@@ -484,6 +694,37 @@ pub fn plan(input: &PlanInput) -> Result<Plan, String> {
         }
     }
     Ok(Plan { bazel_bin, images })
+}
+
+/// The image names the selections stand for, for `kvpush manifest`, which
+/// reads no image: a target's own name; for a whole bundle, the catalog's
+/// list, and with the built-in table the images a local bundle holds too.
+/// No bazel-bin is needed.
+pub fn image_names(input: &PlanInput) -> Result<Vec<(Target, String)>, String> {
+    let bazel_bin = find_bazel_bin(input.workspace).ok();
+    let mut out = Vec::new();
+    for (target, names) in wanted(input)? {
+        let names = match (names, &bazel_bin) {
+            _ if !target.bundle => vec![target.image.to_string()],
+            (Some(names), _) => names,
+            (None, None) => target.image_names(),
+            (None, Some(bin)) => {
+                let mut sources = TargetSources::new(target, input.source, bin, &None);
+                let present = sources.script.exists() || sources.tarball.exists();
+                match sources.whole_failure() {
+                    Some((_, _, e)) if !input.catalog.knows_all_images(&target) => {
+                        if present {
+                            tracing::warn!("{e}; listing the bundle images kvpush knows");
+                        }
+                        target.image_names()
+                    }
+                    _ => sources.bundle_names(input.catalog),
+                }
+            }
+        };
+        out.extend(names.into_iter().map(|n| (target, n)));
+    }
+    Ok(out)
 }
 
 fn not_in_bundle(

@@ -1,5 +1,6 @@
-//! HTTP operations against one registry: blob existence, mount, upload and
-//! manifest PUT, built on reqwest. [`Client::connect`] finds how the host is
+//! HTTP operations against one registry: blob existence, mount, upload,
+//! manifest PUT, and the GETs of manifests and configs that manifest lists
+//! are built from, on reqwest. [`Client::connect`] finds how the host is
 //! reached (HTTPS first; plain HTTP only on loopback or with `--insecure`).
 //! Every request goes through [`Client::execute`], which adds
 //! authentication (only for the registry's own scheme, host and port: an
@@ -33,6 +34,19 @@ pub enum MountOutcome {
     /// The registry opened an upload session instead; upload to it.
     UploadAt(Url),
 }
+
+/// A manifest as the registry stores it.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// From `Content-Type`, else the manifest's own `mediaType`.
+    pub media_type: String,
+    /// sha256 of `bytes`, checked against `Docker-Content-Digest`.
+    pub digest: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Manifests and configs read into memory: refuse anything larger.
+const MAX_FETCH: u64 = 16 << 20;
 
 /// A request body, rebuilt for every try.
 #[derive(Clone, Copy)]
@@ -95,6 +109,10 @@ pub(super) fn transport_reason(err: reqwest::Error) -> String {
 
 fn push_scopes(repo: &str) -> Vec<String> {
     vec![format!("repository:{repo}:pull,push")]
+}
+
+fn pull_scopes(repo: &str) -> Vec<String> {
+    vec![format!("repository:{repo}:pull")]
 }
 
 /// The repository a registry API path is about (`/v2/NAME/blobs/...`).
@@ -453,11 +471,8 @@ impl Client {
         let scopes = push_scopes(repo);
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let mut req = self.req(&op, Method::HEAD, url, &scopes);
-        let accept = format!("{}, {}", media::DOCKER_MANIFEST, media::OCI_MANIFEST);
-        req.headers.push((
-            ACCEPT,
-            HeaderValue::from_str(&accept).expect("static media types"),
-        ));
+        req.headers
+            .push((ACCEPT, HeaderValue::from_static(media::ACCEPT_ALL)));
         let resp = self.execute(&req).await?;
         match resp.status() {
             s if s.is_success() => Ok(resp
@@ -468,6 +483,113 @@ impl Client {
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.status_error(&op, resp).await),
         }
+    }
+
+    /// Read a body of at most `MAX_FETCH` bytes.
+    async fn small_body(&self, op: &str, resp: Response) -> Result<Vec<u8>, RegistryError> {
+        let too_large = |n: u64| RegistryError::Protocol {
+            host: self.endpoint.host.clone(),
+            message: format!(
+                "{op}: the answer is {n} bytes, more than a manifest or config can be"
+            ),
+        };
+        if let Some(n) = resp.content_length().filter(|n| *n > MAX_FETCH) {
+            return Err(too_large(n));
+        }
+        let bytes = resp.bytes().await.map_err(|e| RegistryError::Unreachable {
+            host: self.endpoint.host.clone(),
+            url: self.endpoint.base_url.clone(),
+            reason: format!(
+                "{op} failed while reading the answer: {}",
+                transport_reason(e)
+            ),
+        })?;
+        if bytes.len() as u64 > MAX_FETCH {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>` accepting images and lists of
+    /// both Docker and OCI kinds; `None` when the registry has none there.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let op = format!("GET manifest {repo}:{reference}");
+        let scopes = pull_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::GET, url, &scopes);
+        req.headers
+            .push((ACCEPT, HeaderValue::from_static(media::ACCEPT_ALL)));
+        let resp = self.execute(&req).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(self.status_error(&op, resp).await),
+            _ => {}
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let said = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = self.small_body(&op, resp).await?;
+        let digest = crate::blob::sha256_digest(&bytes);
+        let expected = said.or_else(|| {
+            reference
+                .starts_with("sha256:")
+                .then(|| reference.to_string())
+        });
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!(
+                    "{op}: the registry says {expected} but sent a manifest hashing to {digest}"
+                ),
+            });
+        }
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+        let media_type = match content_type {
+            Some(t) if t.starts_with("application/vnd.") => t,
+            _ => declared.unwrap_or_default(),
+        };
+        Ok(Some(FetchedManifest {
+            media_type,
+            digest,
+            bytes,
+        }))
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>` of a small blob (an image config),
+    /// checked against its digest. Redirects to storage are followed
+    /// without the registry's credentials.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let op = format!("GET blob {repo}@{digest}");
+        let scopes = pull_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .execute(&self.req(&op, Method::GET, url, &scopes))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&op, resp).await);
+        }
+        let bytes = self.small_body(&op, resp).await?;
+        let got = crate::blob::sha256_digest(&bytes);
+        if got != digest {
+            return Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("{op}: the blob hashes to {got}"),
+            });
+        }
+        Ok(bytes)
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>`; checks that the registry

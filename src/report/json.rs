@@ -1,5 +1,6 @@
 //! `--output json`: one document on stdout describing every image (target,
-//! name, references, digest, size, status, blobs, error) and the run.
+//! name, references, digest, size, status, blobs, error), every manifest
+//! list (the same, with its platforms) and the run.
 
 use std::time::Duration;
 
@@ -39,11 +40,18 @@ struct Image<'a> {
     status: &'static str,
     blobs: Blobs,
     error: Option<&'a str>,
+    /// Manifest lists only: `linux/amd64`, ...
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    platforms: &'a [String],
 }
 
 #[derive(Serialize)]
 struct Document<'a> {
     images: Vec<Image<'a>>,
+    /// `kvpush manifest` and `--arch-bin` runs only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    manifest_lists: Vec<Image<'a>>,
+    /// Images and lists by outcome.
     pushed: usize,
     unchanged: usize,
     failed: usize,
@@ -59,36 +67,40 @@ pub fn status_word(status: &Status) -> &'static str {
     }
 }
 
-/// The whole run as one JSON document.
-pub fn document(results: &[ImageResult], elapsed: Duration) -> String {
+fn entry(r: &ImageResult) -> Image<'_> {
+    Image {
+        target: r.target.push_name(),
+        name: &r.name,
+        references: &r.references,
+        digest: r.digest.as_deref(),
+        size: r.size,
+        status: status_word(&r.status),
+        blobs: Blobs::from(&r.blobs),
+        error: match &r.status {
+            Status::Failed(e) => Some(e),
+            _ => None,
+        },
+        platforms: &r.platforms,
+    }
+}
+
+/// The whole run as one JSON document: the images pushed, then the
+/// manifest lists.
+pub fn document(images: &[ImageResult], lists: &[ImageResult], elapsed: Duration) -> String {
     let mut total = BlobCounts::default();
-    let images = results
-        .iter()
-        .map(|r| {
-            total.merge(&r.blobs);
-            Image {
-                target: r.target.push_name(),
-                name: &r.name,
-                references: &r.references,
-                digest: r.digest.as_deref(),
-                size: r.size,
-                status: status_word(&r.status),
-                blobs: Blobs::from(&r.blobs),
-                error: match &r.status {
-                    Status::Failed(e) => Some(e),
-                    _ => None,
-                },
-            }
-        })
-        .collect();
+    for r in images {
+        total.merge(&r.blobs);
+    }
     let count = |s: &str| {
-        results
+        images
             .iter()
+            .chain(lists)
             .filter(|r| status_word(&r.status) == s)
             .count()
     };
     let doc = Document {
-        images,
+        images: images.iter().map(entry).collect(),
+        manifest_lists: lists.iter().map(entry).collect(),
         pushed: count("pushed"),
         unchanged: count("unchanged"),
         failed: count("failed"),

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::{human_bytes, image_lines};
-use crate::push::{ImageResult, Observer, Plan, PlannedImage, Status};
+use crate::push::{ImageResult, Observer, PlannedImage, Status};
+use crate::targets::Target;
 
 /// `2026-11-28T10:00:00Z`.
 fn now() -> String {
@@ -31,6 +32,15 @@ pub fn done_line(result: &ImageResult) -> String {
             } else {
                 "pushed"
             };
+            if !result.platforms.is_empty() {
+                return format!(
+                    "{verb} {} {}@{} (manifest list of {})",
+                    result.name,
+                    result.references.join(", "),
+                    digest.as_deref().unwrap_or("?"),
+                    result.platforms.join(", ")
+                );
+            }
             let b = &result.blobs;
             format!(
                 "{verb} {} {}@{} ({}; {} uploaded in {} blobs, {} mounted, {} already present)",
@@ -69,8 +79,13 @@ pub struct LogObserver {
 }
 
 impl LogObserver {
-    pub fn new(plan: &Plan, refs_on_stdout: bool, github: bool) -> LogObserver {
-        let targets: Vec<String> = plan.images.iter().map(|i| i.target.push_name()).collect();
+    /// `items`: the target and name of what each id pushes.
+    pub fn new<'a>(
+        items: impl IntoIterator<Item = (Target, &'a str)>,
+        refs_on_stdout: bool,
+        github: bool,
+    ) -> LogObserver {
+        let targets: Vec<String> = items.into_iter().map(|(t, _)| t.push_name()).collect();
         let groups = github.then(|| {
             let mut map: HashMap<String, Group> = HashMap::new();
             for t in &targets {
@@ -195,10 +210,20 @@ mod tests {
                 compressed: 1,
             },
             prebuilt_layers: Vec::new(),
+            platforms: Vec::new(),
         };
         assert_eq!(
             done_line(&r),
             "pushed virt-api r/kv/virt-api:t@sha256:ab (2.0 KiB; 1.0 KiB uploaded in 2 blobs, 1 mounted, 0 already present)"
+        );
+        let list = ImageResult {
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            status: Status::Unchanged,
+            ..r
+        };
+        assert_eq!(
+            done_line(&list),
+            "up to date virt-api r/kv/virt-api:t@sha256:ab (manifest list of linux/amd64, linux/arm64)"
         );
         assert_eq!(github_escape("a%b\nc"), "a%25b%0Ac");
     }

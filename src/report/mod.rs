@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::push::{BlobCounts, ImageResult, Plan, PlannedImage, SourceKind, Status};
+use crate::source::oci_layout::LayoutRoot;
+use crate::source::Artifact;
 use crate::targets::Catalog;
 
 pub mod github;
@@ -53,12 +55,44 @@ pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
     }
 }
 
+/// `N WHAT: P pushed, U skipped (already up to date), F failed`.
+fn outcomes(what: &str, results: &[ImageResult]) -> String {
+    let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
+    format!(
+        "{} {what}: {} pushed, {} skipped (already up to date), {} failed",
+        results.len(),
+        count(|s| *s == Status::Pushed),
+        count(|s| *s == Status::Unchanged),
+        count(|s| matches!(s, Status::Failed(_)))
+    )
+}
+
+/// `\nkvpush: failed: A, B` when any failed.
+fn failed_names(out: &mut String, results: &[ImageResult]) {
+    let names: Vec<&str> = results
+        .iter()
+        .filter(|r| matches!(r.status, Status::Failed(_)))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !names.is_empty() {
+        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+    }
+}
+
+/// The closing line of `kvpush manifest` (and of `--arch-bin` runs, after
+/// the images' summary): lists by outcome.
+pub fn list_summary(results: &[ImageResult], elapsed: Duration) -> String {
+    let mut out = format!(
+        "kvpush: {}; {:.1}s",
+        outcomes("manifest lists", results),
+        elapsed.as_secs_f64()
+    );
+    failed_names(&mut out, results);
+    out
+}
+
 /// The closing summary: images by outcome, blobs and bytes, time.
 pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
-    let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
-    let pushed = count(|s| *s == Status::Pushed);
-    let unchanged = count(|s| *s == Status::Unchanged);
-    let failed = count(|s| matches!(s, Status::Failed(_)));
     let mut blobs = BlobCounts::default();
     for r in results {
         blobs.merge(&r.blobs);
@@ -71,10 +105,10 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
             .len()
     };
     let mut out = format!(
-        "kvpush: {} images: {pushed} pushed, {unchanged} skipped (already up to date), {failed} failed; \
+        "kvpush: {}; \
          uploaded {} in {} blobs, {} mounted, {} already present; \
          layers: {} compressed by kvpush, {} pushed as Bazel compressed them; {:.1}s",
-        results.len(),
+        outcomes("images", results),
         human_bytes(blobs.bytes_uploaded),
         blobs.uploaded,
         blobs.mounted,
@@ -83,19 +117,14 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
         distinct(|r| &r.prebuilt_layers),
         elapsed.as_secs_f64()
     );
-    if failed > 0 {
-        let names: Vec<&str> = results
-            .iter()
-            .filter(|r| matches!(r.status, Status::Failed(_)))
-            .map(|r| r.name.as_str())
-            .collect();
-        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
-    }
+    failed_names(&mut out, results);
     out
 }
 
 /// Write `push-<target>.digest` (`sha256:<hex>`, no newline) for every
 /// single-image target that landed, as hack/build-manifests.sh reads them.
+/// When a target has several results (manifest lists, one per tag), the
+/// first one's digest is written.
 pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create --digests-dir {}: {e}", dir.display()))?;
@@ -108,6 +137,9 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
             continue;
         }
         let path = dir.join(file);
+        if written.contains(&path) {
+            continue;
+        }
         // Write then rename, so a reader never sees half a digest.
         let tmp = dir.join(format!(".{}.tmp", r.target.push_name()));
         std::fs::write(&tmp, digest.as_bytes())
@@ -118,27 +150,65 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
     Ok(written)
 }
 
+/// A path as `bazel-bin/...`; a directory (an OCI layout) ends with `/`.
 fn relative(path: &Path, plan: &Plan) -> String {
+    let slash = if path.is_dir() { "/" } else { "" };
     match path.strip_prefix(&plan.bazel_bin) {
-        Ok(rel) => format!("bazel-bin/{}", rel.display()),
-        Err(_) => path.display().to_string(),
+        Ok(rel) => format!("bazel-bin/{}{slash}", rel.display()),
+        Err(_) => format!("{}{slash}", path.display()),
     }
 }
 
-/// The file a target is read from: its push script or its tarball.
+/// The file a target is read from: its push script, its tarball, or its
+/// OCI layout (a bundle without tarball has one per image).
 fn target_file(image: &PlannedImage, plan: &Plan) -> String {
     let path = match image.source {
         SourceKind::Parts => image.target.script_path(&plan.bazel_bin),
         SourceKind::Tarball => image.target.tarball_path(&plan.bazel_bin),
+        SourceKind::Layout if image.target.bundle => {
+            let tarball = image.target.tarball_path(&plan.bazel_bin);
+            return format!("no {}: one OCI layout per image", relative(&tarball, plan));
+        }
+        SourceKind::Layout => image.source_file.clone(),
     };
     relative(&path, plan)
 }
 
-/// `parts: 3 layers, 2.0 MiB` and, for parts, the digest Bazel computed.
-fn describe_image(image: &PlannedImage) -> String {
+/// An OCI layout in a few words: where it is, its kind and platforms, size.
+fn describe_layout(image: &PlannedImage, root: &LayoutRoot, plan: &Plan) -> String {
+    let what = match root {
+        LayoutRoot::Image(i) => format!(
+            "{} layers{}",
+            i.layers.len(),
+            i.platform
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        ),
+        LayoutRoot::Index(ix) => {
+            let platforms: Vec<String> = ix
+                .images
+                .iter()
+                .map(|i| i.platform.as_ref().map_or("?".into(), |p| p.to_string()))
+                .collect();
+            format!("index of {}", platforms.join(", "))
+        }
+    };
+    format!(
+        "{} {}: {what}, {}",
+        image.source.as_str(),
+        relative(&image.source_file, plan),
+        human_bytes(root.stored_size())
+    )
+}
+
+/// `parts: 3 layers, 2.0 MiB` and, for parts, the digest Bazel computed;
+/// for an OCI layout, what [`describe_layout`] says.
+fn describe_image(image: &PlannedImage, plan: &Plan) -> String {
     let source = image.source.as_str();
     let mut out = match &image.image {
-        Ok(img) => {
+        Ok(Artifact::Layout(root)) => describe_layout(image, root, plan),
+        Ok(Artifact::Image(img)) => {
             let mut s = format!(
                 "{source}: {} layers, {}",
                 img.layers.len(),
@@ -191,7 +261,7 @@ pub fn list(plan: &Plan, catalog: &Catalog) -> String {
             "  {:<36} {dest}\n  {:<36} {}",
             image.name,
             "",
-            describe_image(image)
+            describe_image(image, plan)
         );
     }
     out
@@ -202,7 +272,7 @@ pub fn dry_run(plan: &Plan) -> String {
     let mut out = String::new();
     for image in &plan.images {
         match &image.image {
-            Ok(img) => {
+            Ok(Artifact::Image(img)) => {
                 for d in &image.destinations {
                     let _ = writeln!(
                         out,
@@ -212,6 +282,16 @@ pub fn dry_run(plan: &Plan) -> String {
                         human_bytes(img.stored_size()),
                         image.source.as_str(),
                         relative(&image.source_file, plan)
+                    );
+                }
+            }
+            Ok(Artifact::Layout(root)) => {
+                for d in &image.destinations {
+                    let _ = writeln!(
+                        out,
+                        "would push {} ({}, byte for byte)",
+                        d.display,
+                        describe_layout(image, root, plan)
                     );
                 }
             }
@@ -249,6 +329,7 @@ mod tests {
                 compressed: 1,
             },
             prebuilt_layers: vec!["sha256:c".into()],
+            platforms: Vec::new(),
         }
     }
 

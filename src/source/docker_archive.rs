@@ -56,7 +56,12 @@ pub fn repo_tag_name(repo_tag: &str) -> &str {
 impl DockerArchive {
     /// Index `path` once and parse its `manifest.json`.
     pub fn open(path: &Path) -> Result<DockerArchive, String> {
-        let index = TarIndex::build(path)?;
+        DockerArchive::from_index(TarIndex::build(path)?)
+    }
+
+    /// Parse the `manifest.json` of an already indexed tarball.
+    pub fn from_index(index: TarIndex) -> Result<DockerArchive, String> {
+        let path = &index.path;
         let manifest = index.get("manifest.json").ok_or_else(|| {
             format!(
                 "{} has no manifest.json: it is not a docker save / rules_docker image tarball, or it is truncated; rebuild it with bazel",

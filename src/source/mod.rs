@@ -1,12 +1,17 @@
-//! Image sources: turning what Bazel built into [`Image`]s. A source never
-//! talks to a registry; the push code never looks inside a tarball.
+//! Image sources: turning what Bazel built into [`Image`]s (config and
+//! layers kvpush writes a manifest for) or, for OCI layouts, manifests
+//! already made ([`Artifact`]). A source never talks to a registry; the
+//! push code never looks inside a tarball.
 //!
 //! - [`docker_archive`]: `docker save`-style tarballs (`bazel build //X:Y.tar`).
 //! - [`rules_docker`]: the parts of a rules_docker push target (`bazel build
 //!   //:push-X`): its script, config and already gzipped layers with their
 //!   digest files, pushed byte for byte so digests stay Bazel's.
+//! - [`oci_layout`]: OCI image layouts (rules_oci's `oci_image`, a directory
+//!   or a tar), manifests and blobs pushed byte for byte.
 
 pub mod docker_archive;
+pub mod oci_layout;
 pub mod rules_docker;
 pub mod tar_index;
 
@@ -109,6 +114,16 @@ impl Image {
             .iter()
             .all(|l| matches!(l, Layer::Compressed { .. }))
     }
+}
+
+/// What a source gives for one image name.
+#[derive(Clone, Debug)]
+pub enum Artifact {
+    /// Config and layers (tarballs, push-target parts): kvpush writes the
+    /// manifest.
+    Image(Image),
+    /// An OCI layout's manifest or index and its images: pushed byte for byte.
+    Layout(oci_layout::LayoutRoot),
 }
 
 /// Map repository last components (`pre-cirros-container-disk-demo`) to

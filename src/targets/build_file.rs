@@ -23,7 +23,7 @@ use starlark_syntax::syntax::ast::{
 };
 use starlark_syntax::syntax::{AstModule, Dialect};
 
-use super::Target;
+use super::{BundleImage, Target};
 
 /// A value kvpush can compute from the file without running it.
 #[derive(Clone, Debug, PartialEq)]
@@ -186,7 +186,7 @@ fn leak(s: String) -> &'static str {
 }
 
 /// `//pkg:name` → `(pkg, name)`; `:name` and `name` are in the root package.
-fn split_label(label: &str) -> (String, String) {
+pub(super) fn split_label(label: &str) -> (String, String) {
     let (repo, rest) = match label.strip_prefix('@') {
         Some(r) => match r.split_once("//") {
             Some((repo, rest)) => (Some(repo), rest),
@@ -311,8 +311,8 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
         globals,
     };
 
-    // container_bundle name -> its image names, in the order written.
-    let mut bundles: HashMap<String, Vec<&'static str>> = HashMap::new();
+    // container_bundle name -> its images, in the order written.
+    let mut bundles: HashMap<String, Vec<BundleImage>> = HashMap::new();
     for call in calls.iter().filter(|c| c.rule == "container_bundle") {
         let name = file.required(call, "name")?;
         let Some((_, expr)) = call.kwargs.iter().find(|(n, _)| *n == "images") else {
@@ -324,8 +324,8 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
                 file.at(expr.span)
             ));
         };
-        let mut names = Vec::new();
-        for (key, _) in images {
+        let mut names: Vec<BundleImage> = Vec::new();
+        for (key, value) in images {
             let Value::Str(key) = key else {
                 return Err(format!(
                     "{}: a key of `images` of {name:?} is {}, expected a string",
@@ -339,9 +339,17 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
                     file.at(expr.span)
                 )
             })?;
-            let image: &'static str = leak(image);
-            if !names.contains(&image) {
-                names.push(image);
+            // The label locates an OCI layout of the image; a value kvpush
+            // cannot read as a label only loses that.
+            let label = match value {
+                Value::Str(label) => leak(label_and_tarball(&label).0),
+                _ => "",
+            };
+            if !names.iter().any(|i| i.name == image) {
+                names.push(BundleImage {
+                    name: leak(image),
+                    label,
+                });
             }
         }
         bundles.insert(name, names);
@@ -478,7 +486,14 @@ genrule(name = "unrelated", cmd = some_function(1, 2))
                 "build-other-images.tar"
             )
         );
-        assert_eq!(t[0].images, &["vm-killer", "alpine-ext-kernel-boot-demo"]);
+        assert_eq!(
+            t[0].image_names(),
+            ["vm-killer", "alpine-ext-kernel-boot-demo"]
+        );
+        assert_eq!(
+            t[0].image_label("alpine-ext-kernel-boot-demo"),
+            Some("//containerimages:alpine-ext-kernel-boot-demo-container")
+        );
         assert_eq!(
             (t[1].name, t[1].image, t[1].label, t[1].tarball),
             (

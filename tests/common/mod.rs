@@ -38,6 +38,7 @@ pub fn kvpush_command(home: &Path) -> Command {
         "DOCKER_TAG",
         "IMAGE_PREFIX",
         "PUSH_TARGETS",
+        "BUILD_ARCH",
         "KVPUSH_USERNAME",
         "KVPUSH_PASSWORD",
         "RUST_LOG",
@@ -140,6 +141,36 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// Media types and config digest a pushed image must show.
+pub struct Expect<'a> {
+    pub manifest: &'a str,
+    pub config: &'a str,
+    pub layer: &'a str,
+    pub config_digest: &'a str,
+}
+
+impl<'a> Expect<'a> {
+    /// Docker schema 2 (kvpush's default, rules_docker's `format = "Docker"`).
+    pub fn docker(config_digest: &'a str) -> Expect<'a> {
+        Expect {
+            manifest: "application/vnd.docker.distribution.manifest.v2+json",
+            config: "application/vnd.docker.container.image.v1+json",
+            layer: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            config_digest,
+        }
+    }
+
+    /// OCI image manifest with gzip layers.
+    pub fn oci(config_digest: &'a str) -> Expect<'a> {
+        Expect {
+            manifest: "application/vnd.oci.image.manifest.v1+json",
+            config: "application/vnd.oci.image.config.v1+json",
+            layer: "application/vnd.oci.image.layer.v1.tar+gzip",
+            config_digest,
+        }
+    }
+}
+
 /// Pull `reference` with skopeo and check it against the generated image:
 /// Docker schema 2, config digest as in the tarball, every layer
 /// decompressing to its diff_id. Returns the manifest digest.
@@ -154,30 +185,37 @@ pub fn pull_and_verify(
     reference: &str,
     image: &GeneratedImage,
 ) -> (String, Vec<Vec<u8>>) {
+    verify_as(
+        registry,
+        reference,
+        &Expect::docker(&image.config_digest),
+        &image.diff_ids,
+    )
+}
+
+/// [`pull_and_verify`] with the media types and config digest of
+/// `expect`: the manifest says them, skopeo copies every blob (checking
+/// its digest) and each layer decompresses to its diff_id. Returns the
+/// manifest digest and the layer blobs.
+pub fn verify_as(
+    registry: &Registry,
+    reference: &str,
+    expect: &Expect,
+    diff_ids: &[String],
+) -> (String, Vec<Vec<u8>>) {
     let args = registry.skopeo_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let raw = kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &args)
         .unwrap_or_else(|e| panic!("skopeo cannot read {reference}: {e}"));
     let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(manifest["mediaType"], expect.manifest, "{reference}");
+    assert_eq!(manifest["config"]["mediaType"], expect.config);
     assert_eq!(
-        manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
-        "{reference}"
-    );
-    assert_eq!(
-        manifest["config"]["mediaType"],
-        "application/vnd.docker.container.image.v1+json"
-    );
-    assert_eq!(
-        manifest["config"]["digest"],
-        image.config_digest.as_str(),
+        manifest["config"]["digest"], expect.config_digest,
         "{reference}: config digest"
     );
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(
-        layers.len(),
-        image.diff_ids.len(),
-        "{reference}: layer count"
-    );
+    assert_eq!(layers.len(), diff_ids.len(), "{reference}: layer count");
 
     let dir = tempfile::tempdir().unwrap();
     let src_args = registry.skopeo_src_args();
@@ -185,11 +223,8 @@ pub fn pull_and_verify(
     kvpush_fixtures::skopeo_copy_to_dir(&format!("docker://{reference}"), dir.path(), &src_args)
         .unwrap_or_else(|e| panic!("skopeo cannot copy {reference}: {e}"));
     let mut blobs = Vec::new();
-    for (layer, diff_id) in layers.iter().zip(&image.diff_ids) {
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        assert_eq!(layer["mediaType"], expect.layer);
         let digest = layer["digest"].as_str().unwrap();
         let blob = std::fs::read(dir.path().join(digest.trim_start_matches("sha256:"))).unwrap();
         assert_eq!(sha256(&blob), digest, "{reference}: blob digest");
@@ -214,6 +249,20 @@ pub fn parts_spec() -> WorkspaceSpec {
         push_parts: true,
         ..WorkspaceSpec::default()
     }
+}
+
+/// `skopeo inspect --raw` of a reference (any transport) as JSON, and the
+/// sha256 of its exact bytes.
+pub fn raw_manifest(registry: &Registry, reference: &str) -> (serde_json::Value, String) {
+    let args = registry.skopeo_args();
+    let args: Vec<&str> = if reference.starts_with("docker://") {
+        args.iter().map(String::as_str).collect()
+    } else {
+        Vec::new()
+    };
+    let raw = kvpush_fixtures::skopeo_inspect_raw(reference, &args)
+        .unwrap_or_else(|e| panic!("skopeo cannot read {reference}: {e}"));
+    (serde_json::from_str(&raw).unwrap(), sha256(raw.as_bytes()))
 }
 
 /// Number of blob uploads the registry saw (upload sessions opened, not

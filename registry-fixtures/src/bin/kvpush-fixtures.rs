@@ -19,6 +19,7 @@ const USAGE: &str = "usage:
       --tag T             $(container_tag) at build time (default latest)
       --extra-image NAME  extra bundle entry (repeatable)
       --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
+      --arch ARCH         architecture written in the image configs (default amd64)
       --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
@@ -65,6 +66,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--tag" => spec.build_container_tag = value("--tag")?,
             "--extra-image" => spec.extra_bundle_images.push(value("--extra-image")?),
             "--change-layer" => spec.changed_layers.push(value("--change-layer")?),
+            "--arch" => spec.arch = value("--arch")?,
             "--push-parts" => spec.push_parts = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
