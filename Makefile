@@ -26,8 +26,10 @@ lint:
 demo: build
 	registry-fixtures/demo.sh "$(DEMO_DIR)" "$(DEMO_SCALE)" "$(DEMO_TAG)"
 
-bench: build
-	registry-fixtures/bench.sh
+BENCH_ARGS ?=
+
+bench: deps
+	$(CARGO) bench --bench push -- $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -36,4 +36,14 @@ echo "== what landed, read back with skopeo"
 curl -fsS "http://$addr/v2/_catalog?n=100"; echo
 skopeo inspect --tls-verify=false "docker://$addr/kubevirt/virt-api:$tag" | head -n 20
 for f in "$dir"/digests/*.digest; do printf '%s: %s\n' "$(basename "$f")" "$(cat "$f")"; done
+
+echo "== rules_docker parity: push from push-target parts (bazel build //:push-*)"
+"$bin/kvpush-fixtures" gen-workspace "$dir/parts-workspace" --scale 16MiB --push-parts >/dev/null
+"$bin/kvpush" all --workspace "$dir/parts-workspace" --registry "$addr/kubevirt-parts" --tag "$tag" >/dev/null
+for f in "$dir"/parts-workspace/bazel-bin/push-*.digest; do
+    target=$(basename "$f" .digest)
+    pushed=$(skopeo inspect --raw --tls-verify=false "docker://$addr/kubevirt-parts/${target#push-}:$tag" | sha256sum | cut -d' ' -f1)
+    printf '%s: bazel %s, registry sha256:%s\n' "$target" "$(cat "$f")" "$pushed"
+    [ "$(cat "$f")" = "sha256:$pushed" ] || { echo "digest differs for $target" >&2; exit 1; }
+done
 echo "== demo done"

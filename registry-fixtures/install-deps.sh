@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what kvpush's tests, demo and bench need on a Debian-like machine:
 # the CNCF distribution registry, skopeo (the independent client that checks
-# every push), htpasswd and openssl (auth and TLS registry fixtures), and
-# cargo-fuzz from crates.io (fuzz/run.sh, the bounded fuzz run of CI).
+# every push), htpasswd and openssl (auth and TLS registry fixtures), GNU
+# gzip (the fixture compresses rules_docker's layers with it, not with flate2),
+# GNU time and pigz (make bench), and cargo-fuzz from crates.io (fuzz/run.sh,
+# the bounded fuzz run of CI).
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -12,6 +14,10 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# make bench: GNU time for CPU and peak memory, pigz as the compression yardstick.
+[ -x /usr/bin/time ] || need+=(time)
+command -v pigz >/dev/null 2>&1 || need+=(pigz)
+command -v gzip >/dev/null 2>&1 || need+=(gzip)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]} with apt-get" >&2
@@ -26,7 +32,7 @@ if ((${#need[@]})); then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "install-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.80) first" >&2
+    echo "install-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85) first" >&2
     exit 1
 fi
 

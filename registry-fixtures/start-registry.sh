@@ -3,7 +3,7 @@
 #
 #   start-registry.sh KIND STATE_DIR [PORT]
 #
-# KIND: plain | htpasswd | tls | readonly | token (see registry/gen-config.sh).
+# KIND: plain | htpasswd | tls | htpasswd-tls | readonly | token (see registry/gen-config.sh).
 # Writes STATE_DIR/config.yml, starts `docker-registry serve` in the
 # background (log: STATE_DIR/registry.log, both the access log and the app
 # log; pid: STATE_DIR/registry.pid), waits until GET /v2/ answers 200 or 401
@@ -55,16 +55,14 @@ pick_port() {
 
 scheme=http
 curl_opts=(-s -o /dev/null -w '%{http_code}' --max-time 2)
-if [ "$kind" = tls ]; then
-    scheme=https
-fi
+case "$kind" in tls | htpasswd-tls) scheme=https ;; esac
 
 attempts=1
 [ -z "$want_port" ] && attempts=5
 for attempt in $(seq 1 "$attempts"); do
     port=${want_port:-$(pick_port)}
     "$here/registry/gen-config.sh" "$kind" "$state" "$port"
-    [ "$kind" = tls ] && curl_opts+=(--cacert "$state/ca.crt")
+    [ "$scheme" = https ] && curl_opts+=(--cacert "$state/ca.crt")
     : >"$state/registry.log"
     docker-registry serve "$state/config.yml" </dev/null >>"$state/registry.log" 2>&1 &
     pid=$!

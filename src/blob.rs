@@ -9,12 +9,12 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 
-/// gzip level for layers kvpush compresses itself (zlib's default balance).
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+use crate::compress;
+
+/// gzip level for layers kvpush compresses itself.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 2;
 
 /// Streaming buffers: large enough for throughput, small enough that memory
 /// stays flat whatever the layer size.
@@ -125,6 +125,20 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Reader adapter that hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Hash everything `reader` yields; returns (digest, byte count).
 fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut sink = HashingWriter {
@@ -177,29 +191,21 @@ pub fn prepare_layer(src: &FileRange, spool: &Path, level: u32) -> io::Result<Pr
         });
     }
 
-    let out = HashingWriter {
+    let mut out = HashingWriter {
         inner: BufWriter::with_capacity(BUF_SIZE, File::create(spool)?),
         hasher: Sha256::new(),
         count: 0,
     };
-    // mtime 0 and no file name keep the output identical from run to run.
-    let mut encoder: GzEncoder<_> = GzBuilder::new()
-        .mtime(0)
-        .write(out, Compression::new(level));
-    let mut input = HashingWriter {
-        inner: &mut encoder,
+    let mut input = HashingReader {
+        inner: io::BufReader::with_capacity(BUF_SIZE, src.open()?),
         hasher: Sha256::new(),
-        count: 0,
     };
-    let copied = io::copy(&mut src.open()?, &mut input)?;
-    if copied != src.len {
+    let stats = compress::compress(&mut input, &mut out, level)?;
+    if stats.input_bytes != src.len {
         return Err(truncated(&src.path));
     }
-    let diff_id = format!("sha256:{}", hex::encode(input.hasher.finalize()));
-    let mut out = encoder.finish()?;
-    out.flush()?;
     Ok(PreparedLayer {
-        diff_id,
+        diff_id: format!("sha256:{}", hex::encode(input.hasher.finalize())),
         digest: format!("sha256:{}", hex::encode(out.hasher.finalize())),
         size: out.count,
         body: BlobBody::Spool(spool.to_path_buf()),
@@ -248,6 +254,7 @@ mod tests {
 
     #[test]
     fn gzip_layer_is_used_as_is() {
+        use flate2::{write::GzEncoder, Compression};
         let dir = tempfile::tempdir().unwrap();
         let content = b"some layer tar bytes".repeat(1000);
         let mut enc = GzEncoder::new(Vec::new(), Compression::fast());

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser};
 
-use crate::push::{self, PlanInput, Status};
-use crate::registry::auth::{Credential, FoundCredential, Secret};
+use crate::interrupt::{Interrupt, Stop};
+use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
+use crate::push::{self, ImageResult, Observer, Plan, PlanInput, SourceChoice};
+use crate::registry::credentials::{Credential, FoundCredential, Secret};
+use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::targets::{self, Selection};
-use crate::{blob, interrupt, report};
+use crate::targets::{self, Catalog, Selection};
+use crate::{blob, registry, report};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -20,7 +23,10 @@ Examples:
   kvpush virt-handler --registry localhost:5000/kubevirt --tag devel
   kvpush all --registry localhost:5000/kubevirt --tag devel --tag devel-alt --digests-dir _out/digests
   kvpush list --registry quay.io/kubevirt --tag v1.2.3
-  kvpush list virt-api";
+  kvpush list virt-api
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3-arm64            # on each architecture's build
+  kvpush manifest all --registry quay.io/kubevirt --tag v1.2.3 --arch amd64,arm64,s390x
+  kvpush all --registry quay.io/kubevirt --tag v1.2.3 --arch-bin amd64=_out/x86_64/bazel-bin --arch-bin arm64=_out/aarch64/bazel-bin";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,19 +48,28 @@ struct CommonArgs {
     /// Tag to push; repeat for more tags (blobs go up once).
     #[arg(long = "tag", env = "DOCKER_TAG", default_value = "latest")]
     tags: Vec<String>,
-    /// Prefix of every image name, `$(image_prefix)` (e.g. `kv-` gives kv-virt-api).
-    #[arg(long, env = "IMAGE_PREFIX", default_value = "")]
-    image_prefix: String,
+    /// Prefix of every image name, `$(image_prefix)` (e.g. `kv-` gives kv-virt-api);
+    /// repeat to push under several prefixes (blobs are mounted, not uploaded again).
+    #[arg(long = "image-prefix", env = "IMAGE_PREFIX", default_value = "")]
+    image_prefixes: Vec<String>,
     /// KubeVirt checkout holding `bazel-bin` (followed through its symlink).
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
+    /// What to read images from: rules_docker push-target parts (`bazel build
+    /// //:push-X`, Bazel's own gzip layers and digests), image tarballs (or
+    /// OCI layouts), or `auto`: parts when the push script exists, else the
+    /// tarball.
+    #[arg(long, value_enum, default_value_t = SourceChoice::Auto)]
+    source: SourceChoice,
 }
 
 #[derive(Args, Debug)]
 struct PushArgs {
     /// Targets to push: `all`, a target (virt-api or push-virt-api), or an
     /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
-    /// `list [TARGET...]` shows each target's images, tarballs and destinations.
+    /// `list [TARGET...]` shows each target's images, sources and destinations;
+    /// `manifest [TARGET...]` pushes multi-architecture manifest lists;
+    /// `completions SHELL` prints a completion script.
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
     #[command(flatten)]
@@ -65,10 +80,17 @@ struct PushArgs {
     /// Show what would be pushed, reading the tarballs but touching no registry.
     #[arg(long)]
     dry_run: bool,
-    /// Allow plain HTTP to a registry that is not on loopback.
+    /// Skip TLS certificate checks and allow plain HTTP for any registry
+    /// (loopback registries get both without it); prints a warning.
     #[arg(long)]
     insecure: bool,
-    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image targets.
+    /// Trust this PEM CA certificate (bundle) too; repeatable. SSL_CERT_FILE
+    /// replaces the system roots.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
+    /// Write push-<target>.digest files (sha256:<hex>) here for the single-image
+    /// targets; a manifest list's digest for `manifest`, and with --arch-bin
+    /// each architecture's image digests under DIR/ARCH.
     #[arg(long, value_name = "DIR")]
     digests_dir: Option<PathBuf>,
     /// gzip level (1-9) for layers kvpush compresses.
@@ -81,6 +103,12 @@ struct PushArgs {
     /// Read the registry password (or token) from standard input.
     #[arg(long, requires = "username")]
     password_stdin: bool,
+    /// Where the digest cache lives [default: $XDG_CACHE_HOME/kvpush or ~/.cache/kvpush].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Use no digest cache: every layer is read and compressed.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
@@ -96,9 +124,42 @@ struct PushArgs {
     /// PATCH size once a registry refuses a whole blob as too large (413).
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     chunk_size: u64,
+    /// What to print on stdout: `text` (a `REF@DIGEST` line per tag) or `json`
+    /// (one document describing every image; logs stay on stderr).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Print errors only (and the `REF@DIGEST` lines on stdout).
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Manifest format of the images kvpush writes a manifest for (tarballs,
+    /// push-target parts): docker (schema 2, as rules_docker's format =
+    /// "Docker") or oci. OCI layouts keep their own.
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    format: String,
+    /// `kvpush manifest`: the architectures to list, comma separated
+    /// (amd64,arm64,s390x, or KubeVirt's x86_64,aarch64,s390x) [default: $BUILD_ARCH].
+    #[arg(long = "arch", value_name = "ARCHES")]
+    arches: Vec<String>,
+    /// Tag of each architecture's image, from the list's tag (`manifest`, `--arch-bin`).
+    #[arg(long, value_name = "PATTERN", default_value = DEFAULT_CHILD_TAG)]
+    child_tag: String,
+    /// Leave architectures whose image is missing out of a manifest list
+    /// (with a warning) instead of failing the list.
+    #[arg(long)]
+    allow_missing: bool,
+    /// Push this architecture's bazel-bin tree (or workspace) with tags
+    /// `TAG-ARCH`, then the manifest lists as TAG; repeat per architecture.
+    #[arg(long = "arch-bin", value_name = "ARCH=PATH")]
+    arch_bins: Vec<String>,
     /// Log each registry request (-v) or everything (-vv); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 /// `90`, `90s`, `1.5s`, `500ms`, `5m`, `1h`: a duration (bare numbers are seconds).
@@ -162,19 +223,73 @@ fn default_jobs() -> usize {
 /// A validated configuration: everything the run needs, nothing raw.
 #[derive(Debug)]
 pub struct Config {
+    pub catalog: Catalog,
     pub selections: Vec<Selection>,
     pub registry: String,
     pub tags: Vec<String>,
-    pub image_prefix: String,
+    pub image_prefixes: Vec<String>,
     pub workspace: PathBuf,
     pub jobs: usize,
     pub dry_run: bool,
     pub insecure: bool,
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub digests_dir: Option<PathBuf>,
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
+    /// `PATCH` size once a registry refuses whole blobs.
     pub chunk_size: u64,
+    /// `None` with --no-cache (or when no home directory is known).
+    pub cache_dir: Option<PathBuf>,
+    pub output: OutputFormat,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub source: SourceChoice,
+    pub format: Format,
+    /// `kvpush manifest`: GOARCH names of the architectures to list.
+    pub arches: Vec<String>,
+    /// `--arch-bin`: each architecture's bazel-bin tree.
+    pub arch_bins: Vec<(String, PathBuf)>,
+    /// Tag pattern of each architecture's image (`{tag}`, `{arch}`).
+    pub child_tag: String,
+    pub allow_missing: bool,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Push,
+    /// `kvpush manifest`: lists from images already in the registry.
+    Manifest,
+}
+
+/// `--arch-bin ARCH=PATH` values: GOARCH names (each once) and bazel-bin trees.
+fn parse_arch_bins(values: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for v in values {
+        let (arch, path) = v.split_once('=').ok_or_else(|| {
+            format!("--arch-bin {v:?}: give ARCH=PATH, e.g. arm64=_out/aarch64/bazel-bin")
+        })?;
+        let arch = manifest_list::goarch(arch)?.to_string();
+        if out.iter().any(|(a, _)| *a == arch) {
+            return Err(format!("--arch-bin names {arch} twice"));
+        }
+        let bin = push::plan::bazel_bin_at(std::path::Path::new(path))
+            .map_err(|e| format!("--arch-bin {v}: {e}"))?;
+        out.push((arch, bin));
+    }
+    Ok(out)
+}
+
+/// Drop repeated values, keeping the first of each in order.
+fn dedup(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), String> {
@@ -188,14 +303,52 @@ fn validate_common(common: &CommonArgs) -> Result<(), String> {
             ));
         }
         // Any image name will do to check registry and prefix together.
-        push::Destination::new(registry, &common.image_prefix, "virt-api", &common.tags[0])?;
+        for prefix in &common.image_prefixes {
+            push::Destination::new(registry, prefix, "virt-api", &common.tags[0])?;
+        }
     }
     Ok(())
 }
 
 impl PushArgs {
-    fn into_config(self) -> Result<Config, String> {
+    fn into_config(self, catalog: Catalog, mode: Mode) -> Result<Config, String> {
         validate_common(&self.common)?;
+        let format = Format::parse(&self.format)?;
+        let arch_bins = parse_arch_bins(&self.arch_bins)?;
+        let arches = match mode {
+            Mode::Manifest => {
+                if !arch_bins.is_empty() {
+                    return Err("--arch-bin pushes images; `kvpush manifest` only lists images already pushed: drop one of them".into());
+                }
+                if self.dry_run {
+                    return Err("`kvpush manifest` has no --dry-run: it reads the registry to build the lists; `kvpush list` shows the images".into());
+                }
+                let mut arches = manifest_list::parse_arches(&self.arches)?;
+                if arches.is_empty() {
+                    let build_arch = std::env::var("BUILD_ARCH").unwrap_or_default();
+                    arches = manifest_list::parse_arches(&[build_arch])
+                        .map_err(|e| format!("BUILD_ARCH: {e}"))?;
+                }
+                if arches.is_empty() {
+                    return Err("name the architectures to list: --arch amd64,arm64,s390x (or set BUILD_ARCH)".into());
+                }
+                arches
+            }
+            Mode::Push => {
+                if !self.arches.is_empty() {
+                    return Err("--arch is for `kvpush manifest`; to push several architectures' trees use --arch-bin ARCH=PATH".into());
+                }
+                if arch_bins.is_empty()
+                    && (self.allow_missing || self.child_tag != DEFAULT_CHILD_TAG)
+                {
+                    return Err("--allow-missing and --child-tag apply to `kvpush manifest` and --arch-bin runs".into());
+                }
+                arch_bins.iter().map(|(a, _)| a.clone()).collect()
+            }
+        };
+        if !arches.is_empty() {
+            manifest_list::validate_child_tag(&self.child_tag, &self.common.tags, &arches)?;
+        }
         let mut names = self.targets;
         if names.is_empty() {
             names = std::env::var("PUSH_TARGETS")
@@ -207,28 +360,31 @@ impl PushArgs {
         if names.is_empty() {
             return Err("name what to push: `kvpush all`, one or more targets (e.g. virt-api), or set PUSH_TARGETS; see kvpush --help".into());
         }
-        let selections = targets::resolve(&names)?;
+        let selections = targets::resolve(&catalog, &names)?;
         let registry = self.common.registry.ok_or(
             "no registry: pass --registry (e.g. --registry quay.io/kubevirt) or set DOCKER_PREFIX",
         )?;
         if self.jobs == 0 {
             return Err("--jobs must be at least 1".into());
         }
+        registry::transport::check_ssl_cert_file()?;
+        let ca_certs = registry::transport::load_ca_certs(&self.ca_certs)?;
         let credential = match self.username {
             Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
             _ => None,
         };
-        let mut tags = self.common.tags;
-        tags.dedup();
+        let tags = dedup(self.common.tags);
         Ok(Config {
+            catalog,
             selections,
             registry,
             tags,
-            image_prefix: self.common.image_prefix,
+            image_prefixes: dedup(self.common.image_prefixes),
             workspace: self.common.workspace,
             jobs: self.jobs,
             dry_run: self.dry_run,
             insecure: self.insecure,
+            ca_certs,
             digests_dir: self.digests_dir,
             compression_level: self.compression_level,
             credential,
@@ -240,6 +396,24 @@ impl PushArgs {
                 ..RetryPolicy::default()
             },
             chunk_size: self.chunk_size,
+            output: self.output,
+            quiet: self.quiet,
+            verbose: self.verbose,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.or_else(crate::cache::default_dir)
+            },
+            source: self.common.source,
+            format,
+            arches: if mode == Mode::Manifest {
+                arches
+            } else {
+                Vec::new()
+            },
+            arch_bins,
+            child_tag: self.child_tag,
+            allow_missing: self.allow_missing,
         })
     }
 }
@@ -263,8 +437,58 @@ fn read_password_stdin(username: String) -> Result<FoundCredential, String> {
     })
 }
 
-fn init_logging(verbose: u8) {
+/// Where log lines go: stderr, or above the progress bars.
+#[derive(Clone)]
+enum LogTarget {
+    Stderr,
+    Progress(indicatif::MultiProgress),
+}
+
+/// A log line written through indicatif so that it lands above the bars.
+struct LineWriter {
+    target: LogTarget,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        match &self.target {
+            LogTarget::Stderr => report::err(text),
+            LogTarget::Progress(multi) => {
+                let _ = multi.println(text);
+            }
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogTarget {
+    type Writer = LineWriter;
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            target: self.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool, target: LogTarget) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "warn,kvpush=debug",
         _ => "debug",
@@ -273,7 +497,8 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(target)
+        .with_ansi(false)
         .with_target(false)
         .try_init();
 }
@@ -291,19 +516,61 @@ fn fatal(message: &str) -> ExitCode {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
-    init_logging(args.verbose);
-    // `list` is a word among the targets, so that flags may stand anywhere.
-    if args.targets.first().map(String::as_str) == Some("list") {
-        args.targets.remove(0);
-        return run_list(args);
+    // `completions`, like `list` below, is a word among the targets, so
+    // that flags may stand anywhere.
+    if args.targets.first().map(String::as_str) == Some("completions") {
+        return run_completions(&args.targets[1..]);
     }
-    match args.into_config() {
+    // The push targets: from the workspace's BUILD.bazel, else built in.
+    let catalog = match Catalog::load(&args.common.workspace) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            return fatal(&e);
+        }
+    };
+    // `list` and `manifest` are words among the targets, so that flags may
+    // stand anywhere.
+    let mode = match args.targets.first().map(String::as_str) {
+        Some("list") => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            tracing::debug!("{}", catalog.describe());
+            args.targets.remove(0);
+            return run_list(args, &catalog);
+        }
+        Some("manifest") => {
+            args.targets.remove(0);
+            Mode::Manifest
+        }
+        _ => Mode::Push,
+    };
+    match args.into_config(catalog, mode) {
+        Ok(config) if mode == Mode::Manifest => run_manifest(config),
+        Ok(config) if !config.arch_bins.is_empty() => run_arch_bins(config),
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
     }
 }
 
-fn run_list(args: PushArgs) -> ExitCode {
+/// `kvpush completions bash|zsh|fish`: a completion script on stdout.
+fn run_completions(words: &[String]) -> ExitCode {
+    use clap::CommandFactory;
+    let shell = match words {
+        [one] => one.parse::<clap_complete::Shell>(),
+        _ => Err(String::new()),
+    };
+    match shell {
+        Ok(shell) => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kvpush", &mut script);
+            report::out(&String::from_utf8_lossy(&script));
+            ExitCode::SUCCESS
+        }
+        Err(_) => usage_error("usage: kvpush completions bash|zsh|fish|elvish|powershell"),
+    }
+}
+
+fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
     let common = args.common;
     if let Err(e) = validate_common(&common) {
         return usage_error(&e);
@@ -313,40 +580,198 @@ fn run_list(args: PushArgs) -> ExitCode {
     } else {
         args.targets
     };
-    let selections = match targets::resolve(&names) {
+    let selections = match targets::resolve(catalog, &names) {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
     let input = PlanInput {
         workspace: &common.workspace,
+        catalog,
         selections: &selections,
         registry: common.registry.as_deref(),
-        image_prefix: &common.image_prefix,
+        image_prefixes: &common.image_prefixes,
         tags: &common.tags,
+        source: common.source,
     };
     match push::plan(&input) {
         Ok(plan) => {
-            report::out(&report::list(&plan));
+            report::out(&report::list(&plan, catalog));
             ExitCode::SUCCESS
         }
         Err(e) => fatal(&e),
     }
 }
 
-fn run_push(config: Config) -> ExitCode {
-    let started = Instant::now();
-    let input = PlanInput {
+/// Live bars only for a person at a terminal: stderr is a TTY, NO_COLOR is
+/// unset, the terminal is not dumb, and no request log is asked for.
+fn wants_progress_bars(config: &Config, github: bool) -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && config.verbose == 0
+        && !github
+}
+
+fn push_options(config: &Config) -> push::Options {
+    push::Options {
+        jobs: config.jobs,
+        insecure: config.insecure,
+        ca_certs: config.ca_certs.clone(),
+        compression_level: config.compression_level,
+        credential: config.credential.clone(),
+        cache_dir: config.cache_dir.clone(),
+        retry: config.retry.clone(),
+        chunk_size: config.chunk_size,
+        format: config.format,
+    }
+}
+
+fn plan_input<'a>(config: &'a Config, tags: &'a [String]) -> PlanInput<'a> {
+    PlanInput {
         workspace: &config.workspace,
+        catalog: &config.catalog,
         selections: &config.selections,
         registry: Some(&config.registry),
-        image_prefix: &config.image_prefix,
-        tags: &config.tags,
+        image_prefixes: &config.image_prefixes,
+        tags,
+        source: config.source,
+    }
+}
+
+fn in_github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// The async runtime of a run, and its SIGINT/SIGTERM listener.
+fn start_runtime() -> Result<(tokio::runtime::Runtime, Stop), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let stop = {
+        let _inside = runtime.enter();
+        Stop::listen().map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?
     };
-    let plan = match push::plan(&input) {
+    Ok((runtime, stop))
+}
+
+/// Push the images of `plan`, shown as `-q`, live bars or log lines ask.
+fn push_images(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    stop: &Stop,
+) -> Result<Vec<ImageResult>, String> {
+    let options = push_options(config);
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    let github = in_github_actions();
+    match (config.quiet, wants_progress_bars(config, github)) {
+        (true, _) => {
+            init_logging(config.verbose, true, LogTarget::Stderr);
+            let observer = report::log::QuietObserver { refs_on_stdout };
+            runtime.block_on(push::execute(plan, options, &observer, stop))
+        }
+        (false, true) => {
+            let observer = report::terminal::TerminalProgress::new(plan, refs_on_stdout);
+            init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
+            let results = runtime.block_on(push::execute(plan, options, &observer, stop));
+            observer.finish();
+            results
+        }
+        (false, false) => {
+            init_logging(config.verbose, false, LogTarget::Stderr);
+            let items = plan.images.iter().map(|i| (i.target, i.name.as_str()));
+            let observer = report::log::LogObserver::new(items, refs_on_stdout, github);
+            runtime.block_on(push::execute(plan, options, &observer, stop))
+        }
+    }
+}
+
+/// Push manifest lists, shown as `-q` or log lines ask (a list is one
+/// quick PUT: no progress bars).
+fn push_lists(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    jobs: &[manifest_list::ListJob],
+    stop: &Stop,
+) -> Result<Vec<ImageResult>, String> {
+    let options = push_options(config);
+    let refs_on_stdout = config.output == OutputFormat::Text;
+    init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+    let observer: Box<dyn Observer> = if config.quiet {
+        Box::new(report::log::QuietObserver { refs_on_stdout })
+    } else {
+        let items = jobs.iter().map(|j| (j.target, j.name.as_str()));
+        Box::new(report::log::LogObserver::new(
+            items,
+            refs_on_stdout,
+            in_github_actions(),
+        ))
+    };
+    runtime.block_on(manifest_list::push_lists(
+        jobs,
+        &options,
+        config.allow_missing,
+        observer.as_ref(),
+        stop,
+    ))
+}
+
+/// The end of a run: summaries (unless `-q`), what an interruption left
+/// undone, the JSON document, GitHub Actions files, digest files
+/// (`digest_dirs`: where each set of results goes), and the exit status:
+/// 128 + the signal's number after an interruption.
+fn finish(
+    config: &Config,
+    started: Instant,
+    images: &[ImageResult],
+    lists: &[ImageResult],
+    digest_dirs: &[(PathBuf, &[ImageResult])],
+    interrupted: Option<Interrupt>,
+) -> ExitCode {
+    let elapsed = started.elapsed();
+    if !config.quiet {
+        if !images.is_empty() || lists.is_empty() {
+            report::err(&report::summary(images, elapsed));
+        }
+        if !lists.is_empty() {
+            report::err(&report::list_summary(lists, elapsed));
+        }
+    }
+    let all: Vec<ImageResult> = images.iter().chain(lists).cloned().collect();
+    if let Some(signal) = interrupted {
+        report::err(&report::interrupted(&all, signal.name));
+    }
+    if config.output == OutputFormat::Json {
+        let signal = interrupted.map(|i| i.name);
+        report::out(&report::json::document(images, lists, elapsed, signal));
+    }
+    if in_github_actions() {
+        if let Err(e) = report::github::write(&all) {
+            return fatal(&e);
+        }
+    }
+    for (dir, results) in digest_dirs {
+        if let Err(e) = report::write_digest_files(dir, results) {
+            return fatal(&e);
+        }
+    }
+    if let Some(signal) = interrupted {
+        ExitCode::from(signal.exit_code)
+    } else if all.iter().all(|r| r.status.landed()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_push(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let plan = match push::plan(&plan_input(&config, &config.tags)) {
         Ok(plan) => plan,
         Err(e) => return fatal(&e),
     };
     if config.dry_run {
+        init_logging(config.verbose, config.quiet, LogTarget::Stderr);
         report::out(&report::dry_run(&plan));
         return if plan.images.iter().all(|i| i.image.is_ok()) {
             ExitCode::SUCCESS
@@ -354,50 +779,165 @@ fn run_push(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let options = push::Options {
-        jobs: config.jobs,
-        insecure: config.insecure,
-        compression_level: config.compression_level,
-        credential: config.credential.clone(),
-        retry: config.retry.clone(),
-        chunk_size: config.chunk_size,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
-    };
-    let outcome = runtime.block_on(async {
-        let stop =
-            interrupt::listen().map_err(|e| format!("cannot listen for SIGINT/SIGTERM: {e}"))?;
-        push::execute(&plan, options, &report::print_image, stop).await
-    });
-    // Do not wait for compressions still running after an interruption.
-    runtime.shutdown_background();
-    let (results, interrupted) = match outcome {
-        Ok(outcome) => outcome,
+    let (runtime, stop) = match start_runtime() {
+        Ok(started) => started,
         Err(e) => return fatal(&e),
     };
-    report::err(&report::summary(
+    let results = push_images(&config, &runtime, &plan, &stop);
+    // Do not wait for compressions still running after an interruption.
+    runtime.shutdown_background();
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => return fatal(&e),
+    };
+    let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
+        .digests_dir
+        .iter()
+        .map(|d| (d.clone(), &results[..]))
+        .collect();
+    finish(
+        &config,
+        started,
         &results,
-        started.elapsed(),
-        interrupted.map(|i| i.name),
-    ));
-    if let Some(dir) = &config.digests_dir {
-        if let Err(e) = report::write_digest_files(dir, &results) {
-            return fatal(&e);
+        &[],
+        &digest_dirs,
+        stop.received(),
+    )
+}
+
+/// `kvpush manifest`: a list per image, prefix and tag, from the images of
+/// each architecture already in the registry.
+fn run_manifest(config: Config) -> ExitCode {
+    let started = Instant::now();
+    init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+    let names = match push::plan::image_names(&plan_input(&config, &config.tags)) {
+        Ok(names) => names,
+        Err(e) => return fatal(&e),
+    };
+    let jobs = match manifest_list::jobs_by_tag(
+        &names,
+        &config.registry,
+        &config.image_prefixes,
+        &config.tags,
+        &config.arches,
+        &config.child_tag,
+    ) {
+        Ok(jobs) => jobs,
+        Err(e) => return usage_error(&e),
+    };
+    let (runtime, stop) = match start_runtime() {
+        Ok(started) => started,
+        Err(e) => return fatal(&e),
+    };
+    let lists = push_lists(&config, &runtime, &jobs, &stop);
+    runtime.shutdown_background();
+    let lists = match lists {
+        Ok(lists) => lists,
+        Err(e) => return fatal(&e),
+    };
+    let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
+        .digests_dir
+        .iter()
+        .map(|d| (d.clone(), &lists[..]))
+        .collect();
+    finish(&config, started, &[], &lists, &digest_dirs, stop.received())
+}
+
+/// `--arch-bin`: every architecture's tree in one plan (a layer common to
+/// several architectures is prepared and uploaded once) pushed as
+/// `TAG-ARCH`, then a manifest list per image of the digests just pushed
+/// (none after an interruption).
+fn run_arch_bins(config: Config) -> ExitCode {
+    let started = Instant::now();
+    let mut images = Vec::new();
+    let mut arch_of = Vec::new();
+    for (arch, bin) in &config.arch_bins {
+        let tags: Vec<String> = config
+            .tags
+            .iter()
+            .map(|t| manifest_list::child_tag(&config.child_tag, t, arch))
+            .collect();
+        match push::plan::plan_in(bin.clone(), &plan_input(&config, &tags)) {
+            Ok(plan) => {
+                arch_of.extend(std::iter::repeat_n(arch.clone(), plan.images.len()));
+                images.extend(plan.images);
+            }
+            Err(e) => return fatal(&format!("{arch}: {e}")),
         }
     }
-    if let Some(i) = interrupted {
-        return ExitCode::from(i.exit_code);
+    let plan = Plan {
+        bazel_bin: config.arch_bins[0].1.clone(),
+        images,
+    };
+    if config.dry_run {
+        init_logging(config.verbose, config.quiet, LogTarget::Stderr);
+        let mut text = report::dry_run(&plan);
+        let arches: Vec<&str> = config.arch_bins.iter().map(|(a, _)| a.as_str()).collect();
+        for tag in &config.tags {
+            text.push_str(&format!(
+                "then would push a manifest list of {} as {}/NAME:{tag} for each image\n",
+                arches.join(", "),
+                config.registry.trim_end_matches('/')
+            ));
+        }
+        report::out(&text);
+        return if plan.images.iter().all(|i| i.image.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
-    if results
-        .iter()
-        .all(|r| matches!(r.status, Status::Pushed | Status::Unchanged))
-    {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let (runtime, stop) = match start_runtime() {
+        Ok(started) => started,
+        Err(e) => return fatal(&e),
+    };
+    let pushed = push_images(&config, &runtime, &plan, &stop).and_then(|results| {
+        let per_arch: Vec<(String, Vec<ImageResult>)> = config
+            .arch_bins
+            .iter()
+            .map(|(arch, _)| {
+                let mine = results
+                    .iter()
+                    .zip(&arch_of)
+                    .filter(|(_, a)| *a == arch)
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                (arch.clone(), mine)
+            })
+            .collect();
+        if stop.received().is_some() {
+            return Ok((results, per_arch, Vec::new()));
+        }
+        let jobs = manifest_list::jobs_from_results(
+            &per_arch,
+            &config.registry,
+            &config.image_prefixes,
+            &config.tags,
+        )?;
+        let lists = push_lists(&config, &runtime, &jobs, &stop)?;
+        Ok((results, per_arch, lists))
+    });
+    runtime.shutdown_background();
+    let (results, per_arch, lists) = match pushed {
+        Ok(pushed) => pushed,
+        Err(e) => return fatal(&e),
+    };
+    // Each architecture's image digests under DIR/ARCH, the lists' in DIR.
+    let mut digest_dirs: Vec<(PathBuf, &[ImageResult])> = Vec::new();
+    if let Some(dir) = &config.digests_dir {
+        for (arch, results) in &per_arch {
+            digest_dirs.push((dir.join(arch), results));
+        }
+        digest_dirs.push((dir.clone(), &lists));
     }
+    finish(
+        &config,
+        started,
+        &results,
+        &lists,
+        &digest_dirs,
+        stop.received(),
+    )
 }
 
 #[cfg(test)]
@@ -407,7 +947,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.push.into_config()
+        cli.push.into_config(Catalog::builtin("test"), Mode::Push)
     }
 
     #[test]
@@ -436,7 +976,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.selections.len(), 1);
-        assert_eq!(c.image_prefix, "kv-");
+        assert_eq!(c.image_prefixes, vec!["kv-"]);
     }
 
     #[test]
@@ -461,6 +1001,91 @@ mod tests {
             .unwrap_err()
             .contains("unknown target"));
         assert!(parse(&["all", "--registry", "quay.io/kubevirt", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn format_is_docker_unless_oci_is_asked_for() {
+        assert_eq!(
+            parse(&["all", "--registry", "r.io/k"]).unwrap().format,
+            Format::Docker
+        );
+        let c = parse(&["all", "--registry", "r.io/k", "--format", "oci"]).unwrap();
+        assert_eq!(c.format, Format::Oci);
+        assert!(parse(&["all", "--registry", "r.io/k", "--format", "v1"]).is_err());
+    }
+
+    fn parse_manifest(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("kvpush").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.push
+            .into_config(Catalog::builtin("test"), Mode::Manifest)
+    }
+
+    #[test]
+    fn manifest_flags_map_kubevirt_arch_names_and_check_the_child_tag() {
+        let c = parse_manifest(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--tag",
+            "v1",
+            "--arch",
+            "x86_64,aarch64",
+            "--arch",
+            "s390x",
+        ])
+        .unwrap();
+        assert_eq!(c.arches, vec!["amd64", "arm64", "s390x"]);
+        assert_eq!(c.child_tag, DEFAULT_CHILD_TAG);
+        let err = parse_manifest(&[
+            "all",
+            "--registry",
+            "quay.io/kubevirt",
+            "--arch",
+            "amd64",
+            "--child-tag",
+            "{tag}",
+        ])
+        .unwrap_err();
+        assert!(err.contains("no {arch}"), "{err}");
+        let err = parse_manifest(&[
+            "all",
+            "--registry",
+            "r.io/k",
+            "--arch",
+            "amd64",
+            "--dry-run",
+        ])
+        .unwrap_err();
+        assert!(err.contains("no --dry-run"), "{err}");
+    }
+
+    #[test]
+    fn push_only_flags_and_manifest_only_flags_are_not_mixed() {
+        let err = parse(&["all", "--registry", "r.io/k", "--arch", "amd64"]).unwrap_err();
+        assert!(err.contains("--arch-bin"), "{err}");
+        let err = parse(&["all", "--registry", "r.io/k", "--allow-missing"]).unwrap_err();
+        assert!(err.contains("--allow-missing"), "{err}");
+        let err = parse(&["all", "--registry", "r.io/k", "--arch-bin", "amd64"]).unwrap_err();
+        assert!(err.contains("ARCH=PATH"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bin = format!("x86_64={}", dir.path().display());
+        let err = parse(&[
+            "all",
+            "--registry",
+            "r.io/k",
+            "--arch-bin",
+            &bin,
+            "--arch-bin",
+            &bin,
+        ])
+        .unwrap_err();
+        assert!(err.contains("amd64 twice"), "{err}");
+        let c = parse(&["all", "--registry", "r.io/k", "--arch-bin", &bin]).unwrap();
+        assert_eq!(
+            c.arch_bins,
+            vec![("amd64".to_string(), dir.path().to_path_buf())]
+        );
     }
 
     #[test]
@@ -500,5 +1125,8 @@ mod tests {
     fn list_is_the_first_positional_wherever_flags_stand() {
         let cli = Cli::try_parse_from(["kvpush", "--workspace", "/w", "list", "virt-api"]).unwrap();
         assert_eq!(cli.push.targets, vec!["list", "virt-api"]);
+        let cli =
+            Cli::try_parse_from(["kvpush", "--arch", "amd64", "manifest", "virt-api"]).unwrap();
+        assert_eq!(cli.push.targets, vec!["manifest", "virt-api"]);
     }
 }

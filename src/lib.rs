@@ -7,8 +7,11 @@
 //! [`registry`], and [`report`] tells the user what happened.
 
 pub mod blob;
+pub mod cache;
 pub mod cli;
+pub mod compress;
 pub mod interrupt;
+pub mod manifest;
 pub mod push;
 pub mod registry;
 pub mod report;

@@ -1,41 +1,118 @@
-//! The seven KubeVirt push targets, the images of the bundle, where Bazel
-//! leaves each tarball, and how destinations are named. Knows nothing of
-//! tar or HTTP.
+//! KubeVirt's push targets, the images of the bundle, where Bazel leaves
+//! each tarball and push script, and how destinations are named. Knows
+//! nothing of tar or HTTP.
+//!
+//! The targets come from the workspace's root BUILD.bazel when it declares
+//! push targets ([`build_file`]), else from the built-in table of the seven
+//! targets KubeVirt had when it pushed with rules_docker ([`TARGETS`]).
 
-use std::path::PathBuf;
+pub mod build_file;
+
+use std::path::{Path, PathBuf};
+
+/// An image of a bundle: its name (`cirros-container-disk-demo`) and its
+/// Bazel label, where an OCI layout of it is looked for when there is no
+/// bundle tarball (rules_oci has no `container_bundle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BundleImage {
+    pub name: &'static str,
+    /// `//pkg:name`; empty when unknown.
+    pub label: &'static str,
+}
+
+const fn bundle_image(name: &'static str, label: &'static str) -> BundleImage {
+    BundleImage { name, label }
+}
 
 /// The images of `container_bundle(name = "build-other-images")`, pushed by
 /// `push-other-images`. Entries found in the bundle but not listed here are
 /// pushed too: KubeVirt's list changes over time.
-pub const BUNDLE_IMAGES: [&str; 15] = [
-    "example-hook-sidecar",
-    "example-cloudinit-hook-sidecar",
-    "subresource-access-test",
-    "alpine-container-disk-demo",
-    "cirros-container-disk-demo",
-    "cirros-custom-container-disk-demo",
-    "fedora-cloud-container-disk-demo",
-    "microlivecd-container-disk-demo",
-    "virtio-container-disk",
-    "fedora-sriov-lane-container-disk",
-    "disks-images-provider",
-    "cdi-http-import-server",
-    "nfs-server",
-    "vm-killer",
-    "winrmcli",
+pub const BUNDLE_IMAGES: [BundleImage; 15] = [
+    bundle_image(
+        "example-hook-sidecar",
+        "//cmd/example-hook-sidecar:example-hook-sidecar-image",
+    ),
+    bundle_image(
+        "example-cloudinit-hook-sidecar",
+        "//cmd/example-cloudinit-hook-sidecar:example-cloudinit-hook-sidecar-image",
+    ),
+    bundle_image(
+        "subresource-access-test",
+        "//cmd/subresource-access-test:subresource-access-test-image",
+    ),
+    bundle_image(
+        "alpine-container-disk-demo",
+        "//containerimages:alpine-container-disk-image",
+    ),
+    bundle_image(
+        "cirros-container-disk-demo",
+        "//containerimages:cirros-container-disk-image",
+    ),
+    bundle_image(
+        "cirros-custom-container-disk-demo",
+        "//containerimages:cirros-custom-container-disk-image",
+    ),
+    bundle_image(
+        "fedora-cloud-container-disk-demo",
+        "//containerimages:fedora-cloud-container-disk-image",
+    ),
+    bundle_image(
+        "microlivecd-container-disk-demo",
+        "//containerimages:microlivecd-container-disk-image",
+    ),
+    bundle_image(
+        "virtio-container-disk",
+        "//containerimages:virtio-container-disk-image",
+    ),
+    bundle_image(
+        "fedora-sriov-lane-container-disk",
+        "//containerimages:fedora-sriov-lane-container-disk-image",
+    ),
+    bundle_image(
+        "disks-images-provider",
+        "//images/disks-images-provider:disks-images-provider-image",
+    ),
+    bundle_image(
+        "cdi-http-import-server",
+        "//images/cdi-http-import-server:cdi-http-import-server-image",
+    ),
+    bundle_image("nfs-server", "//images/nfs-server:nfs-server-image"),
+    bundle_image("vm-killer", "//images/vm-killer:vm-killer-image"),
+    bundle_image("winrmcli", "//images/winrmcli:winrmcli-image"),
 ];
 
+/// Where an OCI image layout of `label` (`//P:X`) may be, in the order
+/// kvpush looks: the directory `P/X/` (rules_oci's `oci_image`), then a tar
+/// of it, `P/X.oci.tar`.
+pub fn layout_paths(bazel_bin: &Path, label: &str) -> [PathBuf; 2] {
+    let (pkg, name) = build_file::split_label(label);
+    let dir = bazel_bin.join(pkg);
+    [dir.join(&name), dir.join(format!("{name}.oci.tar"))]
+}
+
 /// A `push-*` target of KubeVirt's root BUILD.bazel.
+///
+/// `Copy` with `'static` strings so that plans and results can carry it
+/// freely; targets read from BUILD.bazel are leaked once per run (a few
+/// hundred bytes) to fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {
     /// Name without the `push-` prefix, e.g. `virt-api`.
     pub name: &'static str,
+    /// The Bazel push target's name (`push-virt-api`); its script in
+    /// bazel-bin has this name.
+    pub push: &'static str,
     /// Tarball path relative to bazel-bin.
     pub tarball: &'static str,
     /// The Bazel label whose `.tar` output is the tarball.
     pub label: &'static str,
-    /// True for the bundle target (15 images in one tarball).
+    /// True for a bundle target (several images in one tarball).
     pub bundle: bool,
+    /// Single-image targets: the image name (`virt-api`).
+    pub image: &'static str,
+    /// Bundle targets: the images of the bundle in BUILD order; empty when
+    /// unknown (the bundle is defined outside the root BUILD.bazel).
+    pub images: &'static [BundleImage],
 }
 
 /// The seven targets, in the order KubeVirt's hack/bazel-push-images.sh
@@ -43,55 +120,83 @@ pub struct Target {
 pub const TARGETS: [Target; 7] = [
     Target {
         name: "other-images",
+        push: "push-other-images",
         tarball: "build-other-images.tar",
         label: "//:build-other-images",
         bundle: true,
+        image: "",
+        images: &BUNDLE_IMAGES,
     },
     single(
         "virt-operator",
+        "push-virt-operator",
         "cmd/virt-operator/virt-operator-image.tar",
         "//cmd/virt-operator:virt-operator-image",
     ),
     single(
         "virt-api",
+        "push-virt-api",
         "cmd/virt-api/virt-api-image.tar",
         "//cmd/virt-api:virt-api-image",
     ),
     single(
         "virt-controller",
+        "push-virt-controller",
         "cmd/virt-controller/virt-controller-image.tar",
         "//cmd/virt-controller:virt-controller-image",
     ),
     single(
         "virt-handler",
+        "push-virt-handler",
         "cmd/virt-handler/virt-handler-image.tar",
         "//cmd/virt-handler:virt-handler-image",
     ),
     single(
         "virt-launcher",
+        "push-virt-launcher",
         "cmd/virt-launcher/virt-launcher-image.tar",
         "//cmd/virt-launcher:virt-launcher-image",
     ),
     single(
         "conformance",
+        "push-conformance",
         "tests/conformance_image.tar",
         "//tests:conformance_image",
     ),
 ];
 
-const fn single(name: &'static str, tarball: &'static str, label: &'static str) -> Target {
+const fn single(
+    name: &'static str,
+    push: &'static str,
+    tarball: &'static str,
+    label: &'static str,
+) -> Target {
     Target {
         name,
+        push,
         tarball,
         label,
         bundle: false,
+        image: name,
+        images: &[],
     }
 }
 
 impl Target {
     /// `push-<name>`, the Bazel target that pushes it.
     pub fn push_name(&self) -> String {
-        format!("push-{}", self.name)
+        self.push.to_string()
+    }
+
+    /// The command that makes Bazel write this target's push script and
+    /// its parts (config, gzipped layers, digest files, runfiles).
+    pub fn parts_build_command(&self) -> String {
+        format!("bazel build //:{}", self.push)
+    }
+
+    /// `bazel-bin/push-<name>`, the script `bazel run` would execute.
+    pub fn script_path(&self, bazel_bin: &Path) -> PathBuf {
+        bazel_bin.join(self.push)
     }
 
     /// The command that makes Bazel write this target's tarball.
@@ -103,14 +208,126 @@ impl Target {
         }
     }
 
-    pub fn tarball_path(&self, bazel_bin: &std::path::Path) -> PathBuf {
+    pub fn tarball_path(&self, bazel_bin: &Path) -> PathBuf {
         bazel_bin.join(self.tarball)
+    }
+
+    /// Bundle targets: the names of the images the bundle is known to hold.
+    pub fn image_names(&self) -> Vec<String> {
+        self.images.iter().map(|i| i.name.to_string()).collect()
+    }
+
+    /// Bundle targets: the label of image `name`, when known.
+    pub fn image_label(&self, name: &str) -> Option<&'static str> {
+        self.images
+            .iter()
+            .find(|i| i.name == name && !i.label.is_empty())
+            .map(|i| i.label)
     }
 
     /// The `.digest` file KubeVirt's build-manifests.sh reads; bundle
     /// images have none.
     pub fn digest_file_name(&self) -> Option<String> {
-        (!self.bundle).then(|| format!("push-{}.digest", self.name))
+        (!self.bundle).then(|| format!("{}.digest", self.push))
+    }
+}
+
+/// Where the push targets of a run come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Parsed from this BUILD.bazel.
+    BuildFile(PathBuf),
+    /// The built-in table, and why.
+    Builtin(String),
+}
+
+/// The push targets of a workspace, in the order they are pushed.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    pub targets: Vec<Target>,
+    pub origin: Origin,
+}
+
+impl Catalog {
+    /// The seven targets of REFERENCE.md §1.
+    pub fn builtin(reason: impl Into<String>) -> Catalog {
+        Catalog {
+            targets: TARGETS.to_vec(),
+            origin: Origin::Builtin(reason.into()),
+        }
+    }
+
+    /// The targets of `workspace`'s root BUILD.bazel (or BUILD), or the
+    /// built-in table when there is none or it declares no push target. An
+    /// unparsable file is an error naming its line and column.
+    pub fn load(workspace: &Path) -> Result<Catalog, String> {
+        let Some(path) = ["BUILD.bazel", "BUILD"]
+            .iter()
+            .map(|n| workspace.join(n))
+            .find(|p| p.is_file())
+        else {
+            return Ok(Catalog::builtin(format!(
+                "no BUILD.bazel in {}",
+                workspace.display()
+            )));
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let targets = build_file::push_targets(&path, &text)?;
+        if targets.is_empty() {
+            return Ok(Catalog::builtin(format!(
+                "{} declares no container_push or docker_push target",
+                path.display()
+            )));
+        }
+        Ok(Catalog {
+            targets,
+            origin: Origin::BuildFile(path),
+        })
+    }
+
+    /// One line for `kvpush list`: where the targets came from.
+    pub fn describe(&self) -> String {
+        match &self.origin {
+            Origin::BuildFile(path) => format!(
+                "targets from {} ({} push targets)",
+                path.display(),
+                self.targets.len()
+            ),
+            Origin::Builtin(why) => format!("targets from kvpush's built-in table ({why})"),
+        }
+    }
+
+    /// The bundle holding `image`: the one that lists it, else the first.
+    pub fn bundle_for(&self, image: &str) -> Option<Target> {
+        let bundles = self.targets.iter().filter(|t| t.bundle);
+        bundles
+            .clone()
+            .find(|t| t.images.iter().any(|i| i.name == image))
+            .or_else(|| bundles.clone().next())
+            .copied()
+    }
+
+    /// Position of `target` in push order.
+    pub fn position(&self, target: &Target) -> usize {
+        self.targets
+            .iter()
+            .position(|t| t == target)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Whether a bundle's image list is complete: true for a bundle read
+    /// from BUILD.bazel, false for the built-in table (it goes stale) or a
+    /// bundle defined elsewhere, whose other images the sources reveal.
+    pub fn knows_all_images(&self, target: &Target) -> bool {
+        matches!(self.origin, Origin::BuildFile(_)) && !target.images.is_empty()
+    }
+
+    fn bundle_images(&self) -> Vec<&'static str> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.images.iter().map(|i| i.name))
+            .collect()
     }
 }
 
@@ -124,29 +341,48 @@ pub enum Selection {
 
 /// Resolve the names on the command line (`all`, a target with or without
 /// `push-`, or a bundle image) into selections, in target order, deduplicated.
-pub fn resolve(names: &[String]) -> Result<Vec<Selection>, String> {
+pub fn resolve(catalog: &Catalog, names: &[String]) -> Result<Vec<Selection>, String> {
+    let bundle_images = catalog.bundle_images();
+    let has_bundle = catalog.targets.iter().any(|t| t.bundle);
     let mut out = Vec::new();
     for raw in names {
         let name = raw.trim();
         let bare = name.strip_prefix("push-").unwrap_or(name);
         if bare == "all" {
-            out.extend(TARGETS.iter().copied().map(Selection::Target));
-        } else if let Some(t) = TARGETS.iter().find(|t| t.name == bare) {
+            out.extend(catalog.targets.iter().copied().map(Selection::Target));
+        } else if let Some(t) = catalog
+            .targets
+            .iter()
+            .find(|t| t.name == bare || t.push == name)
+        {
             out.push(Selection::Target(*t));
-        } else if BUNDLE_IMAGES.contains(&bare) || (bare == name && looks_like_image_name(bare)) {
-            // Names outside the table may still be in a newer bundle; the
+        } else if has_bundle
+            && (bundle_images.contains(&bare) || (bare == name && looks_like_image_name(bare)))
+        {
+            // Names outside the list may still be in a newer bundle; the
             // bundle itself says, later, whether the image is there.
             out.push(Selection::BundleImage(bare.to_string()));
         } else {
-            return Err(unknown_target(raw));
+            return Err(unknown_target(catalog, raw));
         }
     }
-    out.sort();
+    out.sort_by_key(|s| match s {
+        Selection::Target(t) => (catalog.position(t), String::new()),
+        Selection::BundleImage(n) => (usize::MAX, n.clone()),
+    });
     out.dedup();
     // A whole bundle already includes its single images.
-    if out.contains(&Selection::Target(TARGETS[0])) {
-        out.retain(|s| !matches!(s, Selection::BundleImage(_)));
-    }
+    let whole: Vec<Target> = out
+        .iter()
+        .filter_map(|s| match s {
+            Selection::Target(t) if t.bundle => Some(*t),
+            _ => None,
+        })
+        .collect();
+    out.retain(|s| match s {
+        Selection::BundleImage(n) => catalog.bundle_for(n).is_none_or(|b| !whole.contains(&b)),
+        _ => true,
+    });
     Ok(out)
 }
 
@@ -158,12 +394,13 @@ fn looks_like_image_name(s: &str) -> bool {
         && s.contains('-')
 }
 
-fn unknown_target(name: &str) -> String {
-    let targets: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
+fn unknown_target(catalog: &Catalog, name: &str) -> String {
+    let targets: Vec<&str> = catalog.targets.iter().map(|t| t.name).collect();
     format!(
-        "unknown target {name:?}: name `all`, a target ({}) or an image of the bundle ({})",
+        "unknown target {name:?}: name `all`, a target ({}) or an image of the bundle ({}); {}",
         targets.join(", "),
-        BUNDLE_IMAGES.join(", ")
+        catalog.bundle_images().join(", "),
+        catalog.describe()
     )
 }
 
@@ -181,6 +418,10 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn resolve(names: &[String]) -> Result<Vec<Selection>, String> {
+        super::resolve(&Catalog::builtin("test"), names)
     }
 
     #[test]
@@ -217,6 +458,22 @@ mod tests {
             "{err}"
         );
         assert!(resolve(&names(&["Virt_API"])).is_err());
+    }
+
+    #[test]
+    fn bundle_labels_give_layout_paths() {
+        let bin = Path::new("/b");
+        assert_eq!(
+            layout_paths(bin, TARGETS[0].image_label("vm-killer").unwrap()),
+            [
+                PathBuf::from("/b/images/vm-killer/vm-killer-image"),
+                PathBuf::from("/b/images/vm-killer/vm-killer-image.oci.tar")
+            ]
+        );
+        assert_eq!(
+            layout_paths(bin, TARGETS[6].label)[0],
+            PathBuf::from("/b/tests/conformance_image")
+        );
     }
 
     #[test]

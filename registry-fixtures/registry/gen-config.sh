@@ -12,6 +12,7 @@
 #   tls       https with a throw-away CA: STATE_DIR/ca.crt (trust this),
 #             server.crt/server.key for 127.0.0.1 and localhost;
 #             STATE_DIR/certs.d/ca.crt is a copy for `skopeo --cert-dir`
+#   htpasswd-tls  both: basic auth behind https, as real registries serve it
 #   readonly  http, storage.maintenance.readonly: pulls work, pushes fail
 #   token     http + bearer token auth: the registry trusts JWTs (ES256)
 #             signed by STATE_DIR/token-signer.key (cert token-signer.crt,
@@ -38,10 +39,10 @@ need() {
 auth=""
 tls=""
 readonly_block=""
-case "$kind" in
-plain) ;;
-htpasswd)
+
+setup_htpasswd() {
     need htpasswd apache2-utils
+    local user password
     user=${KVPUSH_REGISTRY_USER:-kvpush}
     password=${KVPUSH_REGISTRY_PASSWORD:-kvpush-secret-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')}
     htpasswd -Bbn "$user" "$password" >"$state/htpasswd" 2>/dev/null
@@ -50,8 +51,11 @@ htpasswd)
   htpasswd:
     realm: kvpush-test-registry
     path: $state/htpasswd"
-    ;;
-tls)
+}
+
+# A throw-away CA and a server certificate for 127.0.0.1 and localhost,
+# made by openssl now (kept across restarts of the same STATE_DIR).
+setup_tls() {
     need openssl openssl
     if [ ! -f "$state/server.crt" ]; then
         openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=kvpush test CA" \
@@ -70,6 +74,15 @@ tls)
     tls="  tls:
     certificate: $state/server.crt
     key: $state/server.key"
+}
+
+case "$kind" in
+plain) ;;
+htpasswd) setup_htpasswd ;;
+tls) setup_tls ;;
+htpasswd-tls)
+    setup_tls
+    setup_htpasswd
     ;;
 readonly)
     readonly_block="  maintenance:
@@ -97,7 +110,7 @@ token)
     rootcertbundle: $state/token-signer.crt"
     ;;
 *)
-    echo "gen-config.sh: unknown registry kind '$kind' (plain, htpasswd, tls, readonly, token)" >&2
+    echo "gen-config.sh: unknown registry kind '$kind' (plain, htpasswd, tls, htpasswd-tls, readonly, token)" >&2
     exit 2
     ;;
 esac

@@ -106,6 +106,17 @@ struct ConfigJson<'a> {
 /// `Bazel`, created at the epoch, one history entry per layer (`created_by`
 /// taken from `created_by[i]`), `rootfs.diff_ids` = `diff_ids`.
 pub fn image_config_with(diff_ids: &[String], created_by: &[String], run: &RunConfig) -> Vec<u8> {
+    image_config_for("amd64", diff_ids, created_by, run)
+}
+
+/// [`image_config_with`] for another `architecture` (Go's GOARCH name:
+/// `amd64`, `arm64`, `s390x`), as a build for that platform writes it.
+pub fn image_config_for(
+    architecture: &str,
+    diff_ids: &[String],
+    created_by: &[String],
+    run: &RunConfig,
+) -> Vec<u8> {
     let history = created_by
         .iter()
         .map(|c| HistoryJson {
@@ -115,7 +126,7 @@ pub fn image_config_with(diff_ids: &[String], created_by: &[String], run: &RunCo
         })
         .collect();
     serde_json::to_vec(&ConfigJson {
-        architecture: "amd64",
+        architecture,
         author: "Bazel",
         created: EPOCH,
         history,

@@ -3,38 +3,44 @@
 //! * [`generate_workspace`]: a KubeVirt-shaped Bazel workspace whose
 //!   `bazel-bin` holds the `docker save`-style tarballs rules_docker v0.16
 //!   builds (go-containerregistry's legacy or compressed tarball writer), with
-//!   deterministic content of a chosen total size.
+//!   deterministic content of a chosen total size; optionally also the
+//!   push-target parts `bazel build //:push-*` leaves (`push_parts`).
 //! * [`docker`]: helpers to hand-craft (broken) tarballs: [`build_archive`],
 //!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
 //!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
-//!   tls, readonly, token), with access-log inspection, plus skopeo helpers.
+//!   tls, htpasswd-tls, readonly, token), with access-log inspection, plus
+//!   skopeo helpers; [`Relay`] puts a second origin ("blob storage") behind
+//!   one, to see where credentials go.
 //! * [`FaultProxy`]: a fault-injecting HTTP proxy to put in front of a
 //!   [`Registry`] (errors, resets, stalls, truncated answers, 413s, slowness).
 
-pub mod b64;
 pub mod content;
 pub mod docker;
 pub mod faultproxy;
 pub mod fuzzcorpus;
 pub mod prng;
 pub mod registry;
+pub mod relay;
 pub mod tarfmt;
 mod token;
 pub mod workspace;
 
 pub use docker::{
-    build_archive, docker_archive_bytes, gzip, image_config, layer_tar, random_layer, read_archive,
-    read_manifest, sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts,
-    ManifestEntry, TestImage,
+    build_archive, docker_archive_bytes, gzip, image_config, image_config_for, layer_tar,
+    random_layer, read_archive, read_manifest, sha256_digest, sha256_hex, write_docker_archive,
+    ArchiveFormat, ArchiveParts, ManifestEntry, TestImage,
 };
 pub use faultproxy::{Fault, FaultPlan, FaultProxy, Outcome, ProxyEvent};
 pub use registry::{
-    skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry, RegistryKind,
+    skopeo_copy, skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry,
+    RegistryKind,
 };
+pub use relay::{Origin, Relay, Seen};
+pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::{
-    bin_dir, generate_workspace, GeneratedImage, Workspace, WorkspaceSpec, OTHER_IMAGES,
-    SINGLE_IMAGES,
+    bin_dir, generate_workspace, go_manifest_json, GeneratedImage, Workspace, WorkspaceSpec,
+    OTHER_IMAGES, SINGLE_IMAGES,
 };
 
 /// Parse a size like `8MiB`, `1GiB`, `512KiB`, `100MB`, `4096` into bytes.

@@ -3,8 +3,9 @@
 //! [`Registry::start`] runs `start-registry.sh` (the same script a human uses)
 //! with a temporary state directory; dropping the [`Registry`] stops it.
 
-use crate::b64;
-use crate::token::{self, Signer, TokenServer};
+use crate::token::{self, Signer, TokenPolicy, TokenRequest, TokenServer, TokenUser};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,10 +22,14 @@ pub enum RegistryKind {
     Htpasswd,
     /// https with a throw-away CA ([`Registry::ca_cert`]).
     Tls,
+    /// https (as `Tls`) + Basic auth (as `Htpasswd`): how real registries
+    /// serve Basic auth.
+    HtpasswdTls,
     /// http, storage read-only: every write answers an error.
     Readonly,
     /// http + Bearer token auth, token server in this process
-    /// ([`Registry::token_realm`]); credentials as for `Htpasswd`.
+    /// ([`Registry::token_realm`], [`Registry::update_token_policy`]);
+    /// credentials as for `Htpasswd`, plus [`Registry::identity_token`].
     Token,
 }
 
@@ -35,9 +40,20 @@ impl RegistryKind {
             RegistryKind::Plain => "plain",
             RegistryKind::Htpasswd => "htpasswd",
             RegistryKind::Tls => "tls",
+            RegistryKind::HtpasswdTls => "htpasswd-tls",
             RegistryKind::Readonly => "readonly",
             RegistryKind::Token => "token",
         }
+    }
+
+    /// Served over https.
+    pub fn is_tls(self) -> bool {
+        matches!(self, RegistryKind::Tls | RegistryKind::HtpasswdTls)
+    }
+
+    /// Basic auth against an htpasswd file.
+    pub fn is_htpasswd(self) -> bool {
+        matches!(self, RegistryKind::Htpasswd | RegistryKind::HtpasswdTls)
     }
 }
 
@@ -146,7 +162,7 @@ impl Registry {
         cmd.env("KVPUSH_REGISTRY_WATCH_PID", std::process::id().to_string());
         let mut credentials = None;
         let mut token = None;
-        if matches!(kind, RegistryKind::Htpasswd | RegistryKind::Token) {
+        if kind.is_htpasswd() || kind == RegistryKind::Token {
             let c = (
                 "kvpush".to_string(),
                 format!("pw-{}", std::process::id() ^ 0x5eed),
@@ -156,8 +172,17 @@ impl Registry {
             credentials = Some(c);
         }
         if kind == RegistryKind::Token {
-            let server = TokenServer::bind(credentials.clone().expect("set above"))
-                .map_err(|e| format!("token server: {e}"))?;
+            let (name, password) = credentials.clone().expect("set above");
+            let policy = TokenPolicy {
+                users: vec![TokenUser {
+                    name: name.clone(),
+                    password,
+                    may_push: true,
+                }],
+                refresh_tokens: vec![(format!("refresh-{}", std::process::id() ^ 0xfeed), name)],
+                ..TokenPolicy::default()
+            };
+            let server = TokenServer::bind(policy).map_err(|e| format!("token server: {e}"))?;
             cmd.env("KVPUSH_TOKEN_REALM", &server.realm);
             token = Some(server);
         }
@@ -189,7 +214,7 @@ impl Registry {
         };
         if let Some(t) = &reg.token {
             let signer = Arc::new(Signer::load(reg.state.path())?);
-            *t.signer.lock().expect("poisoned") = Some(signer.clone());
+            *t.shared.signer.lock().expect("poisoned") = Some(signer.clone());
             reg.signer = Some(signer);
         }
         Ok(reg)
@@ -207,11 +232,7 @@ impl Registry {
 
     /// `http://127.0.0.1:PORT` or `https://...` for the tls kind.
     pub fn url(&self) -> String {
-        let scheme = if self.kind == RegistryKind::Tls {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if self.kind.is_tls() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -269,14 +290,16 @@ impl Registry {
         self.credentials().map(|c| c.1)
     }
 
-    /// PEM CA certificate the tls kind's server certificate chains to.
+    /// PEM CA certificate the tls kinds' server certificate chains to.
     pub fn ca_cert(&self) -> Option<PathBuf> {
-        (self.kind == RegistryKind::Tls).then(|| self.state.path().join("ca.crt"))
+        self.kind.is_tls().then(|| self.state.path().join("ca.crt"))
     }
 
-    /// Directory holding only `ca.crt`, for `skopeo --cert-dir` (tls kind).
+    /// Directory holding only `ca.crt`, for `skopeo --cert-dir` (tls kinds).
     pub fn cert_dir(&self) -> Option<PathBuf> {
-        (self.kind == RegistryKind::Tls).then(|| self.state.path().join("certs.d"))
+        self.kind
+            .is_tls()
+            .then(|| self.state.path().join("certs.d"))
     }
 
     /// Token realm URL (token kind).
@@ -284,12 +307,39 @@ impl Registry {
         self.token.as_ref().map(|t| t.realm.as_str())
     }
 
-    /// Requests the token server received, as `"METHOD /token?query"`.
-    pub fn token_requests(&self) -> Vec<String> {
+    /// Requests the token server answered so far (token kind).
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
         self.token
             .as_ref()
-            .map(|t| t.requests.lock().expect("poisoned").clone())
+            .map(|t| t.shared.requests.lock().expect("poisoned").clone())
             .unwrap_or_default()
+    }
+
+    /// Every token the token server handed out so far (token kind).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.token
+            .as_ref()
+            .map(|t| t.shared.issued.lock().expect("poisoned").clone())
+            .unwrap_or_default()
+    }
+
+    /// Change who the token server knows and how it answers (token kind;
+    /// a no-op for the others).
+    pub fn update_token_policy(&self, change: impl FnOnce(&mut TokenPolicy)) {
+        if let Some(t) = &self.token {
+            change(&mut t.shared.policy.lock().expect("poisoned"));
+        }
+    }
+
+    /// An OAuth2 refresh token for the [`Registry::credentials`] account, as
+    /// `docker login` stores it in config.json's `identitytoken` (token kind).
+    pub fn identity_token(&self) -> Option<String> {
+        let t = self.token.as_ref()?;
+        let policy = t.shared.policy.lock().expect("poisoned");
+        policy
+            .refresh_tokens
+            .first()
+            .map(|(token, _)| token.clone())
     }
 
     /// Mint a token for this (token kind) registry directly, e.g. to test
@@ -307,7 +357,7 @@ impl Registry {
             .collect();
         self.signer
             .as_ref()
-            .map(|s| s.mint(self.user().unwrap_or("kvpush"), &g, ttl_secs))
+            .map(|s| s.mint(self.user().unwrap_or("kvpush"), &g, ttl_secs as i64))
     }
 
     /// skopeo flags to reach this registry (`inspect`/`list-tags` style):
@@ -342,11 +392,8 @@ impl Registry {
 
     fn auth_header(&self, path: &str) -> Option<String> {
         if let Some((u, p)) = self.credentials() {
-            if self.kind == RegistryKind::Htpasswd {
-                return Some(format!(
-                    "Basic {}",
-                    b64::encode(format!("{u}:{p}").as_bytes())
-                ));
+            if self.kind.is_htpasswd() {
+                return Some(format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))));
             }
         }
         let signer = self.signer.as_ref()?;
@@ -372,7 +419,7 @@ impl Registry {
 
     /// `GET` (or `HEAD`) `path` on the registry, authenticated as needed
     /// (Basic, or a bearer token minted locally). Plain TCP for http kinds,
-    /// curl for the tls kind.
+    /// curl for the tls kinds.
     pub fn http_request(
         &self,
         method: &str,
@@ -380,7 +427,7 @@ impl Registry {
         headers: &[(&str, &str)],
     ) -> Result<HttpResponse, String> {
         let auth = self.auth_header(path);
-        if self.kind == RegistryKind::Tls {
+        if self.kind.is_tls() {
             return self.curl(method, path, headers, auth);
         }
         let mut conn =
@@ -612,5 +659,20 @@ pub fn skopeo_copy_to_dir(reference: &str, dir: &Path, extra_args: &[&str]) -> R
     args.extend(with_default_tls(reference, extra_args, "--src-tls-verify"));
     args.push(reference.to_string());
     args.push(format!("dir:{}", dir.display()));
+    run_skopeo(&args).map(|_| ())
+}
+
+/// `skopeo --insecure-policy copy -q EXTRA SRC DST`, any transports (e.g.
+/// `docker-archive:T.tar:REPO:TAG` to `oci:DIR`, `oci-archive:FILE`,
+/// `docker://...`): an independent producer and reader of images.
+pub fn skopeo_copy(src: &str, dst: &str, extra_args: &[&str]) -> Result<(), String> {
+    let mut args = vec![
+        "--insecure-policy".to_string(),
+        "copy".to_string(),
+        "-q".to_string(),
+    ];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    args.push(src.to_string());
+    args.push(dst.to_string());
     run_skopeo(&args).map(|_| ())
 }

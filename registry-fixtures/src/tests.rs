@@ -231,6 +231,124 @@ fn compressed_tarballs_are_consistent() {
     assert!(build.contains("experimental_tarball_format = \"compressed\""));
 }
 
+/// Resolve `${RUNFILES}/...` of a script argument the way bash and the
+/// kernel would: through the runfiles symlinks.
+fn runfile(runfiles: &Path, arg: &str) -> std::path::PathBuf {
+    let rel = arg.strip_prefix("${RUNFILES}/").expect("runfiles path");
+    std::fs::canonicalize(runfiles.join(rel)).unwrap_or_else(|e| panic!("{arg}: {e}"))
+}
+
+#[test]
+fn push_parts_are_what_rules_docker_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = WorkspaceSpec {
+        push_parts: true,
+        compressed_layers: true,
+        build_image_prefix: "pre-".into(),
+        ..small_spec()
+    };
+    let ws = generate_workspace(dir.path(), &spec).unwrap();
+    let bin = bin_dir(&ws.root);
+    check_tarballs(&ws, true);
+    assert_eq!(ws.images.len(), 21);
+    for image in &ws.images {
+        let script = image
+            .push_script
+            .as_ref()
+            .expect("every image has a push script");
+        let text = std::fs::read_to_string(script).unwrap();
+        let line = text.lines().last().unwrap();
+        let runfiles = if image.target == "other-images" {
+            bin.join("push-other-images.runfiles")
+        } else {
+            bin.join(format!("push-{}.runfiles", image.target))
+        };
+        assert!(
+            line.ends_with(&format!(
+                "--dst=index.docker.io/kubevirt/pre-{}:latest{}",
+                image.name,
+                if image.target == "other-images" {
+                    " --format=Docker \"$@\""
+                } else {
+                    " \"$@\""
+                }
+            )),
+            "{line}"
+        );
+        // The config, and every layer's four files, resolved through runfiles.
+        let args: Vec<&str> = line.split(' ').collect();
+        let config = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--config="))
+            .unwrap();
+        let config = std::fs::read(runfile(&runfiles, config)).unwrap();
+        assert_eq!(sha256_digest(&config), image.config_digest);
+        let layers: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--layer="))
+            .collect();
+        assert_eq!(layers.len(), image.diff_ids.len());
+        let mut manifest_layers = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let parts: Vec<&str> = layer.split(',').collect();
+            let gz = std::fs::read(runfile(&runfiles, parts[0])).unwrap();
+            let tar = std::fs::read(runfile(&runfiles, parts[1])).unwrap();
+            let digest = std::fs::read_to_string(runfile(&runfiles, parts[2])).unwrap();
+            let diff_id = std::fs::read_to_string(runfile(&runfiles, parts[3])).unwrap();
+            assert_eq!(
+                format!("sha256:{digest}"),
+                sha256_digest(&gz),
+                "bare hex, no newline"
+            );
+            assert_eq!(format!("sha256:{diff_id}"), image.diff_ids[i]);
+            assert_eq!(sha256_digest(&tar), image.diff_ids[i]);
+            assert_eq!(gz, std::fs::read(&image.parts_layers[i]).unwrap());
+            assert_eq!(gz[9], 3, "GNU gzip (OS byte 3: Unix), not flate2 (255)");
+            let mut plain = Vec::new();
+            GzDecoder::new(&gz[..]).read_to_end(&mut plain).unwrap();
+            assert_eq!(plain, tar);
+            // The compressed tarball holds these very blobs.
+            assert_eq!(image.gzip_digests[i], sha256_digest(&gz));
+            manifest_layers.push((sha256_digest(&gz), gz.len() as u64));
+        }
+        let json = go_manifest_json(&image.config_digest, config.len() as u64, &manifest_layers);
+        assert_eq!(
+            image.rules_docker_digest.as_deref(),
+            Some(sha256_digest(json.as_bytes()).as_str())
+        );
+        let digest_file = bin.join(format!("push-{}.digest", image.target));
+        if image.target == "other-images" {
+            assert!(!digest_file.exists(), "docker_push writes no digest");
+        } else {
+            assert_eq!(
+                std::fs::read_to_string(&digest_file).unwrap(),
+                image.rules_docker_digest.clone().unwrap()
+            );
+        }
+    }
+    // External layers are named as Bazel names them from the workspace.
+    let api = std::fs::read_to_string(bin.join("push-virt-api")).unwrap();
+    assert!(api.contains("--layer=${RUNFILES}/kubevirt/../fedora/image/000.tar.gz,"));
+    // The bundle runs one script per key, in BUILD order, in both branches.
+    let all = std::fs::read_to_string(bin.join("push-other-images")).unwrap();
+    assert_eq!(all.matches("push-other-images.0.push").count(), 2);
+    assert!(all.contains("async \"${RUNFILES}/kubevirt/push-other-images.14.push\""));
+    assert!(bin.join("push-virt-api.runfiles_manifest").exists());
+    // Regenerating over the same directory works (read-only outputs, links).
+    generate_workspace(dir.path(), &spec).unwrap();
+}
+
+#[test]
+fn go_manifest_json_is_compact_and_ordered() {
+    assert_eq!(
+        go_manifest_json("sha256:c", 7, &[("sha256:l".into(), 9)]),
+        "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\
+         \"config\":{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"size\":7,\"digest\":\"sha256:c\"},\
+         \"layers\":[{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"size\":9,\"digest\":\"sha256:l\"}]}"
+    );
+    assert!(go_manifest_json("sha256:c", 7, &[]).ends_with("\"layers\":null}"));
+}
+
 #[test]
 fn bundle_has_fifteen_entries_and_shares_layers() {
     let dir = tempfile::tempdir().unwrap();
@@ -536,10 +654,19 @@ fn auth_and_tls_registries_accept_skopeo() {
     for kind in [
         RegistryKind::Htpasswd,
         RegistryKind::Tls,
+        RegistryKind::HtpasswdTls,
         RegistryKind::Token,
     ] {
         let reg = Registry::start(kind);
         let dest = format!("docker://{}/kubevirt/tiny:v1", reg.addr());
+        if kind.is_tls() {
+            // Without the CA, verification fails.
+            let mut args = vec!["--dest-tls-verify=true".to_string()];
+            if let Some((u, p)) = reg.credentials() {
+                args.extend(["--dest-creds".to_string(), format!("{u}:{p}")]);
+            }
+            assert!(skopeo_push(&archive, &dest, &args).is_err(), "{kind:?}");
+        }
         if kind != RegistryKind::Tls {
             let r = reg.http_request("GET", "/v2/", &[]).unwrap();
             assert_eq!(r.status, 200, "{kind:?} with credentials");
@@ -548,9 +675,6 @@ fn auth_and_tls_registries_accept_skopeo() {
             let i = anon.iter().position(|a| a == "--dest-creds").unwrap();
             anon.drain(i..i + 2);
             assert!(skopeo_push(&archive, &dest, &anon).is_err(), "{kind:?}");
-        } else {
-            // Without the CA, verification fails.
-            assert!(skopeo_push(&archive, &dest, &["--dest-tls-verify=true".into()]).is_err());
         }
         skopeo_push(&archive, &dest, &dest_args(&reg)).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         assert_eq!(reg.catalog(), vec!["kubevirt/tiny".to_string()], "{kind:?}");
@@ -560,11 +684,20 @@ fn auth_and_tls_registries_accept_skopeo() {
         if kind == RegistryKind::Token {
             let reqs = reg.token_requests();
             assert!(
-                reqs.iter().any(
-                    |r| r.contains("scope=repository%3Akubevirt%2Ftiny%3Apull%2Cpush")
-                        || r.contains("scope=repository:kubevirt/tiny:pull,push")
-                ),
+                reqs.iter().any(|r| r.account.as_deref() == reg.user()
+                    && r.scopes == ["repository:kubevirt/tiny:pull,push"]
+                    && r.granted == ["repository:kubevirt/tiny:pull,push"]),
                 "{reqs:?}"
+            );
+            // The anonymous try was answered with a token granting nothing.
+            assert!(
+                reqs.iter()
+                    .any(|r| r.account.is_none() && r.status == 200 && r.granted.is_empty()),
+                "{reqs:?}"
+            );
+            assert_eq!(
+                reg.issued_tokens().len(),
+                reqs.iter().filter(|r| r.status == 200).count()
             );
             assert!(reg
                 .mint_token(&[("repository", "x", &["pull"])], 1)
@@ -586,4 +719,110 @@ fn readonly_registry_refuses_pushes() {
     .unwrap_err();
     assert!(!err.is_empty());
     assert!(reg.catalog().is_empty());
+}
+
+#[test]
+fn arch_changes_the_configs_only() {
+    let amd = tempfile::tempdir().unwrap();
+    let arm = tempfile::tempdir().unwrap();
+    let a = generate_workspace(amd.path(), &small_spec()).unwrap();
+    let spec = WorkspaceSpec {
+        arch: "arm64".into(),
+        ..small_spec()
+    };
+    let b = generate_workspace(arm.path(), &spec).unwrap();
+    for (x, y) in a.images.iter().zip(&b.images) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.diff_ids, y.diff_ids, "{}: layers shared", x.name);
+        assert_ne!(x.config_digest, y.config_digest, "{}", x.name);
+    }
+    let (_, map) = entries_by_name(&b.image("virt-api").unwrap().tarball);
+    let config = &map[&b.image("virt-api").unwrap().config_file][0];
+    let config: serde_json::Value = serde_json::from_slice(config).unwrap();
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["os"], "linux");
+}
+
+/// `curl` the token realm (extra args: credentials, form) for a token, and
+/// return the registry's status for `GET /v2/` with it.
+fn token_then_ping(reg: &Registry, args: &[&str]) -> u16 {
+    let realm = reg.token_realm().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .arg(format!("{realm}?service=kvpush-registry"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = v["token"].as_str().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{}/v2/", reg.url()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+}
+
+#[test]
+fn token_server_policy_is_what_the_registry_enforces() {
+    let reg = Registry::start(RegistryKind::Token);
+    let creds = format!("{}:{}", reg.user().unwrap(), reg.password().unwrap());
+    // A stale token is refused by the registry though it announced 300 s.
+    reg.update_token_policy(|p| p.stale_tokens = 1);
+    let scoped = [
+        "-u",
+        &creds,
+        "--data-urlencode",
+        "scope=repository:a/b:pull",
+        "-G",
+    ];
+    assert_eq!(token_then_ping(&reg, &scoped), 401);
+    assert_eq!(token_then_ping(&reg, &scoped), 200);
+    // The OAuth2 refresh_token grant.
+    let refresh = reg.identity_token().unwrap();
+    let form = format!("grant_type=refresh_token&refresh_token={refresh}&client_id=t&scope=repository:a/b:pull,push");
+    assert_eq!(token_then_ping(&reg, &["--data", &form]), 200);
+    // A pull-only account is granted pull only.
+    reg.update_token_policy(|p| {
+        p.users.push(TokenUser {
+            name: "reader".into(),
+            password: "reader-pw".into(),
+            may_push: false,
+        });
+        p.post_only = true;
+    });
+    let form = "grant_type=password&username=reader&password=reader-pw&client_id=t&scope=repository:a/b:pull,push";
+    assert_eq!(token_then_ping(&reg, &["--data", form]), 200);
+    let reqs = reg.token_requests();
+    let last = reqs.last().unwrap();
+    assert_eq!(last.method, "POST");
+    assert_eq!(last.account.as_deref(), Some("reader"));
+    assert_eq!(last.granted, ["repository:a/b:pull"]);
+    assert_eq!(reqs[2].grant_type.as_deref(), Some("refresh_token"));
+    assert_eq!(reqs[2].account, reg.user().map(String::from));
+    // post_only: GET is refused; wrong passwords are refused.
+    let realm = reg.token_realm().unwrap();
+    let code = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .arg(realm)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code(&["-u", &creds]), "405");
+    assert_eq!(
+        code(&[
+            "--data",
+            "grant_type=password&username=reader&password=nope"
+        ]),
+        "401"
+    );
 }

@@ -1,10 +1,18 @@
 //! A minimal Docker token server (the `auth.token` flow of distribution) for
 //! `RegistryKind::Token`: `GET /token?service=S&scope=repository:NAME:pull,push`
-//! (HTTP Basic credentials required) and the OAuth2 `POST /token` form,
-//! answering `{"token", "access_token", "expires_in"}` with an ES256 JWT whose
-//! `x5c` header carries the signing certificate the registry trusts.
+//! (credentials by HTTP Basic, or none: anonymous) and the OAuth2 `POST /token`
+//! form (`grant_type=password` or `refresh_token`), answering
+//! `{"token", "access_token", "expires_in"}` with an ES256 JWT whose `x5c`
+//! header carries the signing certificate the registry trusts.
+//!
+//! Who may do what, and how long tokens live, is a [`TokenPolicy`] a test
+//! may change while the server runs; every request is recorded as a
+//! [`TokenRequest`] and every token handed out is kept, so that tests can
+//! count token fetches, check the scopes asked for, and grep output for
+//! the tokens.
 
-use crate::b64;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
 use p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
 use p256::pkcs8::DecodePrivateKey;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -46,10 +54,12 @@ impl Signer {
         })
     }
 
-    pub(crate) fn mint(&self, subject: &str, access: &[Grant], ttl_secs: u64) -> String {
+    /// A token valid until `valid_for` seconds from now (negative: already
+    /// expired).
+    pub(crate) fn mint(&self, subject: &str, access: &[Grant], valid_for: i64) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [self.x5c]});
         let access: Vec<serde_json::Value> = access
@@ -63,17 +73,87 @@ impl Signer {
         );
         let claims = serde_json::json!({
             "iss": ISSUER, "sub": subject, "aud": SERVICE,
-            "exp": now + ttl_secs, "nbf": now.saturating_sub(10), "iat": now,
+            "exp": now + valid_for, "nbf": now - 10, "iat": now,
             "jti": jti, "access": access,
         });
         let signing_input = format!(
             "{}.{}",
-            b64::encode_url(header.to_string().as_bytes()),
-            b64::encode_url(claims.to_string().as_bytes())
+            URL_SAFE_NO_PAD.encode(header.to_string().as_bytes()),
+            URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes())
         );
         let sig: Signature = self.key.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", b64::encode_url(&sig.to_bytes()))
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
+}
+
+/// How long the registry still accepts a token after its `exp`
+/// (distribution's verification leeway).
+pub(crate) const REGISTRY_LEEWAY_SECS: i64 = 60;
+
+/// An account of the token server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenUser {
+    pub name: String,
+    pub password: String,
+    /// Granted `push` when asked; otherwise at most `pull`.
+    pub may_push: bool,
+}
+
+/// Who the token server knows and how it answers; change it with
+/// [`crate::Registry::update_token_policy`] while it runs.
+#[derive(Clone, Debug)]
+pub struct TokenPolicy {
+    pub users: Vec<TokenUser>,
+    /// OAuth2 refresh tokens (docker's `identitytoken`) and their user.
+    pub refresh_tokens: Vec<(String, String)>,
+    /// `expires_in` announced; the registry accepts each token that long
+    /// (its leeway taken into account), not a second more.
+    pub expires_in: u64,
+    /// The next N tokens asked for with a scope are handed out already
+    /// expired while announcing `expires_in`: a token that runs out in the
+    /// middle of a push (scope-less ones, as for `GET /v2/`, stay good).
+    pub stale_tokens: usize,
+    /// Answer 405 to `GET`, as token services that speak only the OAuth2
+    /// `POST` form.
+    pub post_only: bool,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            users: Vec::new(),
+            refresh_tokens: Vec::new(),
+            expires_in: 300,
+            stale_tokens: 0,
+            post_only: false,
+        }
+    }
+}
+
+/// One request the token server answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// `grant_type` of a `POST` (`password`, `refresh_token`).
+    pub grant_type: Option<String>,
+    /// The account authenticated, `None` for anonymous or refused requests.
+    pub account: Option<String>,
+    /// Scopes asked for, in order (`repository:NAME:pull,push`).
+    pub scopes: Vec<String>,
+    /// Status answered.
+    pub status: u16,
+    /// Access granted, as scopes (`repository:NAME:pull`).
+    pub granted: Vec<String>,
+}
+
+/// State shared between the server thread and the [`crate::Registry`].
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) policy: Mutex<TokenPolicy>,
+    pub(crate) requests: Mutex<Vec<TokenRequest>>,
+    pub(crate) issued: Mutex<Vec<String>>,
+    pub(crate) signer: Mutex<Option<Arc<Signer>>>,
 }
 
 pub(crate) struct TokenServer {
@@ -81,30 +161,30 @@ pub(crate) struct TokenServer {
     port: u16,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
-    pub(crate) requests: Arc<Mutex<Vec<String>>>,
-    pub(crate) signer: Arc<Mutex<Option<Arc<Signer>>>>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl TokenServer {
     /// Bind now (so the realm is known before the registry config is
     /// written); serve once the signer is installed.
-    pub(crate) fn bind(credentials: (String, String)) -> io::Result<TokenServer> {
+    pub(crate) fn bind(policy: TokenPolicy) -> io::Result<TokenServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let signer: Arc<Mutex<Option<Arc<Signer>>>> = Arc::new(Mutex::new(None));
-        let (s2, r2, g2) = (stop.clone(), requests.clone(), signer.clone());
-        let creds = Arc::new(credentials);
+        let shared = Arc::new(Shared {
+            policy: Mutex::new(policy),
+            ..Shared::default()
+        });
+        let (stop2, shared2) = (stop.clone(), shared.clone());
         let handle = std::thread::spawn(move || {
             for conn in listener.incoming() {
-                if s2.load(Ordering::SeqCst) {
+                if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r, g, c) = (r2.clone(), g2.clone(), creds.clone());
+                let shared = shared2.clone();
                 std::thread::spawn(move || {
-                    let _ = handle_conn(conn, &r, &g, &c);
+                    let _ = handle_conn(conn, &shared);
                 });
             }
         });
@@ -113,8 +193,7 @@ impl TokenServer {
             port,
             stop,
             handle: Some(handle),
-            requests,
-            signer,
+            shared,
         })
     }
 }
@@ -189,13 +268,15 @@ fn respond(conn: &mut TcpStream, status: &str, extra: &str, body: &str) -> io::R
     conn.flush()
 }
 
-fn handle_conn(
-    mut conn: TcpStream,
-    requests: &Mutex<Vec<String>>,
-    signer: &Mutex<Option<Arc<Signer>>>,
-    creds: &(String, String),
-) -> io::Result<()> {
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+/// The request as read off the wire.
+struct Incoming {
+    method: String,
+    path: String,
+    form: Vec<(String, String)>,
+    basic: Option<(String, String)>,
+}
+
+fn read_request(conn: &TcpStream) -> io::Result<Incoming> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -217,72 +298,166 @@ fn handle_conn(
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("").to_string();
-    requests
-        .lock()
-        .expect("poisoned")
-        .push(format!("{method} {target}"));
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    if path != "/token" {
-        return respond(&mut conn, "404 Not Found", "", "{\"error\":\"not found\"}");
-    }
+    let target = parts.next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut form = parse_form(query);
-    let mut user_pass = None;
     if method == "POST" {
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body)?;
         form.extend(parse_form(&String::from_utf8_lossy(&body)));
-        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        if let (Some(u), Some(p)) = (get("username"), get("password")) {
-            user_pass = Some((u, p));
-        }
     }
-    if let Some(a) = auth.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
-        if let Some(dec) = b64::decode(a.trim()) {
-            let s = String::from_utf8_lossy(&dec).into_owned();
-            if let Some((u, p)) = s.split_once(':') {
-                user_pass = Some((u.to_string(), p.to_string()));
-            }
-        }
-    }
-    match &user_pass {
-        Some((u, p)) if *u == creds.0 && *p == creds.1 => {}
-        _ => return respond(
-            &mut conn,
-            "401 Unauthorized",
-            "WWW-Authenticate: Basic realm=\"kvpush-token-server\"\r\n",
-            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"bad or missing credentials\"}]}",
-        ),
-    }
-    let service = form
-        .iter()
-        .find(|(k, _)| k == "service")
-        .map(|(_, v)| v.as_str());
-    if service.is_some_and(|s| s != SERVICE) {
-        return respond(
-            &mut conn,
-            "400 Bad Request",
-            "",
-            "{\"error\":\"unknown service\"}",
-        );
-    }
-    let grants: Vec<Grant> = form
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' ').filter_map(scope_to_grant).collect::<Vec<_>>())
-        .collect();
-    let Some(signer) = signer.lock().expect("poisoned").clone() else {
-        return respond(
-            &mut conn,
-            "503 Service Unavailable",
-            "",
-            "{\"error\":\"not ready\"}",
-        );
+    let basic = auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|a| STANDARD.decode(a.trim()).ok())
+        .and_then(|d| {
+            let s = String::from_utf8_lossy(&d).into_owned();
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        });
+    Ok(Incoming {
+        method,
+        path: path.to_string(),
+        form,
+        basic,
+    })
+}
+
+/// The answer to one token request: status, extra headers, body.
+fn answer(req: &Incoming, shared: &Shared, record: &mut TokenRequest) -> (u16, String, String) {
+    let get = |k: &str| {
+        req.form
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
     };
-    let token = signer.mint(&creds.0, &grants, 300);
-    let body =
-        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
-    respond(&mut conn, "200 OK", "", &body)
+    let policy = shared.policy.lock().expect("poisoned").clone();
+    let refused = |message: &str| {
+        (
+            401,
+            "WWW-Authenticate: Basic realm=\"kvpush-token-server\"\r\n".to_string(),
+            format!("{{\"errors\":[{{\"code\":\"UNAUTHORIZED\",\"message\":\"{message}\"}}]}}"),
+        )
+    };
+    if req.path != "/token" {
+        return (404, String::new(), "{\"error\":\"not found\"}".into());
+    }
+    if req.method == "GET" && policy.post_only {
+        return (405, String::new(), "{\"error\":\"use POST\"}".into());
+    }
+    if get("service").is_some_and(|s| s != SERVICE) {
+        return (400, String::new(), "{\"error\":\"unknown service\"}".into());
+    }
+    // Who is asking: Basic (GET), the password or refresh_token grant
+    // (POST), or nobody.
+    let presented = match (req.method.as_str(), get("grant_type").as_deref()) {
+        ("POST", Some("password")) => Some(
+            get("username")
+                .zip(get("password"))
+                .ok_or("the password grant needs username and password")
+                .map(|(u, p)| policy.users.iter().find(|x| x.name == u && x.password == p)),
+        ),
+        ("POST", Some("refresh_token")) => Some(
+            get("refresh_token")
+                .ok_or("the refresh_token grant needs refresh_token")
+                .map(|t| {
+                    policy
+                        .refresh_tokens
+                        .iter()
+                        .find(|(token, _)| *token == t)
+                        .and_then(|(_, user)| policy.users.iter().find(|x| x.name == *user))
+                }),
+        ),
+        ("POST", _) => Some(Err("unsupported grant_type")),
+        _ => req.basic.as_ref().map(|(u, p)| {
+            Ok(policy
+                .users
+                .iter()
+                .find(|x| x.name == *u && x.password == *p))
+        }),
+    };
+    let user = match presented {
+        None => None,
+        Some(Ok(Some(user))) => Some(user),
+        Some(Ok(None)) => return refused("bad credentials"),
+        Some(Err(message)) => return (400, String::new(), format!("{{\"error\":\"{message}\"}}")),
+    };
+    record.account = user.map(|u| u.name.clone());
+    // Anonymous requests are granted nothing (a private registry);
+    // accounts what they asked for, pull-only accounts at most pull.
+    let grants: Vec<Grant> = match user {
+        None => Vec::new(),
+        Some(u) => record
+            .scopes
+            .iter()
+            .filter_map(|s| scope_to_grant(s))
+            .map(|(t, n, actions)| {
+                let actions = actions
+                    .into_iter()
+                    .filter(|a| u.may_push || a == "pull")
+                    .collect();
+                (t, n, actions)
+            })
+            .collect(),
+    };
+    record.granted = grants
+        .iter()
+        .map(|(t, n, a)| format!("{t}:{n}:{}", a.join(",")))
+        .collect();
+    let Some(signer) = shared.signer.lock().expect("poisoned").clone() else {
+        return (503, String::new(), "{\"error\":\"not ready\"}".into());
+    };
+    let valid_for = {
+        let mut p = shared.policy.lock().expect("poisoned");
+        if p.stale_tokens > 0 && !record.scopes.is_empty() {
+            p.stale_tokens -= 1;
+            -10 * REGISTRY_LEEWAY_SECS
+        } else {
+            policy.expires_in as i64 - REGISTRY_LEEWAY_SECS
+        }
+    };
+    let subject = user.map_or("anonymous", |u| u.name.as_str());
+    let token = signer.mint(subject, &grants, valid_for);
+    shared.issued.lock().expect("poisoned").push(token.clone());
+    let body = serde_json::json!({
+        "token": token, "access_token": token, "expires_in": policy.expires_in,
+    });
+    (200, String::new(), body.to_string())
+}
+
+fn handle_conn(mut conn: TcpStream, shared: &Shared) -> io::Result<()> {
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let req = read_request(&conn)?;
+    let mut record = TokenRequest {
+        method: req.method.clone(),
+        grant_type: req
+            .form
+            .iter()
+            .find(|(k, _)| k == "grant_type")
+            .map(|(_, v)| v.clone()),
+        account: None,
+        // Repeated `scope` parameters (GET) or one space-separated (POST).
+        scopes: req
+            .form
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split(' ').filter(|s| !s.is_empty()).map(String::from))
+            .collect(),
+        status: 0,
+        granted: Vec::new(),
+    };
+    let (status, extra, body) = answer(&req, shared, &mut record);
+    record.status = status;
+    shared.requests.lock().expect("poisoned").push(record);
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    respond(&mut conn, &format!("{status} {reason}"), &extra, &body)
 }
 
 #[cfg(test)]

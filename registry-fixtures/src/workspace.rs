@@ -1,5 +1,10 @@
 //! Generator of a KubeVirt-shaped Bazel workspace whose `bazel-bin` holds the
-//! image tarballs rules_docker v0.16 would have built.
+//! image tarballs rules_docker v0.16 would have built, and optionally the
+//! push-target parts `bazel build //:push-*` leaves ([`push_parts`]).
+
+mod push_parts;
+
+pub use push_parts::go_manifest_json;
 
 use crate::content::{ContentGen, ContentKind};
 use crate::docker::{self, ManifestEntry, RunConfig};
@@ -134,6 +139,19 @@ pub struct WorkspaceSpec {
     /// Extra bundle keys `(alias NAME, existing NAME)` mapped to the label of
     /// an existing entry, i.e. the very same image under a second name.
     pub bundle_aliases: Vec<(String, String)>,
+    /// Layer keys (an image's own layer is keyed by the image NAME, e.g.
+    /// `virt-handler`) whose content is generated differently: a rebuild
+    /// that changed one layer, for re-push benchmarks and tests.
+    pub changed_layers: Vec<String>,
+    /// `architecture` written in every image config (GOARCH name); the
+    /// layers do not depend on it, so two workspaces that differ only here
+    /// share every layer, as arch-independent layers (disk images) do.
+    pub arch: String,
+    /// Also write rules_docker's push-target parts (scripts, runfiles trees,
+    /// `.tar.gz` layers compressed with GNU `gzip -n`, digest files and
+    /// `push-<target>.digest`), as `bazel build //:push-*` does. With
+    /// `compressed_layers`, the tarballs hold these same gzip blobs.
+    pub push_parts: bool,
 }
 
 impl Default for WorkspaceSpec {
@@ -149,6 +167,9 @@ impl Default for WorkspaceSpec {
             build_container_tag: "latest".into(),
             extra_bundle_images: Vec::new(),
             bundle_aliases: Vec::new(),
+            changed_layers: Vec::new(),
+            arch: "amd64".into(),
+            push_parts: false,
         }
     }
 }
@@ -179,6 +200,15 @@ pub struct GeneratedImage {
     pub layer_files: Vec<String>,
     /// `sha256:<hex>` of each stored gzip layer (compressed format only, else empty).
     pub gzip_digests: Vec<String>,
+    /// With `push_parts`: the script kvpush reads for this image
+    /// (`bazel-bin/push-virt-api`, `bazel-bin/push-other-images.3.push`).
+    pub push_script: Option<PathBuf>,
+    /// With `push_parts`: the `.tar.gz` of each layer, in config order (the
+    /// files in bazel-out or the external repository, not runfiles links).
+    pub parts_layers: Vec<PathBuf>,
+    /// With `push_parts`: the manifest digest rules_docker computes for this
+    /// image (what `push-<target>.digest` holds for single targets).
+    pub rules_docker_digest: Option<String>,
 }
 
 /// Result of [`generate_workspace`].
@@ -639,18 +669,84 @@ struct BuiltLayer {
     blob: PathBuf,
     blob_hex: String,
     blob_size: u64,
+    /// With `push_parts`: the plain tar and its `gzip -n` compression.
+    parts: Option<PartsLayer>,
+}
+
+/// A layer as rules_docker keeps it for its pusher: `layer.tar` and
+/// `layer.tar.gz`, compressed by another gzip than kvpush's.
+#[derive(Clone, Debug)]
+struct PartsLayer {
+    tar: PathBuf,
+    gz: PathBuf,
+    gz_hex: String,
+    gz_size: u64,
+}
+
+/// `gzip -n` (GNU gzip: its own deflate, OS byte 3, no name, mtime 0), as
+/// Bazel's gzip toolchain runs it; deliberately not flate2, so that a pusher
+/// recompressing layers cannot produce these bytes.
+fn gnu_gzip(src: &Path, dst: &Path) -> io::Result<(String, u64)> {
+    let status = std::process::Command::new("gzip")
+        .args(["-n", "-6", "-c"])
+        .stdin(File::open(src)?)
+        .stdout(File::create(dst)?)
+        .status()
+        .map_err(|e| io::Error::other(format!("cannot run gzip (install it): {e}")))?;
+    if !status.success() {
+        return Err(io::Error::other(format!("gzip -n failed: {status}")));
+    }
+    let mut w = HashWriter::new(io::sink());
+    io::copy(&mut File::open(dst)?, &mut w)?;
+    let (_, hex, size) = w.finish();
+    Ok((hex, size))
 }
 
 fn build_layer(
     def: &LayerDef,
     size: u64,
-    seed: u64,
+    spec: &WorkspaceSpec,
     cache: &Path,
     idx: usize,
-    compressed: bool,
 ) -> io::Result<BuiltLayer> {
-    let lseed = derive_seed(seed, &format!("layer:{}", def.key));
+    let (compressed, push_parts) = (spec.compressed_layers, spec.push_parts);
+    let variant = if spec.changed_layers.contains(&def.key) {
+        "#changed"
+    } else {
+        ""
+    };
+    let lseed = derive_seed(spec.seed, &format!("layer:{}{variant}", def.key));
     let files = plan_files(&def.template, size, lseed);
+    if push_parts {
+        let tar = cache.join(format!("{idx}.tar"));
+        let mut w = HashWriter::new(BufWriter::with_capacity(1 << 20, File::create(&tar)?));
+        write_layer_tar(&files, lseed, &mut w)?;
+        let (mut file, diff_hex, size) = w.finish();
+        file.flush()?;
+        drop(file);
+        let gz = cache.join(format!("{idx}.tar.gz"));
+        let (gz_hex, gz_size) = gnu_gzip(&tar, &gz)?;
+        let parts = PartsLayer {
+            tar: tar.clone(),
+            gz: gz.clone(),
+            gz_hex: gz_hex.clone(),
+            gz_size,
+        };
+        // The compressed tarball format stores rules_docker's own gzip blobs.
+        let (blob, blob_hex, blob_size) = if compressed {
+            (gz, gz_hex, gz_size)
+        } else {
+            (tar, diff_hex.clone(), size)
+        };
+        return Ok(BuiltLayer {
+            diff_hex,
+            size,
+            blob,
+            blob_hex,
+            blob_size,
+            parts: Some(parts),
+        });
+    }
     if compressed {
         let blob = cache.join(format!("{idx}.tar.gz"));
         let file = BufWriter::with_capacity(1 << 20, File::create(&blob)?);
@@ -666,6 +762,7 @@ fn build_layer(
             blob,
             blob_hex,
             blob_size,
+            parts: None,
         })
     } else {
         let blob = cache.join(format!("{idx}.tar"));
@@ -679,6 +776,7 @@ fn build_layer(
             diff_hex,
             size,
             blob,
+            parts: None,
         })
     }
 }
@@ -992,14 +1090,7 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
         .prefix(".kvpush-fixtures-")
         .tempdir_in(&root)?;
     let built = parallel(defs.layers.len(), |i| {
-        build_layer(
-            &defs.layers[i],
-            sizes[i],
-            spec.seed,
-            cache.path(),
-            i,
-            spec.compressed_layers,
-        )
+        build_layer(&defs.layers[i], sizes[i], spec, cache.path(), i)
     })?;
 
     let images: Vec<ImageBuilt> = defs
@@ -1016,7 +1107,7 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
                 .iter()
                 .map(|&l| defs.layers[l].created_by.clone())
                 .collect();
-            let config = docker::image_config_with(&diff_ids, &created_by, &def.run);
+            let config = docker::image_config_for(&spec.arch, &diff_ids, &created_by, &def.run);
             ImageBuilt {
                 config_hex: docker::sha256_hex(&config),
                 config_value: serde_json::from_slice(&config).expect("own config parses"),
@@ -1040,6 +1131,20 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
     // Biggest (the bundle) first.
     let order: Vec<usize> = (0..plans.len()).rev().collect();
     let written = parallel(order.len(), |k| asm.write(&plans[order[k]]))?;
+    let parts = if spec.push_parts {
+        Some(push_parts::write(&push_parts::Inputs {
+            root: &root,
+            bin: &bin,
+            spec,
+            defs: &defs,
+            built: &built,
+            images: &images,
+            singles: &singles,
+            bundle: &bundle,
+        })?)
+    } else {
+        None
+    };
     cache.close()?;
 
     let mut generated: Vec<Option<GeneratedImage>> = vec![None; gen_meta.len()];
@@ -1049,6 +1154,13 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
             let def = &defs.images[entry.image];
             for (tag, slot) in &entry.keys {
                 let (_, name, _, tarball) = &gen_meta[*slot];
+                let push_script = parts.as_ref().map(|p| {
+                    if *slot < singles.len() {
+                        p.single_scripts[&def.target].clone()
+                    } else {
+                        p.bundle_scripts[*slot - singles.len()].clone()
+                    }
+                });
                 generated[*slot] = Some(GeneratedImage {
                     name: name.clone(),
                     target: def.target.clone(),
@@ -1072,6 +1184,14 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
                     } else {
                         Vec::new()
                     },
+                    push_script,
+                    parts_layers: parts
+                        .as_ref()
+                        .map(|p| def.layers.iter().map(|&l| p.layer_gz[l].clone()).collect())
+                        .unwrap_or_default(),
+                    rules_docker_digest: parts
+                        .as_ref()
+                        .map(|p| p.image_digest[entry.image].clone()),
                 });
             }
         }

@@ -2,34 +2,44 @@
 //! actual work (compressing, uploading) bounded by one `--jobs` semaphore.
 //!
 //! Sharing rules, each a map of once-cells so that concurrent images wait
-//! for one another instead of repeating work:
+//! for one another instead of repeating work; a failure is kept like a
+//! success, so that no other image repeats it:
 //! - a layer is prepared (hashed, compressed) once per diff_id per run;
 //! - a blob is placed once per (host, repository);
 //! - a blob is uploaded to its home repository (the first one in plan order
 //!   that needs it, whichever image gets there first), and mounted from
 //!   there into the others (falling back to an upload if the mount is
 //!   refused). A fixed home means a re-run finds there what an interrupted
-//!   run uploaded.
+//!   run uploaded; a home new to the run mounts from where the digest cache
+//!   says an earlier run left the blob.
 //!
-//! Permits are taken only around leaf work, never while waiting on a cell,
-//! so waiting can never starve the workers.
+//! An image's blobs and layers are awaited with `join_all`, never
+//! `try_join_all`: work another image may share is never dropped halfway
+//! because a sibling failed. Permits are taken only around leaf work, never
+//! while waiting on a cell, so waiting can never starve the workers.
+//! A signal ([`Stop`]) drops everything in flight at once.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
-use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, sha256_digest, FileRange, PreparedLayer};
-use crate::registry::auth::{lookup_credentials, FoundCredential};
-use crate::registry::client::{Client, MountOutcome};
+use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
+use crate::cache::{Cache, CachedLayer};
+use crate::interrupt::Stop;
+use crate::manifest::{image_manifest, BlobRef};
+use crate::registry::client::{Client, ConnectOptions, MountOutcome};
+use crate::registry::credentials::FoundCredential;
+use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::registry::{media, Endpoint};
-use crate::source::Image;
+use crate::source::oci_layout::LayoutRoot;
+use crate::source::{Artifact, Image, Layer as SourceLayer};
 use crate::targets::Target;
 
 /// How to push.
@@ -38,18 +48,25 @@ pub struct Options {
     /// Most blob operations (compressions, uploads) running at once.
     pub jobs: usize,
     pub insecure: bool,
+    /// Extra trusted roots (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub compression_level: u32,
     /// Credentials from the command line; otherwise looked up per registry.
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
-    /// PATCH size once a registry refuses a whole blob in one request.
+    /// The persistent digest cache, unless `--no-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Manifest format of the images kvpush writes a manifest for (`--format`).
+    pub format: Format,
+    /// `PATCH` size once a registry refuses a whole blob in one request.
     pub chunk_size: u64,
 }
 
 /// What happened to one blob in one repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Placement {
-    Uploaded(u64),
+pub enum Placement {
+    /// Uploaded this many bytes, after compressing the layer first if true.
+    Uploaded(u64, bool),
     Mounted,
     Existed,
 }
@@ -61,14 +78,18 @@ pub struct BlobCounts {
     pub bytes_uploaded: u64,
     pub mounted: u64,
     pub existing: u64,
+    /// Layers compressed for this image: not found in the run or the cache,
+    /// or found in the cache but missing from the registry.
+    pub compressed: u64,
 }
 
 impl BlobCounts {
     fn add(&mut self, p: Placement) {
         match p {
-            Placement::Uploaded(bytes) => {
+            Placement::Uploaded(bytes, compressed) => {
                 self.uploaded += 1;
                 self.bytes_uploaded += bytes;
+                self.compressed += u64::from(compressed);
             }
             Placement::Mounted => self.mounted += 1,
             Placement::Existed => self.existing += 1,
@@ -80,6 +101,7 @@ impl BlobCounts {
         self.bytes_uploaded += other.bytes_uploaded;
         self.mounted += other.mounted;
         self.existing += other.existing;
+        self.compressed += other.compressed;
     }
 }
 
@@ -95,6 +117,13 @@ pub enum Status {
     Interrupted,
 }
 
+impl Status {
+    /// The manifest is in the registry under every tag.
+    pub fn landed(&self) -> bool {
+        matches!(self, Status::Pushed | Status::Unchanged)
+    }
+}
+
 /// The outcome for one image.
 #[derive(Clone, Debug)]
 pub struct ImageResult {
@@ -103,8 +132,78 @@ pub struct ImageResult {
     pub references: Vec<String>,
     /// Manifest digest, known once the image was read and its layers prepared.
     pub digest: Option<String>,
+    /// Bytes of the image's config and (compressed) layers, once known.
+    pub size: Option<u64>,
     pub status: Status,
     pub blobs: BlobCounts,
+    /// Digests of the layers pushed as Bazel compressed them (push-target
+    /// parts, OCI layouts).
+    pub prebuilt_layers: Vec<String>,
+    /// A manifest list: the platforms it lists (`linux/arm64`); empty for
+    /// an image.
+    pub platforms: Vec<String>,
+}
+
+impl ImageResult {
+    /// Nothing known yet; `Pushed` until something says otherwise.
+    pub fn new(target: Target, name: &str, references: Vec<String>) -> ImageResult {
+        ImageResult {
+            target,
+            name: name.to_string(),
+            references,
+            digest: None,
+            size: None,
+            status: Status::Pushed,
+            blobs: BlobCounts::default(),
+            prebuilt_layers: Vec::new(),
+            platforms: Vec::new(),
+        }
+    }
+}
+
+/// The results of a run's images (or lists) as they finish, each told to
+/// the observer.
+pub(crate) struct Finished<'o> {
+    observer: &'o dyn Observer,
+    slots: Mutex<Vec<Option<ImageResult>>>,
+}
+
+impl<'o> Finished<'o> {
+    pub(crate) fn new(observer: &'o dyn Observer, count: usize) -> Finished<'o> {
+        Finished {
+            observer,
+            slots: Mutex::new(vec![None; count]),
+        }
+    }
+
+    pub(crate) fn record(&self, id: usize, result: ImageResult) {
+        self.observer.image_done(id, &result);
+        self.slots.lock().expect("results poisoned")[id] = Some(result);
+    }
+
+    /// Every result, in id order; one that never finished (the run was
+    /// interrupted) is `unfinished(id)` with [`Status::Interrupted`], and
+    /// told to the observer too.
+    pub(crate) fn into_results(
+        self,
+        unfinished: impl Fn(usize) -> ImageResult,
+    ) -> Vec<ImageResult> {
+        let slots = self.slots.into_inner().expect("results poisoned");
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(id, slot)| {
+                slot.unwrap_or_else(|| {
+                    let result = ImageResult {
+                        status: Status::Interrupted,
+                        ..unfinished(id)
+                    };
+                    self.observer.image_done(id, &result);
+                    result
+                })
+            })
+            .collect()
+    }
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
@@ -119,209 +218,398 @@ fn cell<K: Eq + Hash, V>(cells: &Cells<K, V>, key: K) -> Arc<OnceCell<V>> {
 }
 
 /// State shared by every image of a run.
-struct Run {
+struct Run<'o> {
+    observer: &'o dyn Observer,
+    stop: &'o Stop,
     clients: HashMap<String, Client>,
     options: Options,
+    /// Network work (HEAD, upload, mount): `--jobs` at once.
     permits: Semaphore,
+    /// Layer compressions at once; each already uses every core.
+    cpu_permits: Semaphore,
+    cache: Option<Cache>,
+    /// Cache key of the compressor settings in force.
+    settings: String,
     spool_dir: tempfile::TempDir,
     spool_seq: AtomicU64,
-    /// diff_id -> the layer prepared for upload.
-    /// Failures are kept too, so that no other image repeats them.
-    layers: Cells<String, Result<Arc<PreparedLayer>, String>>,
-    /// (host, diff_id or config digest) -> the repository a blob is
-    /// uploaded to before being mounted into the others: the first one in
-    /// plan order, so that a re-run after an interruption finds there what
-    /// the first run uploaded instead of uploading it again elsewhere.
-    homes: HashMap<(String, String), String>,
+    /// diff_id -> the layer as the push knows it.
+    layers: Cells<String, Result<Arc<Layer>, String>>,
+    /// (host, blob key) -> the home repository of the blob (see [`homes`]).
+    homes: HashMap<(String, String), Home>,
     /// (host, repo, digest) -> what placing it there took.
-    /// Failures are kept too: a registry that refused a blob after all its
-    /// tries is not asked again by the next image needing it.
     placed: Cells<(String, String, String), Result<Placement, String>>,
+    /// Per image: its blobs as they land, so that an interrupted run can
+    /// still say what went up.
+    counts: &'o [Mutex<BlobCounts>],
 }
 
-/// What to upload for a blob.
-struct Blob<'a> {
-    /// What the blob is known by before it is prepared: a layer's diff_id,
-    /// the config's digest.
-    key: &'a str,
-    digest: &'a str,
-    body: FileRange,
+/// The repository a blob is uploaded to before being mounted into the
+/// others, and the image whose counts its placement there goes to.
+struct Home {
+    repo: String,
+    image: usize,
 }
 
-impl Run {
-    /// Hash/compress a layer once per diff_id, and check it matches.
-    async fn prepare(&self, image: &Image, index: usize) -> Result<Arc<PreparedLayer>, String> {
-        let declared = image.diff_ids[index].clone();
-        let src = image.layers[index].clone();
-        cell(&self.layers, declared.clone())
-            .get_or_init(|| async {
-                let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-                let spool = self
-                    .spool_dir
-                    .path()
-                    .join(format!("layer-{}.tar.gz", self.spool_seq.fetch_add(1, Ordering::Relaxed)));
-                let level = self.options.compression_level;
-                let src_for_task = src.clone();
-                let prepared = tokio::task::spawn_blocking(move || prepare_layer(&src_for_task, &spool, level))
-                    .await
-                    .map_err(|e| format!("layer task failed: {e}"))?
-                    .map_err(|e| format!("cannot read layer {} of {}: {e}", index + 1, src.path.display()))?;
-                if prepared.diff_id != declared {
-                    return Err(format!(
-                        "layer {} of {} decompresses to {} but the image config's diff_ids[{index}] says {declared}: the tarball is corrupt, rebuild it with bazel",
+/// A layer's registry identity and where its gzip bytes are, or, when its
+/// digest came from the cache, how to make them on first need.
+struct Layer {
+    diff_id: String,
+    digest: String,
+    size: u64,
+    /// The layer inside its tarball, for (re)compression and messages.
+    src: FileRange,
+    index: usize,
+    body: OnceCell<Result<BlobBody, String>>,
+    /// A layer Bazel gzipped, whose digest its digest file claims: hashed
+    /// once, before its first upload (a re-push that uploads nothing reads
+    /// nothing).
+    claimed: Option<SourceLayer>,
+    verified: OnceCell<Result<(), String>>,
+}
+
+/// Where a blob's bytes come from.
+enum Source {
+    Ready(FileRange),
+    Layer(Arc<Layer>),
+}
+
+/// A blob to place in a repository.
+struct Blob {
+    /// What the blob is known by before it is prepared, for [`homes`]: a
+    /// layer's diff_id, else its digest.
+    key: String,
+    digest: String,
+    size: u64,
+    source: Source,
+}
+
+/// A layer Bazel already gzipped: its digest and diff_id come from Bazel's
+/// files, its bytes are pushed as they are.
+fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
+    let claimed = &image.layers[index];
+    let SourceLayer::Compressed {
+        range,
+        digest,
+        diff_id,
+    } = claimed
+    else {
+        unreachable!("only called for compressed layers");
+    };
+    if *diff_id != image.diff_ids[index] {
+        return Err(format!(
+            "layer {} of {}: its diff_id file says {diff_id} but the image config's diff_ids[{index}] says {}: the push target's parts are inconsistent, rebuild them with bazel",
+            index + 1,
+            image.source.display(),
+            image.diff_ids[index]
+        ));
+    }
+    Ok(Arc::new(Layer {
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
+        size: range.len,
+        src: range.clone(),
+        index,
+        body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
+        claimed: Some(claimed.clone()),
+        verified: OnceCell::new(),
+    }))
+}
+
+impl Run<'_> {
+    /// Compress (or hash) a layer on the blocking pool and check its diff_id.
+    async fn compress_layer(
+        &self,
+        src: &FileRange,
+        declared: &str,
+        index: usize,
+    ) -> Result<PreparedLayer, String> {
+        let _permit = self
+            .cpu_permits
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        let spool = self.spool_dir.path().join(format!(
+            "layer-{}.tar.gz",
+            self.spool_seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let level = self.options.compression_level;
+        let src_for_task = src.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare_layer(&src_for_task, &spool, level))
+                .await
+                .map_err(|e| format!("layer task failed: {e}"))?
+                .map_err(|e| {
+                    format!(
+                        "cannot read layer {} of {}: {e}",
                         index + 1,
-                        src.path.display(),
-                        prepared.diff_id
-                    ));
+                        src.path.display()
+                    )
+                })?;
+        if prepared.diff_id != declared {
+            return Err(format!(
+                "layer {} of {} decompresses to {} but the image config's diff_ids[{index}] says {declared}: the tarball is corrupt, rebuild it with bazel",
+                index + 1,
+                src.path.display(),
+                prepared.diff_id
+            ));
+        }
+        Ok(prepared)
+    }
+
+    /// Learn a layer's blob digest once per diff_id: from the cache without
+    /// reading it, else by compressing it now. Returns whether this call
+    /// compressed it.
+    async fn prepare(&self, image: &Image, index: usize) -> Result<(Arc<Layer>, bool), String> {
+        let declared = image.diff_ids[index].clone();
+        let src = match &image.layers[index] {
+            SourceLayer::Raw(range) => range.clone(),
+            // Not shared through the diff_id cell: the same diff_id
+            // compressed by kvpush would have another digest, and the
+            // manifest must keep Bazel's.
+            SourceLayer::Compressed { .. } => return prebuilt(image, index).map(|l| (l, false)),
+        };
+        let mut compressed = false;
+        let layer = cell(&self.layers, declared.clone())
+            .get_or_init(|| async {
+                let cached = self
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.layer(&self.settings, &declared));
+                if let Some(hit) = cached {
+                    return Ok(Arc::new(Layer {
+                        diff_id: declared,
+                        digest: hit.digest,
+                        size: hit.size,
+                        src,
+                        index,
+                        body: OnceCell::new(),
+                        claimed: None,
+                        verified: OnceCell::new(),
+                    }));
                 }
-                Ok(Arc::new(prepared))
+                let prepared = self.compress_layer(&src, &declared, index).await?;
+                compressed = matches!(prepared.body, BlobBody::Spool(_));
+                if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
+                    let entry = CachedLayer {
+                        digest: prepared.digest.clone(),
+                        size: prepared.size,
+                    };
+                    cache.put_layer(&self.settings, &declared, &entry);
+                }
+                Ok(Arc::new(Layer {
+                    diff_id: declared,
+                    digest: prepared.digest,
+                    size: prepared.size,
+                    src,
+                    index,
+                    body: OnceCell::new_with(Some(Ok(prepared.body))),
+                    claimed: None,
+                    verified: OnceCell::new(),
+                }))
             })
             .await
-            .clone()
+            .clone()?;
+        Ok((layer, compressed))
     }
 
-    /// Make `blob` present in `dest`'s repository, recording in `counts`
-    /// what it took (nothing when another image of the run did it). The
-    /// blob goes first to its home repository, then is mounted from there.
-    async fn place(
-        &self,
-        dest: &Destination,
-        blob: &Blob<'_>,
-        counts: &Mutex<BlobCounts>,
-    ) -> Result<(), String> {
-        let home = self
-            .homes
-            .get(&(dest.host.clone(), blob.key.to_string()))
-            .unwrap_or(&dest.repo);
-        if *home != dest.repo {
-            self.place_in(&dest.host, home, None, blob, counts).await?;
+    /// The bytes of a blob, compressing a cached layer now if need be;
+    /// true when this call did the compressing.
+    async fn body(&self, blob: &Blob) -> Result<(FileRange, bool), String> {
+        let layer = match &blob.source {
+            Source::Ready(range) => return Ok((range.clone(), false)),
+            Source::Layer(layer) => layer,
+        };
+        if let Some(claimed) = &layer.claimed {
+            layer
+                .verified
+                .get_or_init(|| async {
+                    let claimed = claimed.clone();
+                    tokio::task::spawn_blocking(move || claimed.verify())
+                        .await
+                        .map_err(|e| format!("layer check failed: {e}"))?
+                })
+                .await
+                .clone()?;
         }
-        self.place_in(&dest.host, &dest.repo, Some(home), blob, counts)
+        let mut compressed = false;
+        let body = layer
+            .body
+            .get_or_init(|| async {
+                compressed = true;
+                let prepared = self.compress_layer(&layer.src, &layer.diff_id, layer.index).await?;
+                if prepared.digest != layer.digest || prepared.size != layer.size {
+                    if let Some(cache) = &self.cache {
+                        cache.remove_layer(&self.settings, &layer.diff_id);
+                    }
+                    return Err(format!(
+                        "the digest cache says layer {} of {} compresses to {} but it compresses to {}; the entry was removed, run kvpush again (or pass --no-cache)",
+                        layer.index + 1,
+                        layer.src.path.display(),
+                        layer.digest,
+                        prepared.digest
+                    ));
+                }
+                Ok(prepared.body)
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)?;
+        Ok((body.range(layer.size), compressed))
+    }
+
+    /// Note where a blob now is, for mounts in later runs.
+    fn remember(&self, host: &str, digest: &str, repo: &str) {
+        if let Some(cache) = &self.cache {
+            cache.put_blob_repo(host, digest, repo);
+        }
+    }
+
+    /// Make `blob` present in `dest`'s repository for image `id`: first in
+    /// its home repository, then mounted from there. Returns what placing
+    /// it in `dest` took, `Existed` when another image of the run did it.
+    async fn place(&self, id: usize, dest: &Destination, blob: &Blob) -> Result<Placement, String> {
+        let home = self.homes.get(&(dest.host.clone(), blob.key.clone()));
+        let from = match home {
+            Some(home) if home.repo != dest.repo => {
+                self.place_once(home.image, &dest.host, &home.repo, None, blob)
+                    .await?;
+                Some(home.repo.as_str())
+            }
+            _ => None,
+        };
+        self.place_once(id, &dest.host, &dest.repo, from, blob)
             .await
     }
 
-    /// Place `blob` in `repo` once per run: upload it (or find it there),
-    /// or mount it from `from` when that is another repository.
-    async fn place_in(
+    /// Place `blob` in `repo` once per run (see [`Run::place_in`]), mounting
+    /// it from `from`, else from where the digest cache last saw it; the
+    /// placement counts for image `owner`. `Existed` when another call did
+    /// it.
+    async fn place_once(
         &self,
+        owner: usize,
         host: &str,
         repo: &str,
         from: Option<&str>,
-        blob: &Blob<'_>,
-        counts: &Mutex<BlobCounts>,
-    ) -> Result<(), String> {
-        let client = &self.clients[host];
-        let key = (host.to_string(), repo.to_string(), blob.digest.to_string());
-        cell(&self.placed, key)
+        blob: &Blob,
+    ) -> Result<Placement, String> {
+        let key = (host.to_string(), repo.to_string(), blob.digest.clone());
+        let mut ours = false;
+        let placement = cell(&self.placed, key)
             .get_or_init(|| async {
-                let placement = match from {
-                    Some(home) if home != repo => {
-                        self.place_by_mount(client, repo, home, blob).await?
-                    }
-                    _ => self.place_fresh(client, repo, blob).await?,
+                ours = true;
+                let cached = match from {
+                    Some(_) => None,
+                    None => self
+                        .cache
+                        .as_ref()
+                        .and_then(|c| c.blob_repo(host, &blob.digest)),
                 };
-                counts.lock().expect("counts poisoned").add(placement);
+                let placement = self
+                    .place_in(&self.clients[host], repo, from.or(cached.as_deref()), blob)
+                    .await?;
+                self.counts[owner]
+                    .lock()
+                    .expect("counts poisoned")
+                    .add(placement);
                 Ok(placement)
             })
             .await
-            .clone()
-            .map(|_| ())
+            .clone()?;
+        Ok(if ours { placement } else { Placement::Existed })
     }
 
-    /// First placement on a host: skip if present, upload otherwise.
-    async fn place_fresh(
+    /// Place a blob in one repository: skip it if present, mount it from
+    /// `from` (a repository of the same registry said to hold it) when
+    /// there is one, upload it otherwise or when the mount is refused.
+    async fn place_in(
         &self,
         client: &Client,
         repo: &str,
-        blob: &Blob<'_>,
+        from: Option<&str>,
+        blob: &Blob,
     ) -> Result<Placement, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        if client
-            .blob_exists(repo, blob.digest)
-            .await
-            .map_err(|e| e.to_string())?
+        let net = |e: crate::registry::RegistryError| e.to_string();
+        let mut session = None;
         {
-            return Ok(Placement::Existed);
+            let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+            if client.blob_exists(repo, &blob.digest).await.map_err(net)? {
+                self.remember(client.host(), &blob.digest, repo);
+                return Ok(Placement::Existed);
+            }
+            if let Some(from) = from.filter(|f| *f != repo) {
+                match client.mount_blob(repo, &blob.digest, from).await {
+                    Ok(MountOutcome::Mounted) => {
+                        self.remember(client.host(), &blob.digest, repo);
+                        return Ok(Placement::Mounted);
+                    }
+                    Ok(MountOutcome::UploadAt(opened)) => session = Some(opened),
+                    Err(e) => tracing::debug!("mount refused ({e}); uploading instead"),
+                }
+            }
         }
+        // No network permit is held while a cached layer is compressed.
+        let (body, compressed) = self.body(blob).await?;
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         client
-            .upload_blob(repo, blob.digest, &blob.body, None)
+            .upload_blob(repo, &blob.digest, &body, session)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(Placement::Uploaded(blob.body.len))
+            .map_err(net)?;
+        self.remember(client.host(), &blob.digest, repo);
+        Ok(Placement::Uploaded(blob.size, compressed))
     }
 
-    /// Later placements: mount from the repository that already has it.
-    async fn place_by_mount(
-        &self,
-        client: &Client,
-        repo: &str,
-        from: &str,
-        blob: &Blob<'_>,
-    ) -> Result<Placement, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        if client
-            .blob_exists(repo, blob.digest)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(Placement::Existed);
+    async fn push_image(&self, id: usize, planned: &PlannedImage) -> ImageResult {
+        let mut result = ImageResult::new(planned.target, &planned.name, references(planned));
+        if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
+            result.status = match self.stop.received() {
+                Some(_) => Status::Interrupted,
+                None => Status::Failed(e),
+            };
         }
-        let result = match client.mount_blob(repo, blob.digest, from).await {
-            Ok(MountOutcome::Mounted) => return Ok(Placement::Mounted),
-            Ok(MountOutcome::UploadAt(session)) => {
-                client
-                    .upload_blob(repo, blob.digest, &blob.body, Some(session))
-                    .await
-            }
-            Err(e) => {
-                tracing::debug!("mount refused ({e}); uploading instead");
-                client
-                    .upload_blob(repo, blob.digest, &blob.body, None)
-                    .await
-            }
-        };
-        result.map_err(|e| e.to_string())?;
-        Ok(Placement::Uploaded(blob.body.len))
-    }
-
-    /// Push one image; `counts` follows its blobs as they land, so that an
-    /// interrupted run can still say what went up.
-    async fn push_image(&self, planned: &PlannedImage, counts: &Mutex<BlobCounts>) -> ImageResult {
-        let mut result = ImageResult {
-            target: planned.target,
-            name: planned.name.clone(),
-            references: planned
-                .destinations
-                .iter()
-                .map(|d| d.display.clone())
-                .collect(),
-            digest: None,
-            status: Status::Pushed,
-            blobs: BlobCounts::default(),
-        };
-        if let Err(e) = self.push_image_inner(planned, &mut result, counts).await {
-            result.status = Status::Failed(e);
-        }
-        result.blobs = *counts.lock().expect("counts poisoned");
+        result.blobs = *self.counts[id].lock().expect("counts poisoned");
         result
     }
 
     async fn push_image_inner(
         &self,
+        id: usize,
         planned: &PlannedImage,
         result: &mut ImageResult,
-        counts: &Mutex<BlobCounts>,
     ) -> Result<(), String> {
-        let image = planned.image.as_ref().map_err(Clone::clone)?;
-        // join_all, not try_join_all: work another image may share is
-        // never dropped halfway because a sibling failed (it would be done
-        // again, and a registry asked again after all its tries).
-        let layers = join_all((0..image.layers.len()).map(|i| self.prepare(image, i)))
+        let image = match planned.image.as_ref().map_err(Clone::clone)? {
+            Artifact::Image(image) => image,
+            Artifact::Layout(root) => return self.push_layout(id, planned, root, result).await,
+        };
+        self.observer.stage(id, Stage::Preparing);
+        let prepared = join_all((0..image.layers.len()).map(|i| self.prepare(image, i)))
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
-        let (manifest, digest) = docker_manifest(image, &layers)?;
+        self.counts[id].lock().expect("counts poisoned").compressed += prepared
+            .iter()
+            .filter(|(_, compressed)| *compressed)
+            .count() as u64;
+        let layers: Vec<Arc<Layer>> = prepared.into_iter().map(|(layer, _)| layer).collect();
+        result.prebuilt_layers = layers
+            .iter()
+            .filter(|l| l.claimed.is_some())
+            .map(|l| l.digest.clone())
+            .collect();
+        let format = self.options.format;
+        let (manifest, digest) = manifest_of(format, image, &layers);
         result.digest = Some(digest.clone());
+        // rules_docker digested the Docker manifest; `--format oci` makes another.
+        if let (Format::Docker, Some(expected)) = (format, &image.expected_digest) {
+            if expected.digest != digest {
+                return Err(format!(
+                    "the manifest kvpush built has digest {digest}, but {} (rules_docker's digest of this image) says {}: not pushing an image that KubeVirt's manifests would not find; rebuild with `{}`",
+                    expected.file.display(),
+                    expected.digest,
+                    planned.target.parts_build_command()
+                ));
+            }
+        }
 
         // Config: pushed byte for byte from the tarball so its digest is Bazel's.
         let config_path = self.spool_dir.path().join(format!(
@@ -330,76 +618,135 @@ impl Run {
         ));
         std::fs::write(&config_path, &image.config)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        let config_len = image.config.len() as u64;
         let mut blobs = vec![Blob {
-            key: &image.config_digest,
-            digest: &image.config_digest,
-            body: FileRange {
+            key: image.config_digest.clone(),
+            digest: image.config_digest.clone(),
+            size: config_len,
+            source: Source::Ready(FileRange {
                 path: config_path,
                 offset: 0,
-                len: image.config.len() as u64,
-            },
+                len: config_len,
+            }),
         }];
         blobs.extend(layers.iter().map(|l| Blob {
-            key: &l.diff_id,
-            digest: &l.digest,
-            body: l.body.range(l.size),
+            key: l.diff_id.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+            source: Source::Layer(l.clone()),
         }));
 
-        // One repository per distinct (host, repo); tags share its blobs.
-        let mut repos: Vec<&Destination> = Vec::new();
-        for d in &planned.destinations {
-            if !repos.iter().any(|r| r.host == d.host && r.repo == d.repo) {
-                repos.push(d);
-            }
-        }
-        for repo in &repos {
-            join_all(blobs.iter().map(|b| self.place(repo, b, counts)))
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?;
-        }
-
-        // Manifest by digest once all blobs are confirmed, then the tags.
+        let repos = self.place_all(id, planned, &blobs, result).await?;
         let mut changed = false;
         for repo in &repos {
             let client = &self.clients[&repo.host];
-            let tags: Vec<&Destination> = planned
-                .destinations
-                .iter()
-                .filter(|d| d.host == repo.host && d.repo == repo.repo)
-                .collect();
-            let mut stale = Vec::new();
-            for d in &tags {
-                if client
-                    .manifest_digest(&d.repo, &d.tag)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .as_deref()
-                    != Some(digest.as_str())
-                {
-                    stale.push(*d);
+            let tags = tags_in(planned, repo);
+            changed |= put_tagged(
+                client,
+                &tags,
+                format.manifest(),
+                &manifest,
+                &digest,
+                self.stop,
+            )
+            .await?;
+        }
+        if !changed {
+            result.status = Status::Unchanged;
+        }
+        Ok(())
+    }
+
+    /// Place every blob of an image in each repository it goes to, telling
+    /// the observer; returns those repositories (one destination each).
+    async fn place_all<'p>(
+        &self,
+        id: usize,
+        planned: &'p PlannedImage,
+        blobs: &[Blob],
+        result: &mut ImageResult,
+    ) -> Result<Vec<&'p Destination>, String> {
+        let total = blobs.iter().map(|b| b.size).sum();
+        result.size = Some(total);
+        self.observer.stage(id, Stage::Uploading { total });
+        let repos = repositories(planned);
+        for repo in &repos {
+            join_all(blobs.iter().map(|b| async move {
+                let placed = self.place(id, repo, b).await?;
+                self.observer.blob_placed(id, placed, b.size);
+                Ok::<_, String>(())
+            }))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+        }
+        // Manifests by digest once all blobs are confirmed, then the tags.
+        self.observer.stage(id, Stage::Tagging);
+        Ok(repos)
+    }
+
+    /// Push an OCI layout byte for byte: every blob of every image, then
+    /// each image manifest of an index by digest, then the top manifest and
+    /// its tags. Layers are the layout's own, so nothing is compressed.
+    async fn push_layout(
+        &self,
+        id: usize,
+        planned: &PlannedImage,
+        root: &LayoutRoot,
+        result: &mut ImageResult,
+    ) -> Result<(), String> {
+        let top = root.manifest();
+        result.digest = Some(top.digest.clone());
+        let mut blobs: Vec<Blob> = Vec::new();
+        for b in layout_blobs(root) {
+            if !blobs.iter().any(|x| x.digest == b.digest) {
+                blobs.push(Blob {
+                    key: b.digest.clone(),
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    source: Source::Ready(b.range.clone()),
+                });
+            }
+        }
+        for image in root.images() {
+            for l in &image.layers {
+                if !result.prebuilt_layers.contains(&l.digest) {
+                    result.prebuilt_layers.push(l.digest.clone());
                 }
             }
-            if stale.is_empty() {
-                continue;
+        }
+        let repos = self.place_all(id, planned, &blobs, result).await?;
+        let mut changed = false;
+        for repo in &repos {
+            let client = &self.clients[&repo.host];
+            if let LayoutRoot::Index(_) = root {
+                // Children first: a registry refuses an index whose images it lacks.
+                for child in root.images() {
+                    let m = &child.manifest;
+                    let present = client
+                        .manifest_digest(&repo.repo, &m.digest)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if present.as_deref() != Some(m.digest.as_str()) {
+                        changed = true;
+                        not_stopped(self.stop)?;
+                        client
+                            .put_manifest(&repo.repo, &m.digest, &m.media_type, &m.bytes, &m.digest)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
             }
-            changed = true;
-            client
-                .put_manifest(
-                    &repo.repo,
-                    &digest,
-                    media::DOCKER_MANIFEST,
-                    &manifest,
-                    &digest,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            for d in stale {
-                client
-                    .put_manifest(&d.repo, &d.tag, media::DOCKER_MANIFEST, &manifest, &digest)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let tags = tags_in(planned, repo);
+            changed |= put_tagged(
+                client,
+                &tags,
+                &top.media_type,
+                &top.bytes,
+                &top.digest,
+                self.stop,
+            )
+            .await?;
         }
         if !changed {
             result.status = Status::Unchanged;
@@ -408,161 +755,237 @@ impl Run {
     }
 }
 
-/// The Docker schema 2 manifest of an image, and its digest.
-fn docker_manifest(
-    image: &Image,
-    layers: &[Arc<PreparedLayer>],
-) -> Result<(Vec<u8>, String), String> {
-    let bad = |e: oci_spec::OciSpecError| {
-        format!(
-            "cannot build the manifest for {}: {e}",
-            image.source.display()
-        )
-    };
-    let descriptor = |media_type: &str, digest: &str, size: u64| {
-        DescriptorBuilder::default()
-            .media_type(MediaType::Other(media_type.to_string()))
-            .digest(oci_spec::image::Digest::try_from(digest).map_err(bad)?)
-            .size(size)
-            .build()
-            .map_err(bad)
-    };
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::Other(media::DOCKER_MANIFEST.to_string()))
-        .config(descriptor(
-            media::DOCKER_CONFIG,
-            &image.config_digest,
-            image.config.len() as u64,
-        )?)
-        .layers(
-            layers
-                .iter()
-                .map(|l| descriptor(media::DOCKER_LAYER_GZIP, &l.digest, l.size))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-        .build()
-        .map_err(bad)?;
-    let bytes =
-        serde_json::to_vec(&manifest).map_err(|e| format!("cannot serialise manifest: {e}"))?;
-    let digest = sha256_digest(&bytes);
-    Ok((bytes, digest))
+/// Every blob (configs and layers) of a layout's images, shared ones as
+/// often as they are named.
+fn layout_blobs(root: &LayoutRoot) -> impl Iterator<Item = &crate::source::oci_layout::LayoutBlob> {
+    root.images()
+        .iter()
+        .flat_map(|i| std::iter::once(&i.config).chain(&i.layers))
 }
 
-/// The home repository of every blob (see [`Run::homes`]).
-fn homes(plan: &Plan) -> HashMap<(String, String), String> {
+/// The home repository of every blob on every host: the first repository
+/// in plan order that needs it, whichever image gets there first, so that
+/// a re-run after an interruption finds there what the first run uploaded
+/// instead of uploading it again elsewhere. Keyed by what a blob is known
+/// by before it is prepared (see [`Blob::key`]).
+fn homes(plan: &Plan) -> HashMap<(String, String), Home> {
     let mut homes = HashMap::new();
-    for planned in &plan.images {
-        let Ok(image) = &planned.image else { continue };
+    for (image, planned) in plan.images.iter().enumerate() {
+        let keys: Vec<&String> = match &planned.image {
+            Ok(Artifact::Image(i)) => i.diff_ids.iter().chain([&i.config_digest]).collect(),
+            Ok(Artifact::Layout(root)) => layout_blobs(root).map(|b| &b.digest).collect(),
+            Err(_) => continue,
+        };
         for d in &planned.destinations {
-            for key in image.diff_ids.iter().chain([&image.config_digest]) {
+            for key in &keys {
                 homes
-                    .entry((d.host.clone(), key.clone()))
-                    .or_insert_with(|| d.repo.clone());
+                    .entry((d.host.clone(), (*key).clone()))
+                    .or_insert_with(|| Home {
+                        repo: d.repo.clone(),
+                        image,
+                    });
             }
         }
     }
     homes
 }
 
-fn interrupted(planned: &PlannedImage, blobs: BlobCounts) -> ImageResult {
-    ImageResult {
-        target: planned.target,
-        name: planned.name.clone(),
-        references: planned
-            .destinations
-            .iter()
-            .map(|d| d.display.clone())
-            .collect(),
-        digest: None,
-        status: Status::Interrupted,
-        blobs,
+/// Every reference an image goes to, as shown.
+fn references(planned: &PlannedImage) -> Vec<String> {
+    planned
+        .destinations
+        .iter()
+        .map(|d| d.display.clone())
+        .collect()
+}
+
+/// No manifest or tag is written once a signal came, even if it came in
+/// the middle of the work, before the work could be dropped.
+fn not_stopped(stop: &Stop) -> Result<(), String> {
+    match stop.received() {
+        Some(signal) => Err(format!("interrupted by {}", signal.name)),
+        None => Ok(()),
     }
 }
 
-/// Push every image of the plan; `on_done` is called as each one finishes.
-/// When `stop` resolves first, everything in flight is dropped at once and
-/// the images not finished are reported [`Status::Interrupted`], with the
-/// value `stop` gave.
-pub async fn execute<S: std::future::Future>(
-    plan: &Plan,
-    options: Options,
-    on_done: &(dyn Fn(&ImageResult) + Sync),
-    stop: S,
-) -> Result<(Vec<ImageResult>, Option<S::Output>), String> {
-    let slots: Mutex<Vec<Option<ImageResult>>> = Mutex::new(vec![None; plan.images.len()]);
-    let record = |i: usize, result: ImageResult| {
-        on_done(&result);
-        slots.lock().expect("results poisoned")[i] = Some(result);
-    };
-    let counts: Vec<Mutex<BlobCounts>> = plan.images.iter().map(|_| Mutex::default()).collect();
-    let work = push_all(plan, options, &record, &counts);
-    let stopped = tokio::select! {
-        done = work => { done?; None }
-        why = stop => Some(why),
-    };
-    let results = slots
-        .into_inner()
-        .expect("results poisoned")
-        .into_iter()
-        .zip(plan.images.iter().zip(counts))
-        .map(|(slot, (planned, counts))| {
-            slot.unwrap_or_else(|| {
-                interrupted(planned, counts.into_inner().expect("counts poisoned"))
-            })
-        })
-        .collect();
-    Ok((results, stopped))
-}
-
-async fn push_all(
-    plan: &Plan,
-    options: Options,
-    on_done: &(dyn Fn(usize, ImageResult) + Sync),
-    counts: &[Mutex<BlobCounts>],
-) -> Result<(), String> {
-    let mut clients = HashMap::new();
-    for image in &plan.images {
-        for d in &image.destinations {
-            if !clients.contains_key(&d.host) {
-                let credential = lookup_credentials(&d.host, options.credential.clone())?;
-                if let Some(c) = &credential {
-                    tracing::info!("using credentials for {} from {}", d.host, c.source);
-                }
-                let endpoint = Endpoint::for_host(&d.host, options.insecure);
-                let client = Client::new(
-                    endpoint,
-                    credential,
-                    options.retry.clone(),
-                    options.chunk_size,
-                )
-                .map_err(|e| e.to_string())?;
-                // Fail fast, once, when the registry is not there at all.
-                client.ping().await.map_err(|e| e.to_string())?;
-                clients.insert(d.host.clone(), client);
-            }
+/// One destination per distinct (host, repository); tags share its blobs.
+fn repositories(planned: &PlannedImage) -> Vec<&Destination> {
+    let mut repos: Vec<&Destination> = Vec::new();
+    for d in &planned.destinations {
+        if !repos.iter().any(|r| r.host == d.host && r.repo == d.repo) {
+            repos.push(d);
         }
     }
-    let spool_dir = tempfile::Builder::new()
-        .prefix("kvpush-")
-        .tempdir()
-        .map_err(|e| {
-            format!("cannot create a temporary directory for compressed layers (set TMPDIR?): {e}")
-        })?;
-    let run = Run {
-        clients,
-        permits: Semaphore::new(options.jobs.max(1)),
-        options,
-        spool_dir,
-        spool_seq: AtomicU64::new(0),
-        layers: Mutex::default(),
-        homes: homes(plan),
-        placed: Mutex::default(),
+    repos
+}
+
+/// The destinations of `planned` in `repo`'s repository: one per tag.
+fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destination> {
+    planned
+        .destinations
+        .iter()
+        .filter(|d| d.host == repo.host && d.repo == repo.repo)
+        .collect()
+}
+
+/// Put a manifest in one repository, by digest and then under each tag of
+/// `tags` (all in that repository) that does not already point at it,
+/// writing nothing once `stop` has come. Returns false when every tag
+/// already did: nothing was written.
+pub(crate) async fn put_tagged(
+    client: &Client,
+    tags: &[&Destination],
+    media_type: &str,
+    manifest: &[u8],
+    digest: &str,
+    stop: &Stop,
+) -> Result<bool, String> {
+    let Some(repo) = tags.first().map(|d| d.repo.as_str()) else {
+        return Ok(false);
     };
-    join_all(plan.images.iter().enumerate().map(|(i, planned)| {
-        let run = &run;
-        async move { on_done(i, run.push_image(planned, &counts[i]).await) }
-    }))
-    .await;
-    Ok(())
+    let mut stale = Vec::new();
+    for d in tags {
+        if client
+            .manifest_digest(&d.repo, &d.tag)
+            .await
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            != Some(digest)
+        {
+            stale.push(*d);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(false);
+    }
+    not_stopped(stop)?;
+    client
+        .put_manifest(repo, digest, media_type, manifest, digest)
+        .await
+        .map_err(|e| e.to_string())?;
+    for d in stale {
+        not_stopped(stop)?;
+        client
+            .put_manifest(&d.repo, &d.tag, media_type, manifest, digest)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
+/// The manifest of an image in `format`, and its digest, serialised as
+/// rules_docker did (see [`crate::manifest`]).
+fn manifest_of(format: Format, image: &Image, layers: &[Arc<Layer>]) -> (Vec<u8>, String) {
+    let refs: Vec<BlobRef> = layers
+        .iter()
+        .map(|l| BlobRef {
+            digest: &l.digest,
+            size: l.size,
+        })
+        .collect();
+    let config = BlobRef {
+        digest: &image.config_digest,
+        size: image.config.len() as u64,
+    };
+    image_manifest(format, config, &refs)
+}
+
+/// One client per registry host ([`Client::connect`]), so that a registry
+/// that is not there at all, or refuses the credentials, fails once, up
+/// front.
+pub(crate) async fn connect<'a>(
+    hosts: impl Iterator<Item = &'a str>,
+    options: &Options,
+) -> Result<HashMap<String, Client>, String> {
+    let connect = ConnectOptions {
+        insecure: options.insecure,
+        ca_certs: options.ca_certs.clone(),
+        retry: options.retry.clone(),
+        chunk_size: options.chunk_size,
+    };
+    let mut clients = HashMap::new();
+    for host in hosts {
+        if !clients.contains_key(host) {
+            let client = Client::connect(host, options.credential.clone(), &connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            clients.insert(host.to_string(), client);
+        }
+    }
+    Ok(clients)
+}
+
+/// Push every image of the plan, telling `observer` how it goes. When
+/// `stop` comes, everything in flight is dropped at once and the images not
+/// done are reported [`Status::Interrupted`], with the blobs they placed.
+pub async fn execute(
+    plan: &Plan,
+    options: Options,
+    observer: &dyn Observer,
+    stop: &Stop,
+) -> Result<Vec<ImageResult>, String> {
+    let counts: Vec<Mutex<BlobCounts>> = plan.images.iter().map(|_| Mutex::default()).collect();
+    let finished = Finished::new(observer, plan.images.len());
+    let work = async {
+        let hosts = plan
+            .images
+            .iter()
+            .flat_map(|i| &i.destinations)
+            .map(|d| d.host.as_str());
+        let clients = connect(hosts, &options).await?;
+        let spool_dir = tempfile::Builder::new()
+            .prefix("kvpush-")
+            .tempdir()
+            .map_err(|e| {
+                format!(
+                    "cannot create a temporary directory for compressed layers (set TMPDIR?): {e}"
+                )
+            })?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let run = Run {
+            observer,
+            stop,
+            clients,
+            permits: Semaphore::new(options.jobs.max(1)),
+            cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
+            cache: options.cache_dir.clone().map(Cache::new),
+            settings: format!(
+                "{}-l{}",
+                crate::compress::SETTINGS_ID,
+                options.compression_level
+            ),
+            options,
+            spool_dir,
+            spool_seq: AtomicU64::new(0),
+            layers: Mutex::default(),
+            homes: homes(plan),
+            placed: Mutex::default(),
+            counts: &counts,
+        };
+        let (run, finished) = (&run, &finished);
+        join_all(
+            plan.images
+                .iter()
+                .enumerate()
+                .map(|(id, planned)| async move {
+                    run.observer.image_started(id, planned);
+                    finished.record(id, run.push_image(id, planned).await);
+                }),
+        )
+        .await;
+        Ok::<_, String>(())
+    };
+    if let Ok(done) = stop.or(work).await {
+        done?;
+    }
+    let mut results = finished.into_results(|id| {
+        let planned = &plan.images[id];
+        ImageResult::new(planned.target, &planned.name, references(planned))
+    });
+    // Blobs placed in an image's home repository by another image count
+    // for it, even when they landed after it was done.
+    for (result, counts) in results.iter_mut().zip(counts) {
+        result.blobs = counts.into_inner().expect("counts poisoned");
+    }
+    Ok(results)
 }

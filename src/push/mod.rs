@@ -1,10 +1,15 @@
 //! Push planning and execution: [`plan`] turns a selection into images and
 //! destinations (local work), [`execute`] pushes them concurrently: every
 //! layer prepared once, every blob placed once per repository, manifests
-//! after their blobs, tags after manifests. Output is left to `report`.
+//! after their blobs, tags after manifests; [`manifest_list`] stitches the
+//! images of several architectures into manifest lists. Progress goes to
+//! an [`Observer`] ([`events`]); output is left to `report`.
 
+pub mod events;
 pub mod execute;
+pub mod manifest_list;
 pub mod plan;
 
-pub use execute::{execute, BlobCounts, ImageResult, Options, Status};
-pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage};
+pub use events::{Observer, Stage};
+pub use execute::{execute, BlobCounts, ImageResult, Options, Placement, Status};
+pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage, SourceChoice, SourceKind};

@@ -1,140 +1,27 @@
-//! Registry authentication: where credentials come from, the challenge a
-//! registry answers with (`WWW-Authenticate: Basic` or `Bearer`), and bearer
-//! tokens per scope set. Secrets live in [`Secret`], which never prints.
+//! Registry authentication as the registry asks for it in its 401
+//! `WWW-Authenticate` challenge: `Basic` (the credentials on every request)
+//! or `Bearer` (a token from the realm for the scopes a request needs).
+//!
+//! Tokens are cached per scope set and renewed before `expires_in` runs
+//! out; concurrent requests for one scope set share one fetch. A token the
+//! registry refuses mid-run (expired, revoked, `insufficient_scope`) is
+//! dropped so that the next try fetches a new one, unless another request
+//! already replaced it. Where credentials come from is
+//! [`super::credentials`]; they never print.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::StatusCode;
+use reqwest::{StatusCode, Url};
 
-use super::RegistryError;
-
-/// A secret string: shown as `<redacted>` by `Debug` and `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Credential {
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    /// An OAuth2 refresh token (`identitytoken` in config.json).
-    IdentityToken(Secret),
-}
-
-/// A credential and where it was found, for messages.
-#[derive(Clone, Debug)]
-pub struct FoundCredential {
-    pub credential: Credential,
-    pub source: String,
-}
-
-/// The key Docker's config.json uses for a registry host.
-fn docker_config_key(host: &str) -> &str {
-    match host {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
-        other => other,
-    }
-}
-
-fn from_docker(c: docker_credential::DockerCredential, source: &str) -> FoundCredential {
-    let credential = match c {
-        docker_credential::DockerCredential::IdentityToken(t) => {
-            Credential::IdentityToken(Secret(t))
-        }
-        docker_credential::DockerCredential::UsernamePassword(username, password) => {
-            Credential::Basic {
-                username,
-                password: Secret(password),
-            }
-        }
-    };
-    FoundCredential {
-        credential,
-        source: source.to_string(),
-    }
-}
-
-/// One of docker_credential's lookups (config.json, auth.json).
-type CredentialLookup =
-    fn(
-        &str,
-    )
-        -> Result<docker_credential::DockerCredential, docker_credential::CredentialRetrievalError>;
-
-/// Find credentials for `host`, first match wins: `explicit` (flags), then
-/// `KVPUSH_USERNAME`/`KVPUSH_PASSWORD`, then Docker's config.json (auths,
-/// credHelpers, credsStore), then Podman's auth.json. `None` = anonymous.
-pub fn lookup_credentials(
-    host: &str,
-    explicit: Option<FoundCredential>,
-) -> Result<Option<FoundCredential>, String> {
-    if explicit.is_some() {
-        return Ok(explicit);
-    }
-    match (
-        std::env::var("KVPUSH_USERNAME").ok(),
-        std::env::var("KVPUSH_PASSWORD").ok(),
-    ) {
-        (Some(username), Some(password)) if !username.is_empty() => {
-            return Ok(Some(FoundCredential {
-                credential: Credential::Basic {
-                    username,
-                    password: Secret(password),
-                },
-                source: "KVPUSH_USERNAME/KVPUSH_PASSWORD".into(),
-            }))
-        }
-        (Some(u), None) if !u.is_empty() => {
-            return Err("KVPUSH_USERNAME is set but KVPUSH_PASSWORD is not".into())
-        }
-        _ => {}
-    }
-    let key = docker_config_key(host);
-    use docker_credential::CredentialRetrievalError as E;
-    let lookups: [(&str, CredentialLookup); 2] = [
-        ("Docker config.json", docker_credential::get_credential),
-        ("Podman auth.json", docker_credential::get_podman_credential),
-    ];
-    for (source, lookup) in lookups {
-        match lookup(key) {
-            Ok(c) => return Ok(Some(from_docker(c, source))),
-            Err(E::ConfigNotFound | E::ConfigReadError | E::NoCredentialConfigured) => {}
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the credentials for {host} from {source}: {e:?}; fix the file or its credential helper, or pass --username/--password-stdin"
-                ))
-            }
-        }
-    }
-    Ok(None)
-}
+use super::credentials::{Credential, FoundCredential, Lookup};
+use super::transport::{may_send_credentials, HttpClients};
+use super::{error_body_text, RegistryError};
 
 /// What a registry asked for in `WWW-Authenticate`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,9 +35,7 @@ pub enum Challenge {
 
 /// Parse `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
 pub fn parse_challenge(value: &str) -> Option<Challenge> {
-    let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let params = parse_params(rest);
+    let (scheme, params) = split_challenge(value);
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => Some(Challenge::Basic),
         "bearer" => Some(Challenge::Bearer {
@@ -159,6 +44,21 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
         }),
         _ => None,
     }
+}
+
+/// The `error` of a Bearer challenge (`invalid_token`, `insufficient_scope`).
+pub fn challenge_error(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| split_challenge(v).1.remove("error"))
+}
+
+fn split_challenge(value: &str) -> (&str, HashMap<String, String>) {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    (scheme, parse_params(rest))
 }
 
 fn parse_params(s: &str) -> HashMap<String, String> {
@@ -189,10 +89,19 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     }
 }
 
-#[derive(Clone)]
+/// A cached token; `id` tells a refused token from its replacement.
 struct Token {
-    value: Secret,
+    value: HeaderValue,
+    id: u64,
     renew_at: Instant,
+}
+
+/// How long to use a token: until `expires_in` (60 s when absent, as the
+/// token spec says) minus a margin of a quarter of it, at most 30 s, so
+/// that no request sets off with a token about to run out.
+pub fn token_use_period(expires_in: Option<u64>) -> Duration {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(60));
+    lifetime - (lifetime / 4).min(Duration::from_secs(30))
 }
 
 #[derive(serde::Deserialize)]
@@ -207,14 +116,27 @@ struct TokenResponse {
 
 type TokenSlot = Arc<tokio::sync::Mutex<Option<Token>>>;
 
+/// The `Authorization` to send with a request, and which token it holds.
+pub struct Authorization {
+    pub value: HeaderValue,
+    pub token_id: Option<u64>,
+}
+
 /// Authentication state for one registry host, shared by all its requests.
 pub struct Authenticator {
     host: String,
-    http: reqwest::Client,
+    clients: HttpClients,
+    insecure: bool,
     credential: Option<FoundCredential>,
+    /// Places the credential lookup went through, for "no credentials".
+    searched: Vec<String>,
+    /// False when the registry is reached over plain HTTP off loopback
+    /// without `--insecure`: Basic credentials are then never sent.
+    basic_allowed: bool,
     challenge: RwLock<Option<Challenge>>,
     /// One slot per scope set: concurrent requests share one token fetch.
     tokens: Mutex<HashMap<String, TokenSlot>>,
+    next_token_id: AtomicU64,
 }
 
 impl fmt::Debug for Authenticator {
@@ -228,15 +150,21 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     pub fn new(
         host: &str,
-        http: reqwest::Client,
-        credential: Option<FoundCredential>,
+        registry_url: &Url,
+        clients: HttpClients,
+        insecure: bool,
+        lookup: Lookup,
     ) -> Authenticator {
         Authenticator {
             host: host.to_string(),
-            http,
-            credential,
+            clients,
+            insecure,
+            credential: lookup.found,
+            searched: lookup.searched,
+            basic_allowed: may_send_credentials(registry_url, insecure),
             challenge: RwLock::new(None),
             tokens: Mutex::default(),
+            next_token_id: AtomicU64::new(1),
         }
     }
 
@@ -250,30 +178,48 @@ impl Authenticator {
             .clone()
     }
 
-    /// The `Authorization` value to send proactively, once the registry's
+    /// The `Authorization` to send proactively, once the registry's
     /// challenge is known.
-    pub async fn header(&self, scopes: &[String]) -> Result<Option<HeaderValue>, RegistryError> {
+    pub async fn authorize(
+        &self,
+        scopes: &[String],
+    ) -> Result<Option<Authorization>, RegistryError> {
         let challenge = self.challenge.read().expect("challenge poisoned").clone();
         match challenge {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.basic_header()),
+            Some(Challenge::Basic) => Ok(self.basic_header().map(|value| Authorization {
+                value,
+                token_id: None,
+            })),
             Some(Challenge::Bearer { realm, service }) => {
                 let slot = self.slot(scopes);
                 let mut guard = slot.lock().await;
                 if let Some(t) = guard.as_ref().filter(|t| Instant::now() < t.renew_at) {
-                    return Ok(Some(bearer(&t.value)));
+                    return Ok(Some(Authorization {
+                        value: t.value.clone(),
+                        token_id: Some(t.id),
+                    }));
                 }
                 let token = self.fetch_token(&realm, service.as_deref(), scopes).await?;
-                let header = bearer(&token.value);
+                let auth = Authorization {
+                    value: token.value.clone(),
+                    token_id: Some(token.id),
+                };
                 *guard = Some(token);
-                Ok(Some(header))
+                Ok(Some(auth))
             }
         }
     }
 
-    /// After a 401: learn the challenge, drop the token that failed.
-    /// Returns true when a retry with (new) credentials can help.
-    pub async fn on_unauthorized(&self, headers: &HeaderMap, scopes: &[String]) -> bool {
+    /// After a 401 to a request sent with token `used` (if any): learn the
+    /// challenge and drop that token. True when one more try, with
+    /// (new) credentials, can help.
+    pub async fn on_unauthorized(
+        &self,
+        headers: &HeaderMap,
+        scopes: &[String],
+        used: Option<u64>,
+    ) -> bool {
         let Some(challenge) = headers
             .get_all(WWW_AUTHENTICATE)
             .iter()
@@ -286,28 +232,89 @@ impl Authenticator {
         *self.challenge.write().expect("challenge poisoned") = Some(challenge.clone());
         match challenge {
             // Basic without credentials, or credentials already refused.
-            Challenge::Basic => self.credential.is_some() && had != Some(Challenge::Basic),
+            Challenge::Basic => self.basic_header().is_some() && had != Some(Challenge::Basic),
             Challenge::Bearer { .. } => {
-                *self.slot(scopes).lock().await = None;
+                let slot = self.slot(scopes);
+                let mut guard = slot.lock().await;
+                if used.is_some() && guard.as_ref().map(|t| t.id) == used {
+                    *guard = None;
+                }
                 true
             }
         }
     }
 
     fn basic_header(&self) -> Option<HeaderValue> {
+        if !self.basic_allowed {
+            return None;
+        }
         match &self.credential.as_ref()?.credential {
             Credential::Basic { username, password } => {
                 let raw = format!("{username}:{}", password.expose());
-                let mut v = HeaderValue::from_str(&format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(raw)
-                ))
-                .ok()?;
-                v.set_sensitive(true);
-                Some(v)
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                sensitive(&format!("Basic {encoded}"))
             }
             Credential::IdentityToken(_) => None,
         }
+    }
+
+    /// "with credentials from SOURCE" or "without credentials", for errors.
+    pub fn credentials_used(&self) -> String {
+        match &self.credential {
+            Some(c) => format!("with credentials from {}", c.source),
+            None => "without credentials".into(),
+        }
+    }
+
+    /// What to do about a registry's 401 or 403 to an operation on `repo`
+    /// (empty for the API check); `error` is the challenge's `error`.
+    pub fn advice(&self, status: u16, error: Option<&str>, repo: &str) -> String {
+        let host = &self.host;
+        let Some(found) = &self.credential else {
+            return format!(
+                "the registry wants credentials and kvpush found none for {host} (it looked at {}); run `docker login {host}` (or `podman login {host}`), or set KVPUSH_USERNAME and KVPUSH_PASSWORD",
+                self.searched.join(", ")
+            );
+        };
+        let is_challenge_basic = matches!(
+            *self.challenge.read().expect("challenge poisoned"),
+            Some(Challenge::Basic)
+        );
+        if matches!(found.credential, Credential::IdentityToken(_)) && is_challenge_basic {
+            return format!(
+                "{} holds an identity token, which only token (Bearer) auth accepts and {host} asks for Basic auth; log in with a username and password instead",
+                found.source
+            );
+        }
+        let denied = status == 403 || error == Some("insufficient_scope");
+        if denied && !repo.is_empty() {
+            return format!(
+                "the account may not push to {repo}: give it write access there (quay.io: a robot account with write permission on the repository; ghcr.io: a token with write:packages), or push under a --registry path it may write to"
+            );
+        }
+        let again = if found.from_login_file() {
+            format!(", or log in again with `docker login {host}`")
+        } else {
+            String::new()
+        };
+        format!(
+            "check the user name and password (or token) in {}{again}",
+            found.source
+        )
+    }
+
+    async fn send_token_request(
+        &self,
+        req: reqwest::RequestBuilder,
+        realm_host: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        req.send().await.map_err(|e| RegistryError::Protocol {
+            host: self.host.clone(),
+            message: format!(
+                "cannot reach its token service {realm_host}: {}",
+                e.without_url()
+            ),
+        })
     }
 
     async fn fetch_token(
@@ -320,25 +327,38 @@ impl Authenticator {
             host: self.host.clone(),
             message,
         };
-        let realm_url = reqwest::Url::parse(realm)
-            .map_err(|e| fail(format!("invalid token realm {realm:?}: {e}")))?;
-        let source = self
-            .credential
-            .as_ref()
-            .map(|c| c.source.as_str())
-            .unwrap_or("no credentials (anonymous)");
-        let resp = match self.credential.as_ref().map(|c| &c.credential) {
+        let realm_url =
+            Url::parse(realm).map_err(|e| fail(format!("invalid token realm {realm:?}: {e}")))?;
+        let realm_host = match (realm_url.host_str(), realm_url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => realm.to_string(),
+        };
+        let credential = self.credential.as_ref().map(|c| &c.credential);
+        if credential.is_some() && !may_send_credentials(&realm_url, self.insecure) {
+            return Err(fail(format!(
+                "its token service {realm_host} is plain HTTP: kvpush does not send credentials there; pass --insecure to allow it"
+            )));
+        }
+        let http = self.clients.for_url(&realm_url, self.insecure);
+        // The OAuth2 form: refresh_token, or password when GET is not served.
+        let post = |grant: Vec<(&'static str, String)>| {
+            let mut form = grant;
+            form.push(("client_id", "kvpush".into()));
+            form.push(("scope", scopes.join(" ")));
+            if let Some(s) = service {
+                form.push(("service", s.into()));
+            }
+            http.post(realm_url.clone()).form(&form)
+        };
+        let requested_at = Instant::now();
+        let resp = match credential {
             Some(Credential::IdentityToken(refresh)) => {
-                let mut form = vec![
-                    ("grant_type", "refresh_token".to_string()),
-                    ("refresh_token", refresh.expose().to_string()),
-                    ("client_id", "kvpush".to_string()),
-                    ("scope", scopes.join(" ")),
+                let grant = vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("refresh_token", refresh.expose().into()),
                 ];
-                if let Some(s) = service {
-                    form.push(("service", s.to_string()));
-                }
-                self.http.post(realm_url.clone()).form(&form).send().await
+                self.send_token_request(post(grant), &realm_host).await?
             }
             other => {
                 let mut url = realm_url.clone();
@@ -351,55 +371,76 @@ impl Authenticator {
                         q.append_pair("scope", scope);
                     }
                 }
-                let mut req = self.http.get(url);
+                let mut req = http.get(url);
                 if let Some(Credential::Basic { username, password }) = other {
                     req = req.basic_auth(username, Some(password.expose()));
                 }
-                req.send().await
+                let resp = self.send_token_request(req, &realm_host).await?;
+                match (resp.status(), other) {
+                    (
+                        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED,
+                        Some(Credential::Basic { username, password }),
+                    ) => {
+                        let grant = vec![
+                            ("grant_type", "password".into()),
+                            ("username", username.clone()),
+                            ("password", password.expose().into()),
+                        ];
+                        self.send_token_request(post(grant), &realm_host).await?
+                    }
+                    _ => resp,
+                }
             }
         };
-        let resp = resp.map_err(|e| {
-            fail(format!(
-                "cannot reach the token service {}: {}",
-                realm_url.host_str().unwrap_or(realm),
-                e.without_url()
-            ))
-        })?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(RegistryError::Status {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(RegistryError::Denied {
                 host: self.host.clone(),
-                operation: format!("a token request (credentials from {source})"),
+                operation: format!("a token from its token service {realm_host}"),
                 status: status.as_u16(),
-                detail: ": the credentials were refused; check the username and password (or run `docker login` again)".into(),
+                detail: error_body_text(&body),
+                credentials: self.credentials_used(),
+                advice: self.advice(status.as_u16(), None, ""),
             });
         }
         if !status.is_success() {
-            return Err(fail(format!("the token service answered {status}")));
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(fail(format!(
+                "its token service {realm_host} answered {status}{}",
+                error_body_text(&body)
+            )));
         }
-        let body: TokenResponse = resp
-            .json()
-            .await
-            .map_err(|e| fail(format!("invalid token response: {}", e.without_url())))?;
+        let body: TokenResponse = resp.json().await.map_err(|e| {
+            fail(format!(
+                "invalid answer from its token service {realm_host}: {}",
+                e.without_url()
+            ))
+        })?;
         let value = body
             .token
             .or(body.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| fail("the token response holds no token".into()))?;
-        // Renew a little before expiry; the spec's default lifetime is 60 s.
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(10));
+            .and_then(|t| sensitive(&format!("Bearer {t}")))
+            .ok_or_else(|| {
+                fail(format!(
+                    "its token service {realm_host} answered no usable token"
+                ))
+            })?;
+        tracing::debug!(host = %self.host, scopes = %scopes.join(" "), expires_in = body.expires_in, "new token");
         Ok(Token {
-            value: Secret(value),
-            renew_at: Instant::now() + lifetime.mul_f64(0.8),
+            value,
+            id: self.next_token_id.fetch_add(1, Ordering::Relaxed),
+            renew_at: requested_at + token_use_period(body.expires_in),
         })
     }
 }
 
-fn bearer(token: &Secret) -> HeaderValue {
-    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+/// A header value marked sensitive (hidden by `Debug`, never indexed).
+fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
     v.set_sensitive(true);
-    v
+    Some(v)
 }
 
 #[cfg(test)]
@@ -427,24 +468,99 @@ mod tests {
             "a bearer challenge needs a realm"
         );
         assert_eq!(parse_challenge("Negotiate"), None);
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let c = Credential::Basic {
-            username: "u".into(),
-            password: Secret::new("hunter2"),
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
-        assert_eq!(Secret::new("x").to_string(), "<redacted>");
-    }
-
-    #[test]
-    fn docker_hub_uses_the_v1_key() {
-        assert_eq!(
-            docker_config_key("docker.io"),
-            "https://index.docker.io/v1/"
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="r",service="s",scope="repository:a:pull,push",error="insufficient_scope""#),
         );
-        assert_eq!(docker_config_key("quay.io"), "quay.io");
+        assert_eq!(challenge_error(&h).as_deref(), Some("insufficient_scope"));
+    }
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        assert_eq!(token_use_period(Some(300)), Duration::from_secs(270));
+        assert_eq!(token_use_period(None), Duration::from_secs(45));
+        assert_eq!(token_use_period(Some(60)), Duration::from_secs(45));
+        assert_eq!(token_use_period(Some(4)), Duration::from_secs(3));
+        assert_eq!(token_use_period(Some(0)), Duration::ZERO);
+        assert_eq!(token_use_period(Some(3600)), Duration::from_secs(3570));
+    }
+
+    /// An authenticator for a real token-auth registry, challenge learnt.
+    async fn token_authenticator(reg: &kvpush_fixtures::Registry) -> Authenticator {
+        let (username, password) = reg.credentials().unwrap();
+        let clients = HttpClients::new(&[], Duration::from_secs(30)).unwrap();
+        let base = Url::parse(&format!("http://{}", reg.addr())).unwrap();
+        let lookup = Lookup {
+            found: Some(FoundCredential {
+                credential: Credential::Basic {
+                    username: username.into(),
+                    password: super::super::credentials::Secret::new(password),
+                },
+                source: "test".into(),
+            }),
+            searched: Vec::new(),
+        };
+        let auth = Authenticator::new(reg.addr(), &base, clients.clone(), false, lookup);
+        let resp = clients
+            .verified
+            .get(base.join("/v2/").unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert!(auth.on_unauthorized(resp.headers(), &[], None).await);
+        auth
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_one_token_fetch_and_renew_it_when_due() {
+        let reg = kvpush_fixtures::Registry::start(kvpush_fixtures::RegistryKind::Token);
+        reg.update_token_policy(|p| p.expires_in = 8);
+        let auth = token_authenticator(&reg).await;
+        let scopes = vec!["repository:a/b:pull,push".to_string()];
+        let before = Instant::now();
+        let all = futures::future::join_all((0..20).map(|_| auth.authorize(&scopes))).await;
+        let ids: std::collections::HashSet<Option<u64>> = all
+            .into_iter()
+            .map(|a| a.unwrap().unwrap().token_id)
+            .collect();
+        assert_eq!(ids.len(), 1, "one token for all");
+        assert_eq!(reg.token_requests().len(), 1, "one fetch for all");
+
+        // Due for renewal 6 s (8 s less a quarter) after it was asked for.
+        let slot = auth.slot(&scopes);
+        let renew_at = slot.lock().await.as_ref().unwrap().renew_at;
+        assert!(renew_at >= before + Duration::from_secs(6));
+        assert!(renew_at <= Instant::now() + Duration::from_secs(6));
+        // Once due, the next request fetches a new one.
+        slot.lock().await.as_mut().unwrap().renew_at = Instant::now();
+        let renewed = auth.authorize(&scopes).await.unwrap().unwrap();
+        assert!(!ids.contains(&renewed.token_id));
+        assert_eq!(reg.token_requests().len(), 2);
+        assert_eq!(reg.token_requests()[1].scopes, scopes);
+
+        // A refused token is dropped; a stale report about an older one
+        // leaves its replacement alone.
+        let mut refusal = HeaderMap::new();
+        refusal.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="http://127.0.0.1:1/token",service="kvpush-registry",error="invalid_token""#),
+        );
+        let old = ids.into_iter().next().unwrap();
+        assert!(auth.on_unauthorized(&refusal, &scopes, old).await);
+        assert!(slot.lock().await.is_some(), "the newer token stays");
+        assert!(
+            auth.on_unauthorized(&refusal, &scopes, renewed.token_id)
+                .await
+        );
+        assert!(slot.lock().await.is_none(), "the refused token is dropped");
+    }
+
+    #[test]
+    fn authorization_values_are_sensitive() {
+        let v = sensitive("Bearer abc").unwrap();
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("abc"));
     }
 }

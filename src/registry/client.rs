@@ -1,7 +1,11 @@
-//! HTTP operations against one registry: blob existence, mount, upload and
-//! manifest PUT, built on reqwest. Every request goes through
-//! [`Client::execute`], which adds authentication (only for the registry's
-//! own host), answers 401 challenges once, and retries transient failures.
+//! HTTP operations against one registry: blob existence, mount, upload,
+//! manifest PUT, and the GETs of manifests and configs that manifest lists
+//! are built from, on reqwest. [`Client::connect`] finds how the host is
+//! reached (HTTPS first; plain HTTP only on loopback or with `--insecure`).
+//! Every request goes through [`Client::execute`], which adds
+//! authentication (only for the registry's own scheme, host and port: an
+//! upload `Location` on blob storage elsewhere gets none), answers one 401
+//! challenge, and retries transient failures.
 //!
 //! Written on reqwest rather than oci-client: kvpush needs retries, a pull
 //! scope on the source of cross-repository mounts, and bodies streamed from
@@ -19,12 +23,13 @@ use reqwest::{Method, Response, StatusCode, Url};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::auth::{Authenticator, FoundCredential};
+use super::auth::{challenge_error, Authenticator};
+use super::credentials::{lookup_credentials, FoundCredential};
 use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
-use super::{describe_error_body, media, Endpoint, RegistryError};
+use super::transport::{self, HttpClients};
+use super::{describe_error_body, error_body_text, media, Endpoint, RegistryError};
 use crate::blob::FileRange;
 
-const USER_AGENT: &str = concat!("kvpush/", env!("CARGO_PKG_VERSION"));
 const STREAM_BUF: usize = 256 * 1024;
 
 /// Smallest PATCH kvpush sends when a registry keeps answering 413.
@@ -113,6 +118,22 @@ impl Progress {
     }
 }
 
+/// A manifest as the registry stores it.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// From `Content-Type`, else the manifest's own `mediaType`.
+    pub media_type: String,
+    /// sha256 of `bytes`, checked against `Docker-Content-Digest`.
+    pub digest: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Manifests and configs read into memory: refuse anything larger.
+const MAX_FETCH: u64 = 16 << 20;
+
+/// Error bodies read for their message: the rest is ignored.
+const ERROR_BODY_MAX: u64 = 64 << 10;
+
 /// A request body, rebuilt for every try.
 #[derive(Clone, Copy)]
 enum Body<'a> {
@@ -135,6 +156,19 @@ struct Req<'a> {
     retry: bool,
 }
 
+/// How to reach and trust registries, and how to send blobs to them.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Accept any TLS certificate and allow plain HTTP, on any host.
+    pub insecure: bool,
+    /// Extra trusted roots (`--ca-cert`).
+    pub ca_certs: Vec<reqwest::Certificate>,
+    /// Tries, time limits and timeouts, token requests included.
+    pub retry: RetryPolicy,
+    /// `PATCH` size once the registry refuses whole blobs (`--chunk-size`).
+    pub chunk_size: u64,
+}
+
 /// A client for one registry host.
 #[derive(Debug)]
 pub struct Client {
@@ -149,7 +183,7 @@ pub struct Client {
 
 /// The error text of a transport failure, with every source in the chain
 /// but no URL (upload URLs can carry session state).
-fn transport_reason(err: reqwest::Error) -> String {
+pub(super) fn transport_reason(err: reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let err = err.without_url();
     let mut source: Option<&dyn std::error::Error> = Some(&err);
@@ -163,43 +197,72 @@ fn transport_reason(err: reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// Why a request was abandoned by the stall watchdog.
+pub(super) fn stalled(limit: Duration) -> String {
+    format!(
+        "nothing moved for {:.0}s (stalled; see --stall-timeout)",
+        limit.as_secs_f64()
+    )
+}
+
 fn push_scopes(repo: &str) -> Vec<String> {
     vec![format!("repository:{repo}:pull,push")]
 }
 
+fn pull_scopes(repo: &str) -> Vec<String> {
+    vec![format!("repository:{repo}:pull")]
+}
+
+/// The repository a registry API path is about (`/v2/NAME/blobs/...`).
+fn repo_of_path(path: &str) -> &str {
+    let rest = path.strip_prefix("/v2/").unwrap_or("");
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()
+        .map_or("", |i| &rest[..i])
+}
+
 impl Client {
-    /// `chunk_size`: PATCH size once the registry refuses whole blobs.
-    pub fn new(
-        endpoint: Endpoint,
-        credential: Option<FoundCredential>,
-        retry: RetryPolicy,
-        chunk_size: u64,
+    /// Look up credentials for `host`, find how it is reached
+    /// ([`transport::probe`]), and check the API version, logging in as the
+    /// registry asks.
+    pub async fn connect(
+        host: &str,
+        explicit: Option<FoundCredential>,
+        options: &ConnectOptions,
     ) -> Result<Client, RegistryError> {
-        let base = Url::parse(&endpoint.base_url).map_err(|e| RegistryError::Protocol {
-            host: endpoint.host.clone(),
-            message: format!("invalid registry address {}: {e}", endpoint.base_url),
+        let protocol = |message: String| RegistryError::Protocol {
+            host: host.to_string(),
+            message,
+        };
+        let lookup = lookup_credentials(host, explicit).map_err(protocol)?;
+        match &lookup.found {
+            Some(c) => tracing::info!("using credentials for {host} from {}", c.source),
+            None => tracing::info!("no credentials for {host}; going on anonymously"),
+        }
+        let clients =
+            HttpClients::new(&options.ca_certs, options.retry.connect_timeout).map_err(protocol)?;
+        let endpoint = transport::probe(host, &clients, options.insecure, &options.retry).await?;
+        let base = Url::parse(&endpoint.base_url).map_err(|e| {
+            protocol(format!(
+                "invalid registry address {}: {e}",
+                endpoint.base_url
+            ))
         })?;
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(retry.connect_timeout)
-            // No read_timeout: reqwest counts it from the start of the
-            // request, so it would cut long uploads. Stalls are caught by
-            // `Client::send` instead.
-            .build()
-            .map_err(|e| RegistryError::Protocol {
-                host: endpoint.host.clone(),
-                message: format!("cannot set up HTTP client: {}", transport_reason(e)),
-            })?;
-        let auth = Authenticator::new(&endpoint.host, http.clone(), credential);
-        Ok(Client {
+        let http = clients.for_security(endpoint.security).clone();
+        let auth = Authenticator::new(host, &base, clients, options.insecure, lookup);
+        let client = Client {
             endpoint,
             base,
             http,
             auth,
-            retry,
+            retry: options.retry.clone(),
             backoff: HostBackoff::default(),
-            chunks: ChunkPolicy::new(chunk_size),
-        })
+            chunks: ChunkPolicy::new(options.chunk_size),
+        };
+        client.ping().await?;
+        Ok(client)
     }
 
     pub fn host(&self) -> &str {
@@ -227,21 +290,26 @@ impl Client {
         }
     }
 
+    /// The request, with `Authorization` only for the registry's own
+    /// origin, its file body counted into `progress`; also returns the id
+    /// of the token sent, if any.
     async fn build(
         &self,
         req: &Req<'_>,
         progress: &Progress,
-    ) -> Result<reqwest::RequestBuilder, RegistryError> {
+    ) -> Result<(reqwest::RequestBuilder, Option<u64>), RegistryError> {
         let mut b = self.http.request(req.method.clone(), req.url.clone());
         for (name, value) in &req.headers {
             b = b.header(name, value);
         }
+        let mut token_id = None;
         if self.same_origin(&req.url) {
-            if let Some(h) = self.auth.header(req.scopes).await? {
-                b = b.header(AUTHORIZATION, h);
+            if let Some(auth) = self.auth.authorize(req.scopes).await? {
+                b = b.header(AUTHORIZATION, auth.value);
+                token_id = auth.token_id;
             }
         }
-        Ok(match req.body {
+        let b = match req.body {
             Body::Empty => b.header(CONTENT_LENGTH, 0),
             Body::Bytes(bytes) => b.body(bytes.to_vec()),
             Body::File(range) => {
@@ -264,22 +332,25 @@ impl Client {
                 b.header(CONTENT_LENGTH, range.len)
                     .body(reqwest::Body::wrap_stream(stream))
             }
-        })
+        };
+        Ok((b, token_id))
     }
 
-    /// One try of `req`, watched for stalls: the transport error as text,
-    /// or the response (its headers; the body is read by the caller).
-    async fn send(&self, req: &Req<'_>) -> Result<Result<Response, String>, RegistryError> {
+    /// One try of `req`, watched for stalls: the response (its headers;
+    /// the body is read by the caller) or the transport error as text, and
+    /// the id of the token sent.
+    async fn send(
+        &self,
+        req: &Req<'_>,
+    ) -> Result<(Result<Response, String>, Option<u64>), RegistryError> {
         let progress = Progress::default();
-        let request = self.build(req, &progress).await?.send();
+        let (request, token_id) = self.build(req, &progress).await?;
         let limit = self.retry.stall_timeout;
-        Ok(tokio::select! {
-            sent = request => sent.map_err(transport_reason),
-            () = progress.stalled(limit) => Err(format!(
-                "nothing moved for {:.0}s (stalled; see --stall-timeout)",
-                limit.as_secs_f64()
-            )),
-        })
+        let sent = tokio::select! {
+            sent = request.send() => sent.map_err(transport_reason),
+            () = progress.stalled(limit) => Err(stalled(limit)),
+        };
+        Ok((sent, token_id))
     }
 
     /// Send `req`, answering one 401 challenge and retrying transient
@@ -294,14 +365,18 @@ impl Client {
             self.backoff.wait().await;
             tries += 1;
             let started = Instant::now();
-            match self.send(req).await? {
+            let (sent, token_id) = self.send(req).await?;
+            match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     tracing::debug!(host = %self.endpoint.host, method = %req.method, path = req.url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "request");
                     if status == StatusCode::UNAUTHORIZED
                         && !answered_challenge
                         && self.same_origin(&req.url)
-                        && self.auth.on_unauthorized(resp.headers(), req.scopes).await
+                        && self
+                            .auth
+                            .on_unauthorized(resp.headers(), req.scopes, token_id)
+                            .await
                     {
                         answered_challenge = true;
                         tries -= 1;
@@ -357,15 +432,28 @@ impl Client {
         self.retry.give_up(tries, first.elapsed(), delay)
     }
 
+    /// The error for an unexpected answer; a 401 or 403 from the registry
+    /// itself says which credentials were refused and what to do.
     async fn status_error(&self, operation: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
-        // Error bodies are small; a registry that stops mid-body still
-        // gets its status reported.
-        let body = tokio::time::timeout(self.retry.stall_timeout, resp.bytes())
+        let denied = (status == 401 || status == 403) && self.same_origin(resp.url());
+        let challenge = challenge_error(resp.headers());
+        let repo = repo_of_path(resp.url().path()).to_string();
+        // A registry that stops mid-body still gets its status reported.
+        let body = self
+            .read_body(operation, resp, ERROR_BODY_MAX)
             .await
-            .ok()
-            .and_then(Result::ok)
             .unwrap_or_default();
+        if denied {
+            return RegistryError::Denied {
+                host: self.endpoint.host.clone(),
+                operation: operation.to_string(),
+                status,
+                detail: error_body_text(&body),
+                credentials: self.auth.credentials_used(),
+                advice: self.auth.advice(status, challenge.as_deref(), &repo),
+            };
+        }
         RegistryError::Status {
             host: self.endpoint.host.clone(),
             operation: operation.to_string(),
@@ -511,13 +599,13 @@ impl Client {
         self.check_digest(&op, &resp, digest)
     }
 
-    /// The registry's `Docker-Content-Digest`, when it sends one, must be
-    /// the digest kvpush computed.
+    /// The registry's `Docker-Content-Digest` for a blob or manifest just
+    /// stored, when it sends one, must be the digest kvpush computed.
     fn check_digest(&self, op: &str, resp: &Response, digest: &str) -> Result<(), RegistryError> {
         match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
             Some(got) if got != digest => Err(RegistryError::Protocol {
                 host: self.endpoint.host.clone(),
-                message: format!("{op}: the registry stored digest {got}, kvpush sent {digest}; the content was altered in transit"),
+                message: format!("{op}: the registry stored digest {got}, kvpush sent {digest}; the content was corrupted in transit"),
             }),
             _ => Ok(()),
         }
@@ -646,11 +734,8 @@ impl Client {
         let scopes = push_scopes(repo);
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let mut req = self.req(&op, Method::HEAD, url, &scopes);
-        let accept = format!("{}, {}", media::DOCKER_MANIFEST, media::OCI_MANIFEST);
-        req.headers.push((
-            ACCEPT,
-            HeaderValue::from_str(&accept).expect("static media types"),
-        ));
+        req.headers
+            .push((ACCEPT, HeaderValue::from_static(media::ACCEPT_ALL)));
         let resp = self.execute(&req).await?;
         match resp.status() {
             s if s.is_success() => Ok(resp
@@ -661,6 +746,125 @@ impl Client {
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.status_error(&op, resp).await),
         }
+    }
+
+    /// Read the body of the answer to `op`, at most `max` bytes, giving up
+    /// when nothing arrives for `--stall-timeout`.
+    async fn read_body(
+        &self,
+        op: &str,
+        mut resp: Response,
+        max: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let too_large = |n: u64| RegistryError::Protocol {
+            host: self.endpoint.host.clone(),
+            message: format!("{op}: the answer is {n} bytes, more than kvpush expects"),
+        };
+        let broken = |reason: String| RegistryError::Unreachable {
+            host: self.endpoint.host.clone(),
+            url: self.endpoint.base_url.clone(),
+            reason: format!("{op} failed while reading the answer: {reason}"),
+        };
+        if let Some(n) = resp.content_length().filter(|n| *n > max) {
+            return Err(too_large(n));
+        }
+        let limit = self.retry.stall_timeout;
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout(limit, resp.chunk()).await {
+                Err(_) => return Err(broken(stalled(limit))),
+                Ok(Err(e)) => return Err(broken(transport_reason(e))),
+                Ok(Ok(None)) => return Ok(body),
+                Ok(Ok(Some(chunk))) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() as u64 > max {
+                        return Err(too_large(body.len() as u64));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>` accepting images and lists of
+    /// both Docker and OCI kinds; `None` when the registry has none there.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let op = format!("GET manifest {repo}:{reference}");
+        let scopes = pull_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::GET, url, &scopes);
+        req.headers
+            .push((ACCEPT, HeaderValue::from_static(media::ACCEPT_ALL)));
+        let resp = self.execute(&req).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(self.status_error(&op, resp).await),
+            _ => {}
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let said = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
+        let digest = crate::blob::sha256_digest(&bytes);
+        let expected = said.or_else(|| {
+            reference
+                .starts_with("sha256:")
+                .then(|| reference.to_string())
+        });
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!(
+                    "{op}: the registry says {expected} but sent a manifest hashing to {digest}"
+                ),
+            });
+        }
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+        let media_type = match content_type {
+            Some(t) if t.starts_with("application/vnd.") => t,
+            _ => declared.unwrap_or_default(),
+        };
+        Ok(Some(FetchedManifest {
+            media_type,
+            digest,
+            bytes,
+        }))
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>` of a small blob (an image config),
+    /// checked against its digest. Redirects to storage are followed
+    /// without the registry's credentials.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let op = format!("GET blob {repo}@{digest}");
+        let scopes = pull_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .execute(&self.req(&op, Method::GET, url, &scopes))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&op, resp).await);
+        }
+        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
+        let got = crate::blob::sha256_digest(&bytes);
+        if got != digest {
+            return Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("{op}: the blob hashes to {got}"),
+            });
+        }
+        Ok(bytes)
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>`; checks that the registry
@@ -688,13 +892,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }
-        match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-            Some(got) if got != digest => Err(RegistryError::Protocol {
-                host: self.endpoint.host.clone(),
-                message: format!("{op}: the registry stored digest {got}, kvpush sent {digest}; the image may be corrupt in transit"),
-            }),
-            _ => Ok(()),
-        }
+        self.check_digest(&op, &resp, digest)
     }
 }
 
@@ -730,5 +928,16 @@ mod tests {
             !p.too_large(160 << 10, Some(160 << 10)),
             "the registry's minimum is refused too: nothing left to try"
         );
+    }
+
+    #[test]
+    fn repositories_of_api_paths() {
+        assert_eq!(
+            repo_of_path("/v2/kubevirt/virt-api/blobs/uploads/"),
+            "kubevirt/virt-api"
+        );
+        assert_eq!(repo_of_path("/v2/a/b/c/manifests/v1"), "a/b/c");
+        assert_eq!(repo_of_path("/v2/x/blobs/sha256:00"), "x");
+        assert_eq!(repo_of_path("/v2/"), "");
     }
 }

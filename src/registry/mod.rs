@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod client;
+pub mod credentials;
 pub mod retry;
+pub mod transport;
 
 use std::fmt;
 
@@ -13,6 +15,79 @@ pub mod media {
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    /// Every manifest kind kvpush reads or compares, for `Accept` headers:
+    /// without the list types a registry may answer a list's tag with the
+    /// digest of its linux/amd64 image instead.
+    pub const ACCEPT_ALL: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+        application/vnd.docker.distribution.manifest.list.v2+json, \
+        application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+
+    /// A single-platform image manifest (Docker schema 2 or OCI).
+    pub fn is_image_manifest(media_type: &str) -> bool {
+        media_type == DOCKER_MANIFEST || media_type == OCI_MANIFEST
+    }
+
+    /// A manifest list or image index.
+    pub fn is_index(media_type: &str) -> bool {
+        media_type == DOCKER_MANIFEST_LIST || media_type == OCI_INDEX
+    }
+
+    /// The manifest format of images kvpush assembles itself (`--format`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum Format {
+        /// Docker schema 2, as rules_docker's `format = "Docker"`.
+        #[default]
+        Docker,
+        /// OCI image manifest and media types.
+        Oci,
+    }
+
+    impl Format {
+        pub fn parse(s: &str) -> Result<Format, String> {
+            match s {
+                "docker" | "Docker" => Ok(Format::Docker),
+                "oci" | "OCI" => Ok(Format::Oci),
+                other => Err(format!(
+                    "unknown --format {other:?}: use docker (the default) or oci"
+                )),
+            }
+        }
+        pub fn manifest(self) -> &'static str {
+            match self {
+                Format::Docker => DOCKER_MANIFEST,
+                Format::Oci => OCI_MANIFEST,
+            }
+        }
+        pub fn config(self) -> &'static str {
+            match self {
+                Format::Docker => DOCKER_CONFIG,
+                Format::Oci => OCI_CONFIG,
+            }
+        }
+        pub fn layer_gzip(self) -> &'static str {
+            match self {
+                Format::Docker => DOCKER_LAYER_GZIP,
+                Format::Oci => OCI_LAYER_GZIP,
+            }
+        }
+    }
+}
+
+/// How a registry host is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// HTTPS, the certificate checked against the trusted roots.
+    Verified,
+    /// HTTPS, any certificate accepted.
+    Unverified,
+    /// Plain HTTP.
+    Plain,
 }
 
 /// Where a registry host is reached.
@@ -22,6 +97,7 @@ pub struct Endpoint {
     pub host: String,
     /// Scheme, host and port the API is served on (`https://quay.io`).
     pub base_url: String,
+    pub security: Security,
 }
 
 /// True for `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.
@@ -39,22 +115,26 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 impl Endpoint {
-    /// Plain HTTP for loopback registries (or anywhere with `insecure`),
-    /// HTTPS otherwise. Docker Hub's API lives on registry-1.docker.io.
-    pub fn for_host(host: &str, insecure: bool) -> Endpoint {
+    /// The ways to reach `host`, to try in order: HTTPS with the
+    /// certificate checked; then, for loopback hosts or with `insecure`
+    /// only, HTTPS accepting any certificate and plain HTTP (as docker and
+    /// crane do). Docker Hub's API lives on registry-1.docker.io.
+    pub fn candidates(host: &str, insecure: bool) -> Vec<Endpoint> {
         let api_host = match host {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
-        let scheme = if is_loopback(host) || insecure {
-            "http"
-        } else {
-            "https"
-        };
-        Endpoint {
+        let at = |scheme: &str, security| Endpoint {
             host: host.to_string(),
             base_url: format!("{scheme}://{api_host}"),
+            security,
+        };
+        let mut out = vec![at("https", Security::Verified)];
+        if insecure || is_loopback(host) {
+            out.push(at("https", Security::Unverified));
+            out.push(at("http", Security::Plain));
         }
+        out
     }
 }
 
@@ -73,6 +153,18 @@ pub enum RegistryError {
         operation: String,
         status: u16,
         detail: String,
+    },
+    /// 401/403 after authenticating as well as kvpush could: who was
+    /// refused what, with which credentials, and what to do.
+    #[error("registry {host} refused {operation} ({status}{detail}) {credentials}: {advice}")]
+    Denied {
+        host: String,
+        operation: String,
+        status: u16,
+        detail: String,
+        /// "with credentials from SOURCE" or "without credentials".
+        credentials: String,
+        advice: String,
     },
     #[error("registry {host}: {message}")]
     Protocol { host: String, message: String },
@@ -95,7 +187,26 @@ struct ErrorItem {
 /// Render an error response body as `: CODE: message[; CODE: message]`,
 /// falling back to a short excerpt of a non-JSON body, plus a hint.
 pub fn describe_error_body(status: u16, body: &[u8]) -> String {
-    let mut out = match serde_json::from_slice::<ErrorBody>(body) {
+    let mut out = error_body_text(body);
+    let hint = match status {
+        401 => " (the registry wants credentials: log in with `docker login`, or see the README's authentication section)",
+        403 => " (the credentials lack push permission on this repository)",
+        404 => " (does the repository path exist and is the --registry right?)",
+        413 => " (the registry or a proxy in front of it rejects bodies this large)",
+        429 => " (the registry is rate-limiting; try again later or lower --jobs)",
+        500 | 502 | 503 | 504 | 522 => {
+            " (the registry, or a proxy in front of it, is failing or overloaded; try again later)"
+        }
+        _ => "",
+    };
+    out.push_str(hint);
+    out
+}
+
+/// `: CODE: message[; CODE: message]` of an error body, or a short excerpt
+/// of a non-JSON one; empty for an empty body.
+pub fn error_body_text(body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
         Ok(parsed) if !parsed.errors.is_empty() => {
             let items: Vec<String> = parsed
                 .errors
@@ -113,27 +224,16 @@ pub fn describe_error_body(status: u16, body: &[u8]) -> String {
                 format!(": {}", text.chars().take(200).collect::<String>())
             }
         }
-    };
-    let hint = match status {
-        401 => " (the registry wants credentials: log in with `docker login`, or see the README's authentication section)",
-        403 => " (the credentials lack push permission on this repository)",
-        404 => " (does the repository path exist and is the --registry right?)",
-        413 => " (the registry or a proxy in front of it rejects bodies this large)",
-        429 => " (the registry is rate-limiting; try again later or lower --jobs)",
-        500 | 502 | 503 | 504 | 522 => {
-            " (the registry, or a proxy in front of it, is failing or overloaded; try again later)"
-        }
-        _ => "",
-    };
-    out.push_str(hint);
-    out
+    }
 }
 
 impl RegistryError {
     /// The HTTP status the registry answered, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            RegistryError::Status { status, .. } => Some(*status),
+            RegistryError::Status { status, .. } | RegistryError::Denied { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -146,6 +246,7 @@ impl RegistryError {
         match &mut self {
             RegistryError::Unreachable { reason: text, .. }
             | RegistryError::Status { detail: text, .. }
+            | RegistryError::Denied { advice: text, .. }
             | RegistryError::Protocol { message: text, .. } => {
                 text.push_str(" (");
                 text.push_str(note);
@@ -163,7 +264,7 @@ impl RegistryError {
             RegistryError::Status { status, .. } => reqwest::StatusCode::from_u16(*status)
                 .map(retry::retryable_status)
                 .unwrap_or(false),
-            RegistryError::Protocol { .. } => false,
+            RegistryError::Denied { .. } | RegistryError::Protocol { .. } => false,
         }
     }
 }
@@ -201,22 +302,33 @@ mod tests {
     }
 
     #[test]
-    fn endpoints() {
+    fn endpoints_try_https_first_and_plain_http_only_on_loopback_or_insecure() {
+        let urls = |host, insecure| {
+            Endpoint::candidates(host, insecure)
+                .into_iter()
+                .map(|e| (e.base_url, e.security))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            Endpoint::for_host("localhost:5000", false).base_url,
-            "http://localhost:5000"
+            urls("localhost:5000", false),
+            [
+                ("https://localhost:5000".to_string(), Security::Verified),
+                ("https://localhost:5000".to_string(), Security::Unverified),
+                ("http://localhost:5000".to_string(), Security::Plain),
+            ]
         );
         assert_eq!(
-            Endpoint::for_host("quay.io", false).base_url,
-            "https://quay.io"
+            urls("quay.io", false),
+            [("https://quay.io".to_string(), Security::Verified)]
         );
+        assert_eq!(urls("quay.io", true).len(), 3);
+        assert_eq!(urls("quay.io", true)[2].0, "http://quay.io");
         assert_eq!(
-            Endpoint::for_host("quay.io", true).base_url,
-            "http://quay.io"
-        );
-        assert_eq!(
-            Endpoint::for_host("docker.io", false).base_url,
-            "https://registry-1.docker.io"
+            urls("docker.io", false),
+            [(
+                "https://registry-1.docker.io".to_string(),
+                Security::Verified
+            )]
         );
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::tar_index::TarIndex;
-use super::Image;
+use super::{Image, Layer};
 use crate::blob::sha256_digest;
 
 /// One element of `manifest.json`.
@@ -88,7 +88,12 @@ pub fn parse_diff_ids(config: &[u8], name: &str, path: &Path) -> Result<Vec<Stri
 impl DockerArchive {
     /// Index `path` once and parse its `manifest.json`.
     pub fn open(path: &Path) -> Result<DockerArchive, String> {
-        let index = TarIndex::build(path)?;
+        DockerArchive::from_index(TarIndex::build(path)?)
+    }
+
+    /// Parse the `manifest.json` of an already indexed tarball.
+    pub fn from_index(index: TarIndex) -> Result<DockerArchive, String> {
+        let path = &index.path;
         let manifest = index.get("manifest.json").ok_or_else(|| {
             format!(
                 "{} has no manifest.json: it is not a docker save / rules_docker image tarball, or it is truncated; rebuild it with bazel",
@@ -110,32 +115,14 @@ impl DockerArchive {
     /// not in `known` are kept too (the table goes stale), with the
     /// build-time prefix seen on the known ones removed.
     pub fn entries_by_name(&self, known: &[&str]) -> HashMap<String, usize> {
-        let mut matched = HashMap::new();
-        let mut unknown = Vec::new();
-        let mut build_prefix = String::new();
-        for (i, entry) in self.entries.iter().enumerate() {
-            for tag in entry.repo_tags.iter().flatten() {
-                let component = repo_tag_name(tag);
-                let best = known
-                    .iter()
-                    .filter(|k| component.ends_with(**k))
-                    .max_by_key(|k| k.len());
-                match best {
-                    Some(name) => {
-                        build_prefix = component[..component.len() - name.len()].to_string();
-                        matched.entry(name.to_string()).or_insert(i);
-                    }
-                    None => unknown.push((component.to_string(), i)),
-                }
-            }
-        }
-        for (component, i) in unknown {
-            let name = component
-                .strip_prefix(build_prefix.as_str())
-                .unwrap_or(&component);
-            matched.entry(name.to_string()).or_insert(i);
-        }
-        matched
+        let components = self.entries.iter().enumerate().flat_map(|(i, entry)| {
+            entry
+                .repo_tags
+                .iter()
+                .flatten()
+                .map(move |tag| (repo_tag_name(tag), i))
+        });
+        super::match_names(components, known)
     }
 
     /// Read the image of entry `i`: its config bytes and layer locations.
@@ -176,12 +163,16 @@ impl DockerArchive {
             .layers
             .iter()
             .map(|name| {
-                self.index.get(name).cloned().ok_or_else(|| {
-                    format!(
-                        "{}: manifest.json names layer {name} which is not in the tarball",
-                        path.display()
-                    )
-                })
+                self.index
+                    .get(name)
+                    .cloned()
+                    .map(Layer::Raw)
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: manifest.json names layer {name} which is not in the tarball",
+                            path.display()
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Image {
@@ -190,6 +181,7 @@ impl DockerArchive {
             config,
             diff_ids,
             layers,
+            expected_digest: None,
         })
     }
 }
@@ -335,6 +327,6 @@ mod tests {
         assert_eq!(image.config, cfg.as_bytes());
         assert_eq!(image.config_digest, sha256_digest(cfg.as_bytes()));
         assert_eq!(image.diff_ids, vec![d]);
-        assert_eq!(image.layers[0].read_all().unwrap(), layer);
+        assert_eq!(image.layers[0].range().read_all().unwrap(), layer);
     }
 }

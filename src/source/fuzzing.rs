@@ -30,14 +30,18 @@ pub fn tarball(data: &[u8]) {
     let Ok(archive) = DockerArchive::open(&path) else {
         return;
     };
-    let _ = archive.entries_by_name(&crate::targets::BUNDLE_IMAGES);
+    let known: Vec<&str> = crate::targets::BUNDLE_IMAGES
+        .iter()
+        .map(|i| i.name)
+        .collect();
+    let _ = archive.entries_by_name(&known);
     for i in 0..archive.entries.len() {
         let Ok(image) = archive.image(i) else {
             continue;
         };
         for (n, layer) in image.layers.iter().enumerate() {
             let spool: PathBuf = dir.join(format!("layer-{n}.gz"));
-            let _ = prepare_layer(layer, &spool, 1);
+            let _ = prepare_layer(layer.range(), &spool, 1);
         }
     }
 }

@@ -40,11 +40,13 @@ pub fn kvpush_command(home: &Path) -> Command {
         "DOCKER_TAG",
         "IMAGE_PREFIX",
         "PUSH_TARGETS",
+        "BUILD_ARCH",
         "KVPUSH_USERNAME",
         "KVPUSH_PASSWORD",
         "RUST_LOG",
         "SSL_CERT_FILE",
         "XDG_RUNTIME_DIR",
+        "XDG_CACHE_HOME",
     ] {
         cmd.env_remove(var);
     }
@@ -57,7 +59,28 @@ pub fn kvpush_command(home: &Path) -> Command {
 }
 
 pub fn run_command(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("kvpush binary runs");
+    finish(cmd.output().expect("kvpush binary runs"))
+}
+
+/// Run `cmd` with `input` on its standard input (`--password-stdin`).
+pub fn run_command_with_stdin(mut cmd: Command, input: &str) -> Run {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvpush binary runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .unwrap();
+    finish(child.wait_with_output().expect("kvpush binary runs"))
+}
+
+fn finish(out: std::process::Output) -> Run {
     let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -120,40 +143,89 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// Media types and config digest a pushed image must show.
+pub struct Expect<'a> {
+    pub manifest: &'a str,
+    pub config: &'a str,
+    pub layer: &'a str,
+    pub config_digest: &'a str,
+}
+
+impl<'a> Expect<'a> {
+    /// Docker schema 2 (kvpush's default, rules_docker's `format = "Docker"`).
+    pub fn docker(config_digest: &'a str) -> Expect<'a> {
+        Expect {
+            manifest: "application/vnd.docker.distribution.manifest.v2+json",
+            config: "application/vnd.docker.container.image.v1+json",
+            layer: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            config_digest,
+        }
+    }
+
+    /// OCI image manifest with gzip layers.
+    pub fn oci(config_digest: &'a str) -> Expect<'a> {
+        Expect {
+            manifest: "application/vnd.oci.image.manifest.v1+json",
+            config: "application/vnd.oci.image.config.v1+json",
+            layer: "application/vnd.oci.image.layer.v1.tar+gzip",
+            config_digest,
+        }
+    }
+}
+
 /// Pull `reference` with skopeo and check it against the generated image:
 /// Docker schema 2, config digest as in the tarball, every layer
 /// decompressing to its diff_id. Returns the manifest digest.
 pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &GeneratedImage) -> String {
-    verify_image(registry, reference, &image.config_digest, &image.diff_ids)
+    pull_and_verify(registry, reference, image).0
 }
 
 /// [`verify_with_skopeo`] for a hand-made [`TestImage`].
 pub fn verify_test_image(registry: &Registry, reference: &str, image: &TestImage) -> String {
     let config = sha256(&image.raw_config());
-    verify_image(registry, reference, &config, &image.diff_ids())
+    verify_as(
+        registry,
+        reference,
+        &Expect::docker(&config),
+        &image.diff_ids(),
+    )
+    .0
 }
 
-fn verify_image(
+/// [`verify_with_skopeo`], also returning the layer blobs as pulled, in
+/// manifest order.
+pub fn pull_and_verify(
     registry: &Registry,
     reference: &str,
-    config_digest: &str,
+    image: &GeneratedImage,
+) -> (String, Vec<Vec<u8>>) {
+    verify_as(
+        registry,
+        reference,
+        &Expect::docker(&image.config_digest),
+        &image.diff_ids,
+    )
+}
+
+/// [`pull_and_verify`] with the media types and config digest of
+/// `expect`: the manifest says them, skopeo copies every blob (checking
+/// its digest) and each layer decompresses to its diff_id. Returns the
+/// manifest digest and the layer blobs.
+pub fn verify_as(
+    registry: &Registry,
+    reference: &str,
+    expect: &Expect,
     diff_ids: &[String],
-) -> String {
+) -> (String, Vec<Vec<u8>>) {
     let args = registry.skopeo_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let raw = kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &args)
         .unwrap_or_else(|e| panic!("skopeo cannot read {reference}: {e}"));
     let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(manifest["mediaType"], expect.manifest, "{reference}");
+    assert_eq!(manifest["config"]["mediaType"], expect.config);
     assert_eq!(
-        manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
-        "{reference}"
-    );
-    assert_eq!(
-        manifest["config"]["mediaType"],
-        "application/vnd.docker.container.image.v1+json"
-    );
-    assert_eq!(
-        manifest["config"]["digest"], config_digest,
+        manifest["config"]["digest"], expect.config_digest,
         "{reference}: config digest"
     );
     let layers = manifest["layers"].as_array().unwrap();
@@ -164,11 +236,9 @@ fn verify_image(
     let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
     kvpush_fixtures::skopeo_copy_to_dir(&format!("docker://{reference}"), dir.path(), &src_args)
         .unwrap_or_else(|e| panic!("skopeo cannot copy {reference}: {e}"));
+    let mut blobs = Vec::new();
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
+        assert_eq!(layer["mediaType"], expect.layer);
         let digest = layer["digest"].as_str().unwrap();
         let blob = std::fs::read(dir.path().join(digest.trim_start_matches("sha256:"))).unwrap();
         assert_eq!(sha256(&blob), digest, "{reference}: blob digest");
@@ -180,8 +250,33 @@ fn verify_image(
             diff_id,
             "{reference}: layer decompresses to its diff_id"
         );
+        blobs.push(blob);
     }
-    sha256(raw.as_bytes())
+    (sha256(raw.as_bytes()), blobs)
+}
+
+/// A workspace with rules_docker's push-target parts besides the (legacy,
+/// uncompressed) tarballs: pushing the tarballs gives other digests.
+pub fn parts_spec() -> WorkspaceSpec {
+    WorkspaceSpec {
+        scale_bytes: 4 << 20,
+        push_parts: true,
+        ..WorkspaceSpec::default()
+    }
+}
+
+/// `skopeo inspect --raw` of a reference (any transport) as JSON, and the
+/// sha256 of its exact bytes.
+pub fn raw_manifest(registry: &Registry, reference: &str) -> (serde_json::Value, String) {
+    let args = registry.skopeo_args();
+    let args: Vec<&str> = if reference.starts_with("docker://") {
+        args.iter().map(String::as_str).collect()
+    } else {
+        Vec::new()
+    };
+    let raw = kvpush_fixtures::skopeo_inspect_raw(reference, &args)
+        .unwrap_or_else(|e| panic!("skopeo cannot read {reference}: {e}"));
+    (serde_json::from_str(&raw).unwrap(), sha256(raw.as_bytes()))
 }
 
 /// Number of blob uploads the registry saw (upload sessions opened, not

@@ -1,5 +1,6 @@
 //! `kvpush-fixtures gen-workspace DIR [--scale SIZE] [--seed N] [--compressed]
-//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...`
+//!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...
+//!  [--push-parts]`
 //! `kvpush-fixtures fuzz-seeds DIR`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
@@ -18,6 +19,9 @@ const USAGE: &str = "usage:
       --container-prefix P  $(container_prefix) at build time (default index.docker.io/kubevirt)
       --tag T             $(container_tag) at build time (default latest)
       --extra-image NAME  extra bundle entry (repeatable)
+      --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
+      --arch ARCH         architecture written in the image configs (default amd64)
+      --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
   kvpush-fixtures fuzz-seeds DIR
       writes the seed corpus of the fuzz targets to DIR/tarball and DIR/manifest
 
@@ -69,6 +73,9 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--container-prefix" => spec.build_container_prefix = value("--container-prefix")?,
             "--tag" => spec.build_container_tag = value("--tag")?,
             "--extra-image" => spec.extra_bundle_images.push(value("--extra-image")?),
+            "--change-layer" => spec.changed_layers.push(value("--change-layer")?),
+            "--arch" => spec.arch = value("--arch")?,
+            "--push-parts" => spec.push_parts = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());

@@ -1,0 +1,491 @@
+//! `make bench`: kvpush against skopeo, side by side, on the same generated
+//! KubeVirt-shaped images, in one run.
+//!
+//! Scenarios, each run by kvpush then by skopeo against fresh registries of
+//! their own: a **cold** push (empty registry, empty caches), a **warm**
+//! re-push (new tag, everything present, caches warm), and a **one-image
+//! change** (one layer of virt-handler rebuilt). skopeo pushes one image after
+//! another (`skopeo copy docker-archive:... docker://...`), as the sequential
+//! `bazel run //:push-*` did, with a blob-info cache private to the bench.
+//! Then: compression throughput against pigz at the same level on the same
+//! layers, and peak memory of kvpush on a single multi-GiB layer.
+//!
+//! Usage: `cargo bench --bench push -- [--scale 1GiB] [--big-layer 2GiB] [--out FILE]`.
+//! Figures go to stdout as a table and to FILE (default
+//! `target/bench/results.json`) as JSON.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use kvpush::source::tar_index::TarIndex;
+use kvpush_fixtures::{
+    generate_workspace, parse_size, Registry, RegistryKind, Workspace, WorkspaceSpec,
+};
+use serde_json::json;
+
+/// kvpush's default level, used for the pigz comparison too.
+const LEVEL: u32 = kvpush::blob::DEFAULT_COMPRESSION_LEVEL;
+
+/// One measured command (or sequence of commands).
+#[derive(Clone, Copy, Debug, Default)]
+struct Measure {
+    wall: f64,
+    cpu: f64,
+    rss_kib: u64,
+    /// Blob bytes the registry stored during the run.
+    stored: u64,
+}
+
+impl Measure {
+    fn add(&mut self, other: Measure) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+        self.rss_kib = self.rss_kib.max(other.rss_kib);
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"wall_s": self.wall, "cpu_s": self.cpu, "peak_rss_kib": self.rss_kib, "bytes_stored": self.stored})
+    }
+}
+
+/// Run `cmd` under GNU time; panics with its output when it fails.
+fn timed(cmd: &mut Command) -> Measure {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let program = cmd.get_program().to_owned();
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped
+        .arg("-f")
+        .arg("%e %U %S %M")
+        .arg("-o")
+        .arg(report.path())
+        .arg(program)
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let out = wrapped
+        .output()
+        .expect("/usr/bin/time runs (apt package `time`)");
+    if !out.status.success() {
+        panic!(
+            "{:?} failed:\n{}{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(report.path()).unwrap();
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    Measure {
+        wall: f[0],
+        cpu: f[1] + f[2],
+        rss_kib: f[3] as u64,
+        stored: 0,
+    }
+}
+
+/// Bytes of blob data a registry holds.
+fn stored_bytes(registry: &Registry) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p)
+                } else if p.file_name().is_some_and(|n| n == "data") {
+                    e.metadata().map_or(0, |m| m.len())
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    walk(&registry.state_dir().join("data/docker/registry/v2/blobs"))
+}
+
+struct Bench {
+    kvpush: PathBuf,
+    work: PathBuf,
+    kv_registry: Registry,
+    skopeo_registry: Registry,
+}
+
+impl Bench {
+    fn kvpush(&self, ws: &Workspace, tag: &str) -> Measure {
+        let before = stored_bytes(&self.kv_registry);
+        let mut cmd = Command::new(&self.kvpush);
+        cmd.arg("all")
+            .arg("--workspace")
+            .arg(&ws.root)
+            .arg("--registry")
+            .arg(format!("{}/kubevirt", self.kv_registry.addr()))
+            .arg("--tag")
+            .arg(tag)
+            .arg("--cache-dir")
+            .arg(self.work.join("kvpush-cache"));
+        let mut m = timed(&mut cmd);
+        m.stored = stored_bytes(&self.kv_registry) - before;
+        m
+    }
+
+    /// skopeo, one image after another, with its blob-info cache in the
+    /// bench's own directory (a private mount namespace for root, HOME
+    /// otherwise), so "cold" really is cold and the host's cache untouched.
+    fn skopeo(&self, ws: &Workspace, tag: &str) -> Measure {
+        let before = stored_bytes(&self.skopeo_registry);
+        let cache = self.work.join("skopeo-cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let mut total = Measure::default();
+        for image in &ws.images {
+            let source = if image.target == "other-images" {
+                format!(
+                    "docker-archive:{}:{}",
+                    image.tarball.display(),
+                    image.repo_tag
+                )
+            } else {
+                format!("docker-archive:{}", image.tarball.display())
+            };
+            let dest = format!(
+                "docker://{}/kubevirt/{}:{tag}",
+                self.skopeo_registry.addr(),
+                image.name
+            );
+            let copy = format!(
+                "skopeo --insecure-policy copy -q --dest-tls-verify=false '{source}' '{dest}'"
+            );
+            let mut cmd = if is_root() {
+                let script = format!(
+                    "mkdir -p /var/lib/containers/cache && mount --bind '{}' /var/lib/containers/cache && exec {copy}",
+                    cache.display()
+                );
+                let mut c = Command::new("unshare");
+                c.args(["-m", "sh", "-c", &script]);
+                c
+            } else {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("exec {copy}")]).env("HOME", &cache);
+                c
+            };
+            total.add(timed(&mut cmd));
+        }
+        total.stored = stored_bytes(&self.skopeo_registry) - before;
+        total
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// The distinct uncompressed layers of a workspace, concatenated into one
+/// file (for pigz) and as a list of files (for kvpush's compressor).
+fn distinct_layers(ws: &Workspace, dir: &Path) -> (PathBuf, Vec<PathBuf>, u64) {
+    let all = dir.join("layers.bin");
+    let mut out = File::create(&all).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    let mut total = 0;
+    for image in &ws.images {
+        let index = TarIndex::build(&image.tarball).unwrap();
+        for (name, diff_id) in image.layer_files.iter().zip(&image.diff_ids) {
+            if !seen.insert(diff_id.clone()) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            index
+                .get(name)
+                .unwrap()
+                .open()
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            let path = dir.join(format!("layer-{}", files.len()));
+            std::fs::write(&path, &bytes).unwrap();
+            out.write_all(&bytes).unwrap();
+            total += bytes.len() as u64;
+            files.push(path);
+        }
+    }
+    (all, files, total)
+}
+
+/// A docker-save tarball holding one image whose single layer is a file
+/// of `size` bytes, half text-like, half random (written streaming).
+fn big_layer_workspace(root: &Path, size: u64) -> io::Result<()> {
+    let bin = root.join("bazel-out/k8-fastbuild/bin");
+    std::fs::create_dir_all(bin.join("cmd/virt-handler"))?;
+    std::os::unix::fs::symlink("bazel-out/k8-fastbuild/bin", root.join("bazel-bin"))?;
+    // The layer tar: one big file.
+    let layer_path = root.join("layer.tar");
+    {
+        let mut b = tar::Builder::new(io::BufWriter::new(File::create(&layer_path)?));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(
+            &mut h,
+            "disk.img",
+            MixedReader {
+                left: size,
+                x: 0x9e37_79b9_7f4a_7c15,
+            },
+        )?;
+        b.finish()?;
+    }
+    let diff_id = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        io::copy(&mut File::open(&layer_path)?, &mut hasher)?;
+        format!("sha256:{}", hex::encode(hasher.finalize()))
+    };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let config_name = format!(
+        "{}.json",
+        kvpush::blob::sha256_digest(config.as_bytes()).trim_start_matches("sha256:")
+    );
+    let manifest = format!(
+        r#"[{{"Config":"{config_name}","RepoTags":["bazel/cmd/virt-handler:virt-handler-image"],"Layers":["l/layer.tar"]}}]"#
+    );
+    let mut b = tar::Builder::new(File::create(
+        bin.join("cmd/virt-handler/virt-handler-image.tar"),
+    )?);
+    let mut add = |name: &str, len: u64, r: &mut dyn Read| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(len);
+        h.set_mode(0o444);
+        h.set_cksum();
+        b.append_data(&mut h, name, r)
+    };
+    add(&config_name, config.len() as u64, &mut config.as_bytes())?;
+    add(
+        "l/layer.tar",
+        std::fs::metadata(&layer_path)?.len(),
+        &mut File::open(&layer_path)?,
+    )?;
+    add(
+        "manifest.json",
+        manifest.len() as u64,
+        &mut manifest.as_bytes(),
+    )?;
+    drop(b);
+    std::fs::remove_file(layer_path)
+}
+
+/// 1 MiB of random bytes, then 1 MiB of repetitive text, and so on.
+struct MixedReader {
+    left: u64,
+    x: u64,
+}
+
+impl Read for MixedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        let start = self.left;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            let pos = start - i as u64;
+            if (pos >> 20) % 2 == 0 {
+                self.x ^= self.x << 13;
+                self.x ^= self.x >> 7;
+                self.x ^= self.x << 17;
+                *b = self.x as u8;
+            } else {
+                *b = b"kubevirt virt-handler log line 0123456789\n"[(pos % 42) as usize];
+            }
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scale = arg(&args, "--scale")
+        .and_then(|s| parse_size(&s))
+        .unwrap_or(1 << 30);
+    let big = arg(&args, "--big-layer")
+        .and_then(|s| parse_size(&s))
+        .unwrap_or(2 << 30);
+    let out =
+        PathBuf::from(arg(&args, "--out").unwrap_or_else(|| "target/bench/results.json".into()));
+    let work = tempfile::Builder::new()
+        .prefix("kvpush-bench-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "kvpush bench: {} of tarballs, {cores} cores, work dir {}",
+        human(scale),
+        work.path().display()
+    );
+
+    let spec = WorkspaceSpec {
+        scale_bytes: scale,
+        ..WorkspaceSpec::default()
+    };
+    let ws = generate_workspace(&work.path().join("ws"), &spec).unwrap();
+    let changed_spec = WorkspaceSpec {
+        changed_layers: vec!["virt-handler".into()],
+        ..spec
+    };
+    let ws_changed = generate_workspace(&work.path().join("ws-changed"), &changed_spec).unwrap();
+    println!(
+        "generated {} images, {}",
+        ws.images.len(),
+        human(ws.total_bytes)
+    );
+
+    let bench = Bench {
+        kvpush: PathBuf::from(env!("CARGO_BIN_EXE_kvpush")),
+        work: work.path().to_path_buf(),
+        kv_registry: Registry::start(RegistryKind::Plain),
+        skopeo_registry: Registry::start(RegistryKind::Plain),
+    };
+
+    let mut scenarios = BTreeMap::new();
+    for (order, (name, workspace, tag)) in [
+        ("1-cold", &ws, "cold"),
+        ("2-warm", &ws, "warm"),
+        ("3-one-image-change", &ws_changed, "change"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = bench.kvpush(workspace, tag);
+        let s = bench.skopeo(workspace, tag);
+        println!("{name}: kvpush {:.2}s, skopeo {:.2}s", k.wall, s.wall);
+        scenarios.insert(name, (order, k, s));
+    }
+
+    // Compression throughput on the same distinct layers, same level.
+    let (all_layers, layer_files, layer_bytes) = distinct_layers(&ws, work.path());
+    let t = Instant::now();
+    let mut ours_size = 0;
+    for f in &layer_files {
+        ours_size += kvpush::compress::compress(
+            io::BufReader::new(File::open(f).unwrap()),
+            io::sink(),
+            LEVEL,
+        )
+        .unwrap()
+        .output_bytes;
+    }
+    let ours_secs = t.elapsed().as_secs_f64();
+    let pigz_out = work.path().join("layers.gz");
+    let pigz = timed(Command::new("sh").args([
+        "-c",
+        &format!(
+            "pigz -{LEVEL} -p {cores} -c '{}' > '{}'",
+            all_layers.display(),
+            pigz_out.display()
+        ),
+    ]));
+    let pigz_size = std::fs::metadata(&pigz_out).unwrap().len();
+
+    // Memory on one multi-GiB layer.
+    let big_ws = work.path().join("big");
+    big_layer_workspace(&big_ws, big).unwrap();
+    let mut cmd = Command::new(&bench.kvpush);
+    cmd.arg("virt-handler")
+        .arg("--workspace")
+        .arg(&big_ws)
+        .arg("--registry")
+        .arg(format!("{}/big", bench.kv_registry.addr()))
+        .arg("--no-cache");
+    let big_run = timed(&mut cmd);
+
+    // Report.
+    println!();
+    println!("| scenario | kvpush wall | skopeo wall | ratio | kvpush CPU | skopeo CPU | kvpush peak RSS | skopeo peak RSS | kvpush stored | skopeo stored |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut json_scenarios = serde_json::Map::new();
+    let mut sorted: Vec<_> = scenarios.into_iter().collect();
+    sorted.sort_by_key(|(_, (order, _, _))| *order);
+    for (name, (_, k, s)) in &sorted {
+        let ratio = k.wall / s.wall;
+        println!(
+            "| {name} | {:.2} s | {:.2} s | {ratio:.2} | {:.2} s | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            k.wall,
+            s.wall,
+            k.cpu,
+            s.cpu,
+            k.rss_kib as f64 / 1024.0,
+            s.rss_kib as f64 / 1024.0,
+            mib(k.stored),
+            mib(s.stored)
+        );
+        json_scenarios.insert(
+            name.to_string(),
+            json!({"kvpush": k.json(), "skopeo": s.json(), "wall_ratio": ratio}),
+        );
+    }
+    let ours_rate = mib(layer_bytes) / ours_secs;
+    let pigz_rate = mib(layer_bytes) / pigz.wall;
+    println!();
+    println!(
+        "compression of {:.0} MiB of distinct layers at level {LEVEL}: kvpush {ours_rate:.0} MiB/s -> {:.1} MiB, pigz -p {cores} {pigz_rate:.0} MiB/s -> {:.1} MiB",
+        mib(layer_bytes),
+        mib(ours_size),
+        mib(pigz_size)
+    );
+    println!(
+        "one {} layer: kvpush {:.2}s wall, {:.2}s CPU, peak RSS {:.1} MiB",
+        human(big),
+        big_run.wall,
+        big_run.cpu,
+        big_run.rss_kib as f64 / 1024.0
+    );
+
+    let results = json!({
+        "machine": {"cores": cores},
+        "scale_bytes": scale,
+        "images": ws.images.len(),
+        "scenarios": json_scenarios,
+        "compression": {
+            "level": LEVEL, "input_bytes": layer_bytes,
+            "kvpush": {"seconds": ours_secs, "output_bytes": ours_size, "mib_per_s": ours_rate},
+            "pigz": {"seconds": pigz.wall, "output_bytes": pigz_size, "mib_per_s": pigz_rate, "threads": cores},
+        },
+        "big_layer": {"bytes": big, "kvpush": big_run.json()},
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&results).unwrap()).unwrap();
+    println!("\nfigures written to {}", out.display());
+}
+
+fn human(n: u64) -> String {
+    format!("{:.1} MiB", mib(n))
+}

@@ -1,0 +1,225 @@
+//! The persistent digest cache: what kvpush learned about layers and blobs
+//! in earlier runs, so that a re-push reads no layer data when the registry
+//! already has the blobs.
+//!
+//! - `layers/<settings>/<diff_id hex>`: the compressed digest and size that
+//!   a layer (known by its uncompressed digest) gets under the compressor
+//!   settings `<settings>` (format id and level);
+//! - `blobs/<host>/<digest hex>`: a repository of that registry known to
+//!   hold the blob, the source of a cross-repository mount.
+//!
+//! One small file per entry, written to a temporary name and renamed into
+//! place, so concurrent runs never see half an entry; an entry that does not
+//! parse is ignored (and rewritten by the next run that learns it).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::is_sha256_digest;
+
+/// Where the compressed form of a layer is known to be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedLayer {
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// `$XDG_CACHE_HOME/kvpush`, else `$HOME/.cache/kvpush`.
+pub fn default_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let base = xdg.or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("kvpush"))
+}
+
+fn hex_of(digest: &str) -> Option<&str> {
+    is_sha256_digest(digest).then(|| &digest[7..])
+}
+
+/// A registry host as a directory name (`localhost:5000` → `localhost_5000`).
+fn host_dir(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Cache {
+    pub fn new(root: PathBuf) -> Cache {
+        Cache { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn layer_path(&self, settings: &str, diff_id: &str) -> Option<PathBuf> {
+        Some(
+            self.root
+                .join("layers")
+                .join(settings)
+                .join(hex_of(diff_id)?),
+        )
+    }
+
+    fn blob_path(&self, host: &str, digest: &str) -> Option<PathBuf> {
+        Some(
+            self.root
+                .join("blobs")
+                .join(host_dir(host))
+                .join(hex_of(digest)?),
+        )
+    }
+
+    /// The compressed digest and size of `diff_id` under `settings`, if known.
+    pub fn layer(&self, settings: &str, diff_id: &str) -> Option<CachedLayer> {
+        let bytes = std::fs::read(self.layer_path(settings, diff_id)?).ok()?;
+        let entry: CachedLayer = serde_json::from_slice(&bytes).ok()?;
+        is_sha256_digest(&entry.digest).then_some(entry)
+    }
+
+    pub fn put_layer(&self, settings: &str, diff_id: &str, entry: &CachedLayer) {
+        if let Some(path) = self.layer_path(settings, diff_id) {
+            let bytes = serde_json::to_vec(entry).expect("cache entries serialise");
+            self.write(&path, &bytes);
+        }
+    }
+
+    /// Forget a layer entry that proved wrong.
+    pub fn remove_layer(&self, settings: &str, diff_id: &str) {
+        if let Some(path) = self.layer_path(settings, diff_id) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// A repository of `host` known to hold `digest`.
+    pub fn blob_repo(&self, host: &str, digest: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.blob_path(host, digest)?).ok()?;
+        let repo = text.trim();
+        // Repository grammar: lowercase components that start and end with
+        // a letter or digit, so nothing like `../x` comes back.
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let valid = repo.split('/').all(|c| {
+            let b = c.as_bytes();
+            !b.is_empty()
+                && alnum(b[0])
+                && alnum(b[b.len() - 1])
+                && b.iter().all(|&x| alnum(x) || b"._-".contains(&x))
+        });
+        valid.then(|| repo.to_string())
+    }
+
+    pub fn put_blob_repo(&self, host: &str, digest: &str, repo: &str) {
+        if let Some(path) = self.blob_path(host, digest) {
+            self.write(&path, repo.as_bytes());
+        }
+    }
+
+    /// Write atomically; a cache that cannot be written only costs speed.
+    fn write(&self, path: &Path, bytes: &[u8]) {
+        let result = (|| -> std::io::Result<()> {
+            let dir = path.parent().expect("cache paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, bytes)?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::debug!("cannot write cache entry {}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn layers_round_trip_per_settings_and_corrupt_entries_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        let entry = CachedLayer {
+            digest: digest('b'),
+            size: 42,
+        };
+        assert_eq!(cache.layer("s1", &digest('a')), None);
+        cache.put_layer("s1", &digest('a'), &entry);
+        assert_eq!(cache.layer("s1", &digest('a')), Some(entry));
+        assert_eq!(
+            cache.layer("s2", &digest('a')),
+            None,
+            "other settings, other entry"
+        );
+
+        let path = cache.layer_path("s1", &digest('a')).unwrap();
+        std::fs::write(&path, b"{\"digest\": \"sha256:zz").unwrap();
+        assert_eq!(cache.layer("s1", &digest('a')), None);
+        std::fs::write(&path, br#"{"digest":"md5:00","size":1}"#).unwrap();
+        assert_eq!(cache.layer("s1", &digest('a')), None);
+        cache.remove_layer("s1", &digest('a'));
+        assert!(!path.exists());
+        assert_eq!(cache.layer("s1", "not-a-digest"), None);
+    }
+
+    #[test]
+    fn blob_locations_per_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        cache.put_blob_repo("localhost:5000", &digest('c'), "kubevirt/virt-api");
+        assert_eq!(
+            cache.blob_repo("localhost:5000", &digest('c')).as_deref(),
+            Some("kubevirt/virt-api")
+        );
+        assert_eq!(cache.blob_repo("quay.io", &digest('c')), None);
+        std::fs::write(
+            cache.blob_path("localhost:5000", &digest('c')).unwrap(),
+            "../../etc",
+        )
+        .unwrap();
+        assert_eq!(cache.blob_repo("localhost:5000", &digest('c')), None);
+    }
+
+    #[test]
+    fn concurrent_writers_leave_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        std::thread::scope(|s| {
+            for i in 0..8u64 {
+                let cache = &cache;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        cache.put_layer(
+                            "s",
+                            &digest('d'),
+                            &CachedLayer {
+                                digest: digest('e'),
+                                size: i,
+                            },
+                        );
+                        let got = cache
+                            .layer("s", &digest('d'))
+                            .expect("a whole entry at all times");
+                        assert_eq!(got.digest, digest('e'));
+                    }
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,449 @@
+//! Parallel, deterministic gzip, as pigz does it: the input is cut into
+//! fixed-size blocks, each deflated on its own core with the previous 32 KiB
+//! of input as its dictionary, and the byte-aligned pieces are concatenated
+//! into one ordinary gzip member (one header, one CRC-32, one trailer).
+//!
+//! Blocks that will not shrink (disk images, already-compressed payloads)
+//! are spotted by their byte entropy and written as stored deflate blocks,
+//! spending no deflate effort on them, as klauspost/compress does.
+//!
+//! The output depends only on the input, the level and [`BLOCK_SIZE`], never
+//! on the number of threads or on timing: the same layer gives the same
+//! digest on every machine. [`SETTINGS_ID`] names these parameters for the
+//! persistent digest cache.
+
+use std::io::{self, Read, Write};
+
+use flate2::{Compress, Compression, FlushCompress, Status};
+use rayon::prelude::*;
+
+/// Uncompressed bytes per independently deflated block.
+pub const BLOCK_SIZE: usize = 256 * 1024;
+/// Unit of the store-or-deflate decision inside a block.
+const PIECE_SIZE: usize = 32 * 1024;
+/// Deflate's window: how much history a block may refer back to.
+const DICT_SIZE: usize = 32 * 1024;
+/// Largest stored (uncompressed) deflate block.
+const STORED_MAX: usize = 65_535;
+/// Above this many bits of entropy per byte a block is stored, not deflated.
+const STORE_ENTROPY_BITS: f64 = 7.9;
+
+/// Identifies the compressor's output format; part of every cache key, so
+/// a change here must change this string.
+pub const SETTINGS_ID: &str = "pgz2-256k-32k";
+
+/// The gzip header kvpush writes: no name, mtime 0, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// Shannon entropy of a block in bits per byte (0 to 8).
+fn entropy_bits(block: &[u8]) -> f64 {
+    if block.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in block {
+        counts[b as usize] += 1;
+    }
+    let n = block.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Append `data` as stored deflate blocks (the stream is byte-aligned here).
+fn push_stored(out: &mut Vec<u8>, data: &[u8], last: bool) {
+    let mut chunks = data.chunks(STORED_MAX).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
+        return;
+    }
+    while let Some(chunk) = chunks.next() {
+        let final_bit = last && chunks.peek().is_none();
+        let len = chunk.len() as u16;
+        out.push(u8::from(final_bit));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// Deflate `data` with a fresh compressor primed with `dict`, appending to
+/// `out`. Not `last`: ends with a sync flush, byte-aligned; `last`: ends
+/// the stream. Falls back to stored blocks when deflate did not shrink it.
+fn deflate_run(
+    out: &mut Vec<u8>,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+    level: u32,
+) -> io::Result<()> {
+    with_deflater(level, |z| deflate_run_with(z, out, dict, data, last))
+}
+
+thread_local! {
+    /// One raw-deflate state per worker thread, reset for every run: a
+    /// fresh state is a few hundred KiB of tables, and allocating one per
+    /// block made the allocator hold on to far more memory than in use.
+    static DEFLATER: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn with_deflater<R>(level: u32, f: impl FnOnce(&mut Compress) -> R) -> R {
+    DEFLATER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, Compress::new(Compression::new(level), false)));
+        }
+        let (_, z) = slot.as_mut().expect("just set");
+        z.reset();
+        f(z)
+    })
+}
+
+fn deflate_run_with(
+    z: &mut Compress,
+    out: &mut Vec<u8>,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<()> {
+    let start = out.len();
+    if !dict.is_empty() {
+        z.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut input = data;
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(out.capacity().max(64 * 1024));
+        }
+        let before = z.total_in();
+        let status = z
+            .compress_vec(input, out, flush)
+            .map_err(io::Error::other)?;
+        input = &input[(z.total_in() - before) as usize..];
+        let done = match status {
+            Status::StreamEnd => true,
+            // A sync flush is complete once all input is taken and the
+            // output buffer was not filled up.
+            Status::Ok | Status::BufError => {
+                !last && input.is_empty() && out.len() < out.capacity()
+            }
+        };
+        if done {
+            break;
+        }
+    }
+    // Deflating made it no smaller: storing is as good and decodes faster.
+    if out.len() - start >= data.len() {
+        out.truncate(start);
+        push_stored(out, data, last);
+    }
+    Ok(())
+}
+
+/// Deflate one block. Non-final blocks end byte-aligned, so blocks can be
+/// concatenated; the final one ends the stream.
+///
+/// The block is judged in [`PIECE_SIZE`] pieces: runs of pieces that look
+/// random are stored, the others deflated, each deflated run by a fresh
+/// compressor primed with the 32 KiB of input before it, so back-references
+/// always see the same history the decompressor has. A disk image with
+/// zero clusters between random ones thus costs deflate effort only on
+/// the zeros.
+fn deflate_block(
+    out: &mut Vec<u8>,
+    dict: &[u8],
+    block: &[u8],
+    last: bool,
+    level: u32,
+) -> io::Result<()> {
+    out.clear();
+    let pieces: Vec<&[u8]> = block.chunks(PIECE_SIZE).collect();
+    let stored: Vec<bool> = pieces
+        .iter()
+        .map(|p| entropy_bits(p) > STORE_ENTROPY_BITS)
+        .collect();
+    let mut start = 0;
+    while start < pieces.len() || (start == 0 && pieces.is_empty()) {
+        let class = stored.get(start).copied().unwrap_or(false);
+        let mut end = start + 1;
+        while end < pieces.len() && stored[end] == class {
+            end += 1;
+        }
+        let from = start * PIECE_SIZE;
+        let to = (end * PIECE_SIZE).min(block.len());
+        let run = &block[from..to];
+        let last_run = last && end >= pieces.len();
+        if class {
+            push_stored(out, run, last_run);
+        } else {
+            // History for the run: the block so far, after the previous block's tail.
+            let history: Vec<u8>;
+            let run_dict = if from >= DICT_SIZE {
+                &block[from - DICT_SIZE..from]
+            } else {
+                let need = DICT_SIZE - from;
+                history = [&dict[dict.len().saturating_sub(need)..], &block[..from]].concat();
+                &history[..]
+            };
+            deflate_run(out, run_dict, run, last_run, level)?;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// What [`compress`] measured about its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressStats {
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+}
+
+/// Read `input` to its end and write it to `output` as one gzip member,
+/// deflating blocks in parallel on the global rayon pool. Memory use is
+/// bounded: at most two blocks per pool thread are in flight.
+pub fn compress(
+    mut input: impl Read,
+    mut output: impl Write,
+    level: u32,
+) -> io::Result<CompressStats> {
+    let batch_len = 2 * rayon::current_num_threads().max(1);
+    let mut crc = crc32fast::Hasher::new();
+    let mut stats = CompressStats {
+        input_bytes: 0,
+        output_bytes: GZIP_HEADER.len() as u64,
+    };
+    output.write_all(&GZIP_HEADER)?;
+
+    // Buffers are recycled from batch to batch: memory stays at a few
+    // blocks per thread, and the allocator sees no churn.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(batch_len);
+    let mut dict: Vec<u8> = Vec::with_capacity(DICT_SIZE);
+    // The block read ahead decides whether the current one is the last.
+    let mut pending = Vec::with_capacity(BLOCK_SIZE);
+    read_block(&mut input, &mut pending)?;
+    loop {
+        let mut last = false;
+        while batch.len() < batch_len && !last {
+            let mut next = spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+            read_block(&mut input, &mut next)?;
+            last = next.is_empty();
+            batch.push(std::mem::replace(&mut pending, next));
+        }
+        // Each block's dictionary is the tail of the block before it.
+        let dicts: Vec<&[u8]> = std::iter::once(dict.as_slice())
+            .chain(
+                batch
+                    .iter()
+                    .map(|b| &b[b.len().saturating_sub(DICT_SIZE)..]),
+            )
+            .take(batch.len())
+            .collect();
+        let count = batch.len();
+        let results: Vec<io::Result<()>> = batch
+            .par_iter()
+            .zip(dicts.par_iter())
+            .zip(outs[..count].par_iter_mut())
+            .enumerate()
+            .map(|(i, ((block, d), out))| {
+                deflate_block(out, d, block, last && i + 1 == count, level)
+            })
+            .collect();
+        for ((block, piece), result) in batch.iter().zip(&outs).zip(results) {
+            result?;
+            crc.update(block);
+            stats.input_bytes += block.len() as u64;
+            stats.output_bytes += piece.len() as u64;
+            output.write_all(piece)?;
+        }
+        if let Some(b) = batch.last() {
+            dict.clear();
+            dict.extend_from_slice(&b[b.len().saturating_sub(DICT_SIZE)..]);
+        }
+        spare.append(&mut batch);
+        if last {
+            break;
+        }
+    }
+    output.write_all(&crc.finalize().to_le_bytes())?;
+    output.write_all(&(stats.input_bytes as u32).to_le_bytes())?;
+    stats.output_bytes += 8;
+    output.flush()?;
+    Ok(stats)
+}
+
+/// Read up to one block into `block`; shorter only at the end of the input.
+fn read_block(input: &mut impl Read, block: &mut Vec<u8>) -> io::Result<()> {
+    block.clear();
+    input.by_ref().take(BLOCK_SIZE as u64).read_to_end(block)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::read::GzDecoder;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn text(len: usize) -> Vec<u8> {
+        let words = [
+            "kubevirt ",
+            "virt-handler ",
+            "layer ",
+            "registry ",
+            "\n",
+            "sha256 ",
+            "push ",
+        ];
+        let mut x = 7u64;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            out.extend_from_slice(words[(x >> 60) as usize % words.len()].as_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        GzDecoder::new(gz)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    fn roundtrip(data: &[u8], level: u32) -> Vec<u8> {
+        let mut gz = Vec::new();
+        let stats = compress(data, &mut gz, level).unwrap();
+        assert_eq!(stats.input_bytes, data.len() as u64);
+        assert_eq!(stats.output_bytes, gz.len() as u64);
+        assert_eq!(gunzip(&gz), data);
+        gz
+    }
+
+    #[test]
+    fn round_trips_for_every_shape_of_input() {
+        for len in [
+            0,
+            1,
+            1000,
+            BLOCK_SIZE - 1,
+            BLOCK_SIZE,
+            BLOCK_SIZE + 1,
+            5 * BLOCK_SIZE + 17,
+        ] {
+            roundtrip(&text(len), 6);
+            roundtrip(&pseudo_random(len, len as u64 + 1), 6);
+        }
+        // Mixed: compressible and incompressible blocks interleaved.
+        let mut mixed = text(3 * BLOCK_SIZE);
+        mixed.extend(pseudo_random(2 * BLOCK_SIZE + 5, 9));
+        mixed.extend(text(BLOCK_SIZE / 3));
+        roundtrip(&mixed, 1);
+        roundtrip(&mixed, 9);
+    }
+
+    #[test]
+    fn output_is_deterministic_and_independent_of_threads() {
+        let mut data = text(4 * BLOCK_SIZE);
+        data.extend(pseudo_random(3 * BLOCK_SIZE, 3));
+        let a = roundtrip(&data, 6);
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let b = one_thread.install(|| roundtrip(&data, 6));
+        let many = rayon::ThreadPoolBuilder::new()
+            .num_threads(5)
+            .build()
+            .unwrap();
+        let c = many.install(|| roundtrip(&data, 6));
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_text_shrinks() {
+        let random = pseudo_random(3 * BLOCK_SIZE, 5);
+        let gz = roundtrip(&random, 6);
+        // Stored: 5 bytes per 64 KiB, plus header and trailer.
+        assert!(
+            gz.len() < random.len() + random.len() / 10_000 + 64,
+            "{} vs {}",
+            gz.len(),
+            random.len()
+        );
+        let words = text(3 * BLOCK_SIZE);
+        assert!(roundtrip(&words, 6).len() < words.len() / 3);
+    }
+
+    #[test]
+    fn disk_images_store_random_clusters_and_deflate_zero_ones() {
+        // 64 KiB clusters, every fourth unallocated: most of every block is
+        // random, so the random pieces are stored, the zeros deflated.
+        let mut disk = Vec::new();
+        for i in 0..16 {
+            if i % 4 == 3 {
+                disk.extend(std::iter::repeat_n(0u8, 65536));
+            } else {
+                disk.extend(pseudo_random(65536, i + 100));
+            }
+        }
+        let gz = roundtrip(&disk, 6);
+        let random = 12 * 65536;
+        assert!(
+            gz.len() < random + random / 1000 + 1024,
+            "zeros compressed away: {}",
+            gz.len()
+        );
+        assert!(gz.len() > random, "random bytes stay: {}", gz.len());
+    }
+
+    #[test]
+    fn dictionaries_carry_history_across_blocks() {
+        // The same random block twice: the second copy is all back-references
+        // into the first, reachable only through the dictionary window.
+        let block = pseudo_random(DICT_SIZE - 100, 11);
+        let mut data = text(BLOCK_SIZE - block.len());
+        data.extend_from_slice(&block);
+        data.extend_from_slice(&block);
+        data.extend(text(BLOCK_SIZE / 2));
+        let gz = roundtrip(&data, 6);
+        assert!(gz.len() < data.len() - block.len() / 2, "{}", gz.len());
+    }
+
+    #[test]
+    fn entropy_estimate() {
+        assert!(entropy_bits(&pseudo_random(65536, 1)) > 7.9);
+        assert!(entropy_bits(&text(65536)) < 5.0);
+        assert_eq!(entropy_bits(&[0u8; 100]), 0.0);
+    }
+}

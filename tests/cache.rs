@@ -1,0 +1,228 @@
+//! The digest cache and blob sharing: a warm re-push reads no layer data,
+//! extra prefixes and later runs mount instead of uploading, and a wrong or
+//! corrupt cache entry never yields a wrong image.
+
+mod common;
+
+use common::{blob_uploads, make_writable, verify_with_skopeo, Fixture};
+use kvpush::source::tar_index::TarIndex;
+use kvpush_fixtures::{Registry, RegistryKind};
+
+/// Overwrite every layer's bytes in every tarball with zeros, keeping the
+/// tar structure: any layer kvpush reads now fails its diff_id check.
+fn zero_all_layers(fx: &Fixture) {
+    for image in &fx.ws.images {
+        let index = TarIndex::build(&image.tarball).unwrap();
+        make_writable(&image.tarball);
+        let mut bytes = std::fs::read(&image.tarball).unwrap();
+        for name in &image.layer_files {
+            let r = index.get(name).unwrap();
+            bytes[r.offset as usize..(r.offset + r.len) as usize].fill(0);
+        }
+        std::fs::write(&image.tarball, bytes).unwrap();
+    }
+}
+
+fn compressed_count(stderr: &str) -> usize {
+    let at = stderr.find(" compressed by kvpush").expect("summary line");
+    stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_warm_repush_reads_no_layer_data() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "one"]);
+    assert_eq!(run.code, 0);
+    assert!(compressed_count(&run.stderr) > 0);
+    let uploads = blob_uploads(&registry);
+
+    zero_all_layers(&fx);
+    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "two"]);
+    assert_eq!(
+        run.code, 0,
+        "layers were not read, so their zeroed bytes did not matter"
+    );
+    assert_eq!(compressed_count(&run.stderr), 0);
+    assert!(
+        run.stderr.contains("21 pushed"),
+        "new tag, same images: {}",
+        run.stderr
+    );
+    assert_eq!(blob_uploads(&registry), uploads);
+    for name in ["virt-api", "cirros-container-disk-demo"] {
+        let one = verify_with_skopeo(&registry, &format!("{prefix}/{name}:one"), fx.image(name));
+        let two = verify_with_skopeo(&registry, &format!("{prefix}/{name}:two"), fx.image(name));
+        assert_eq!(one, two);
+    }
+
+    // Without the cache the zeroed layers are read, and refused.
+    let run = fx.kvpush(&[
+        "virt-api",
+        "--registry",
+        &prefix,
+        "--tag",
+        "three",
+        "--no-cache",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("the tarball is corrupt"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(registry.manifest_digest("kubevirt/virt-api", "three"), None);
+}
+
+#[test]
+fn a_cached_digest_pushed_to_an_empty_registry_is_compressed_again_and_verifies() {
+    let fx = Fixture::small();
+    let first = Registry::start(RegistryKind::Plain);
+    let run = fx.kvpush(&[
+        "virt-handler",
+        "--registry",
+        &format!("{}/kv", first.addr()),
+    ]);
+    assert_eq!(run.code, 0);
+
+    // Same cache, a registry that has nothing: the blobs must be made again.
+    let second = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kv", second.addr());
+    let run = fx.kvpush(&["virt-handler", "--registry", &prefix, "--tag", "t"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        compressed_count(&run.stderr),
+        fx.image("virt-handler").diff_ids.len()
+    );
+    verify_with_skopeo(
+        &second,
+        &format!("{prefix}/virt-handler:t"),
+        fx.image("virt-handler"),
+    );
+}
+
+#[test]
+fn a_wrong_cache_entry_fails_the_image_and_is_removed() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kv", registry.addr());
+    let image = fx.image("virt-controller");
+    let top = image.diff_ids.last().unwrap().trim_start_matches("sha256:");
+    let entries: Vec<_> = walk(&fx.home().join(".cache/kvpush/layers"));
+    assert!(entries.is_empty());
+
+    let run = fx.kvpush(&["virt-controller", "--registry", &prefix]);
+    assert_eq!(run.code, 0);
+    let entry = walk(&fx.home().join(".cache/kvpush/layers"))
+        .into_iter()
+        .find(|p| p.ends_with(top))
+        .expect("entry for the top layer");
+    // A lie: the entry names a digest the layer does not compress to.
+    std::fs::write(
+        &entry,
+        format!(r#"{{"digest":"sha256:{}","size":3}}"#, "0".repeat(64)),
+    )
+    .unwrap();
+    let other = Registry::start(RegistryKind::Plain);
+    let other_prefix = format!("{}/kv", other.addr());
+    let run = fx.kvpush(&["virt-controller", "--registry", &other_prefix]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("the digest cache says layer"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        other.manifest_digest("kv/virt-controller", "latest"),
+        None,
+        "nothing tagged"
+    );
+    assert!(!entry.exists(), "the wrong entry was removed");
+    let run = fx.kvpush(&["virt-controller", "--registry", &other_prefix]);
+    assert_eq!(run.code, 0);
+    verify_with_skopeo(
+        &other,
+        &format!("{other_prefix}/virt-controller:latest"),
+        image,
+    );
+
+    // Garbage in an entry is ignored, not trusted.
+    std::fs::write(&entry, b"{garbage").unwrap();
+    let run = fx.kvpush(&["virt-controller", "--registry", &prefix, "--tag", "g"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(compressed_count(&run.stderr), 1);
+}
+
+#[test]
+fn extra_prefixes_and_later_runs_mount_instead_of_uploading() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let image = fx.image("virt-api");
+    let run = fx.kvpush(&[
+        "virt-api",
+        "--registry",
+        &prefix,
+        "--image-prefix",
+        "",
+        "--image-prefix",
+        "alt-",
+        "--tag",
+        "a",
+        "--tag",
+        "b",
+    ]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        blob_uploads(&registry),
+        image.diff_ids.len() + 1,
+        "every blob uploaded once"
+    );
+    assert_eq!(
+        registry.count_requests("POST", "mount="),
+        image.diff_ids.len() + 1,
+        "and mounted into the second prefix"
+    );
+    for reference in [
+        "virt-api:a",
+        "virt-api:b",
+        "alt-virt-api:a",
+        "alt-virt-api:b",
+    ] {
+        verify_with_skopeo(&registry, &format!("{prefix}/{reference}"), image);
+    }
+
+    // A later run with a third prefix mounts from where the cache saw them.
+    let run = fx.kvpush(&[
+        "virt-api",
+        "--registry",
+        &prefix,
+        "--image-prefix",
+        "third-",
+        "--tag",
+        "a",
+    ]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        blob_uploads(&registry),
+        image.diff_ids.len() + 1,
+        "no blob uploaded again"
+    );
+    verify_with_skopeo(&registry, &format!("{prefix}/third-virt-api:a"), image);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
