@@ -184,8 +184,9 @@ fn uploads_cut_off_or_stalled_mid_body_restart_from_their_post() {
 fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
     let fx = Fixture::small();
     let registry = Registry::start(RegistryKind::Plain);
-    // The ping gets through, then every request answers 503.
-    let proxy = FaultProxy::start(registry.addr(), FaultPlan::down(1, None));
+    // The probe (`GET /v2/` over plain HTTP, after HTTPS was refused) and
+    // the ping get through, then every request answers 503.
+    let proxy = FaultProxy::start(registry.addr(), FaultPlan::down(2, None));
     let prefix = format!("{}/kubevirt", proxy.addr());
     let run = fx.kvpush(&[
         "virt-api",
@@ -220,7 +221,7 @@ fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
 
     // Retry-After (2s, honoured as is) beyond what --retry-time leaves:
     // give up early, not after 50 tries.
-    proxy.set_plan(FaultPlan::down(1, Some(2)));
+    proxy.set_plan(FaultPlan::down(2, Some(2)));
     proxy.clear_events();
     let run = fx.kvpush(&[
         "virt-api",

@@ -297,10 +297,18 @@ struct Conn {
     buf: Vec<u8>,
 }
 
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
 impl Conn {
-    /// Read one request head; `None` when the client closed or idled out.
+    /// Read one request head; `None` when the client closed or idled out,
+    /// or opened a TLS handshake (kvpush tries HTTPS first): refused at
+    /// once, as a plain-HTTP server would, and not counted as a request.
     fn read_head(&mut self) -> Option<Head> {
         loop {
+            if self.buf.first() == Some(&TLS_HANDSHAKE) {
+                return None;
+            }
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                 let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
                 self.buf.drain(..end + 4);
