@@ -251,7 +251,14 @@ impl Client {
             ))
         })?;
         let http = clients.for_security(endpoint.security).clone();
-        let auth = Authenticator::new(host, &base, clients, options.insecure, lookup);
+        let auth = Authenticator::new(
+            host,
+            &base,
+            clients,
+            options.insecure,
+            lookup,
+            options.retry.clone(),
+        );
         let client = Client {
             endpoint,
             base,
