@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::docker_archive::{parse_diff_ids, parse_manifest, repo_tag_name, DockerArchive};
+use super::oci_layout::Layout;
+use super::tar_index::TarIndex;
 use crate::blob::prepare_layer;
 
 /// A private directory for the file the tarball target reads.
@@ -21,13 +23,21 @@ fn scratch() -> &'static Path {
     .path()
 }
 
-/// `data` as a whole tarball: index it, parse its manifest, read every
-/// image and prepare (hash, gunzip or gzip) every layer, as a push would.
+/// `data` as a whole tarball: index it; for an OCI layout, read its index
+/// and manifests; else parse its manifest, read every image and prepare
+/// (hash, gunzip or gzip) every layer, as a push would.
 pub fn tarball(data: &[u8]) {
     let dir = scratch();
     let path = dir.join(format!("input-{:?}.tar", std::thread::current().id()));
     std::fs::write(&path, data).expect("write the fuzz input");
-    let Ok(archive) = DockerArchive::open(&path) else {
+    let Ok(index) = TarIndex::build(&path) else {
+        return;
+    };
+    if Layout::is_layout_tar(&index) {
+        let _ = Layout::from_tar(index).and_then(|layout| layout.root());
+        return;
+    }
+    let Ok(archive) = DockerArchive::from_index(index) else {
         return;
     };
     let known: Vec<&str> = crate::targets::BUNDLE_IMAGES
