@@ -456,6 +456,14 @@ fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
             format!("config norootfs.json in {bundle} is not a valid image config: missing field `rootfs`"),
         ),
     ] {
+        // Once in the log as the image fails, once in the summary.
+        let failed = format!(" FAILED {image} (");
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&failed))
+            .unwrap_or_else(|| panic!("no log line for {image}: {}", run.stderr));
+        assert!(line.contains(&problem), "{image}: {line}");
         let line = run
             .stderr
             .lines()
