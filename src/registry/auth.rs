@@ -20,7 +20,7 @@ use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 
-use super::client::{stalled, transport_reason};
+use super::client::{stall_reason, transport_reason};
 use super::credentials::{Credential, FoundCredential, Lookup};
 use super::retry::{retry_after, retryable_status, RetryPolicy};
 use super::transport::{may_send_credentials, HttpClients};
@@ -336,7 +336,7 @@ impl Authenticator {
                     Some(resp),
                 ),
                 Ok(Err(e)) => (transport_reason(e), self.retry.delay(tries - 1, None), None),
-                Err(_) => (stalled(limit), self.retry.delay(tries - 1, None), None),
+                Err(_) => (stall_reason(limit), self.retry.delay(tries - 1, None), None),
             };
             if let Some(why) = self.retry.give_up(tries, first.elapsed(), delay) {
                 return answer.ok_or_else(|| RegistryError::Protocol {
@@ -435,7 +435,7 @@ impl Authenticator {
         let body = match tokio::time::timeout(limit, resp.bytes()).await {
             Ok(Ok(body)) => Ok(body),
             Ok(Err(e)) => Err(transport_reason(e)),
-            Err(_) => Err(stalled(limit)),
+            Err(_) => Err(stall_reason(limit)),
         };
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Denied {

@@ -198,7 +198,7 @@ pub(super) fn transport_reason(err: reqwest::Error) -> String {
 }
 
 /// Why a request was abandoned by the stall watchdog.
-pub(super) fn stalled(limit: Duration) -> String {
+pub(super) fn stall_reason(limit: Duration) -> String {
     format!(
         "nothing moved for {:.0}s (stalled; see --stall-timeout)",
         limit.as_secs_f64()
@@ -355,7 +355,7 @@ impl Client {
         let limit = self.retry.stall_timeout;
         let sent = tokio::select! {
             sent = request.send() => sent.map_err(transport_reason),
-            () = progress.stalled(limit) => Err(stalled(limit)),
+            () = progress.stalled(limit) => Err(stall_reason(limit)),
         };
         Ok((sent, token_id))
     }
@@ -779,7 +779,7 @@ impl Client {
         let mut body = Vec::new();
         loop {
             match tokio::time::timeout(limit, resp.chunk()).await {
-                Err(_) => return Err(broken(stalled(limit))),
+                Err(_) => return Err(broken(stall_reason(limit))),
                 Ok(Err(e)) => return Err(broken(transport_reason(e))),
                 Ok(Ok(None)) => return Ok(body),
                 Ok(Ok(Some(chunk))) => {

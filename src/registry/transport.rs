@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::{redirect, Certificate, Url};
 
-use super::client::{stalled, transport_reason};
+use super::client::{stall_reason, transport_reason};
 use super::retry::RetryPolicy;
 use super::{is_loopback, Endpoint, RegistryError, Security};
 
@@ -139,7 +139,7 @@ pub async fn probe(
                     return Ok(candidate.clone());
                 }
                 Ok(Err(e)) => reasons.push(transport_reason(e)),
-                Err(_) => reasons.push(stalled(retry.stall_timeout)),
+                Err(_) => reasons.push(stall_reason(retry.stall_timeout)),
             }
         }
         let mut reason = distinct(reasons).join("; ");
