@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser};
 
+use crate::interrupt::{Interrupt, Stop};
 use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
-use crate::push::{self, ImageResult, Observer, Plan, PlanInput, SourceChoice, Status};
+use crate::push::{self, ImageResult, Observer, Plan, PlanInput, SourceChoice};
 use crate::registry::credentials::{Credential, FoundCredential, Secret};
 use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
@@ -111,6 +112,18 @@ struct PushArgs {
     /// Tries per registry request before giving up (transient errors only).
     #[arg(long, default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=50))]
     retries: u32,
+    /// Start no new try of a request this long after its first (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    retry_time: Duration,
+    /// Longest wait for a connection to the registry.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Abandon and retry a request that sends and receives nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    stall_timeout: Duration,
+    /// PATCH size once a registry refuses a whole blob as too large (413).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    chunk_size: u64,
     /// What to print on stdout: `text` (a `REF@DIGEST` line per tag) or `json`
     /// (one document describing every image; logs stay on stderr).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -149,6 +162,59 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `90`, `90s`, `1.5s`, `500ms`, `5m`, `1h`: a duration (bare numbers are seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 500ms, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !(0.001..=86400.0).contains(&secs) {
+        return Err(format!("{text:?}: give between 1ms and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `16MiB`, `4M`, `512KiB`, `1048576`: a size in bytes (binary units).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 16MiB, 512KiB)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let size = n.saturating_mul(mult);
+    if !(64 << 10..=1 << 40).contains(&size) {
+        return Err(format!("{text:?}: give at least 64KiB"));
+    }
+    Ok(size)
+}
+
 fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(4, 16)
@@ -170,7 +236,9 @@ pub struct Config {
     pub digests_dir: Option<PathBuf>,
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
-    pub retries: u32,
+    pub retry: RetryPolicy,
+    /// `PATCH` size once a registry refuses whole blobs.
+    pub chunk_size: u64,
     /// `None` with --no-cache (or when no home directory is known).
     pub cache_dir: Option<PathBuf>,
     pub output: OutputFormat,
@@ -320,7 +388,14 @@ impl PushArgs {
             digests_dir: self.digests_dir,
             compression_level: self.compression_level,
             credential,
-            retries: self.retries,
+            retry: RetryPolicy {
+                attempts: self.retries,
+                deadline: self.retry_time,
+                connect_timeout: self.connect_timeout,
+                stall_timeout: self.stall_timeout,
+                ..RetryPolicy::default()
+            },
+            chunk_size: self.chunk_size,
             output: self.output,
             quiet: self.quiet,
             verbose: self.verbose,
@@ -393,7 +468,7 @@ impl Drop for LineWriter {
             return;
         }
         match &self.target {
-            LogTarget::Stderr => eprintln!("{text}"),
+            LogTarget::Stderr => report::err(text),
             LogTarget::Progress(multi) => {
                 let _ = multi.println(text);
             }
@@ -429,12 +504,12 @@ fn init_logging(verbose: u8, quiet: bool, target: LogTarget) {
 }
 
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("kvpush: error: {message}");
+    report::err(&format!("kvpush: error: {message}"));
     ExitCode::from(2)
 }
 
 fn fatal(message: &str) -> ExitCode {
-    eprintln!("kvpush: error: {message}");
+    report::err(&format!("kvpush: error: {message}"));
     ExitCode::FAILURE
 }
 
@@ -486,7 +561,9 @@ fn run_completions(words: &[String]) -> ExitCode {
     };
     match shell {
         Ok(shell) => {
-            clap_complete::generate(shell, &mut Cli::command(), "kvpush", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kvpush", &mut script);
+            report::out(&String::from_utf8_lossy(&script));
             ExitCode::SUCCESS
         }
         Err(_) => usage_error("usage: kvpush completions bash|zsh|fish|elvish|powershell"),
@@ -518,7 +595,7 @@ fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
     };
     match push::plan(&input) {
         Ok(plan) => {
-            print!("{}", report::list(&plan, catalog));
+            report::out(&report::list(&plan, catalog));
             ExitCode::SUCCESS
         }
         Err(e) => fatal(&e),
@@ -544,10 +621,8 @@ fn push_options(config: &Config) -> push::Options {
         compression_level: config.compression_level,
         credential: config.credential.clone(),
         cache_dir: config.cache_dir.clone(),
-        retry: RetryPolicy {
-            attempts: config.retries,
-            ..RetryPolicy::default()
-        },
+        retry: config.retry.clone(),
+        chunk_size: config.chunk_size,
         format: config.format,
     }
 }
@@ -564,14 +639,19 @@ fn plan_input<'a>(config: &'a Config, tags: &'a [String]) -> PlanInput<'a> {
     }
 }
 
-fn failed(results: &[ImageResult]) -> bool {
-    results
-        .iter()
-        .any(|r| matches!(r.status, Status::Failed(_)))
-}
-
 fn in_github_actions() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// The async runtime of a run, and its SIGINT/SIGTERM listener.
+fn start_runtime() -> Result<(tokio::runtime::Runtime, Stop), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let stop = {
+        let _inside = runtime.enter();
+        Stop::listen().map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?
+    };
+    Ok((runtime, stop))
 }
 
 /// Push the images of `plan`, shown as `-q`, live bars or log lines ask.
@@ -579,6 +659,7 @@ fn push_images(
     config: &Config,
     runtime: &tokio::runtime::Runtime,
     plan: &Plan,
+    stop: &Stop,
 ) -> Result<Vec<ImageResult>, String> {
     let options = push_options(config);
     let refs_on_stdout = config.output == OutputFormat::Text;
@@ -587,12 +668,12 @@ fn push_images(
         (true, _) => {
             init_logging(config.verbose, true, LogTarget::Stderr);
             let observer = report::log::QuietObserver { refs_on_stdout };
-            runtime.block_on(push::execute(plan, options, &observer))
+            runtime.block_on(push::execute(plan, options, &observer, stop))
         }
         (false, true) => {
             let observer = report::terminal::TerminalProgress::new(plan, refs_on_stdout);
             init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
-            let results = runtime.block_on(push::execute(plan, options, &observer));
+            let results = runtime.block_on(push::execute(plan, options, &observer, stop));
             observer.finish();
             results
         }
@@ -600,7 +681,7 @@ fn push_images(
             init_logging(config.verbose, false, LogTarget::Stderr);
             let items = plan.images.iter().map(|i| (i.target, i.name.as_str()));
             let observer = report::log::LogObserver::new(items, refs_on_stdout, github);
-            runtime.block_on(push::execute(plan, options, &observer))
+            runtime.block_on(push::execute(plan, options, &observer, stop))
         }
     }
 }
@@ -611,6 +692,7 @@ fn push_lists(
     config: &Config,
     runtime: &tokio::runtime::Runtime,
     jobs: &[manifest_list::ListJob],
+    stop: &Stop,
 ) -> Result<Vec<ImageResult>, String> {
     let options = push_options(config);
     let refs_on_stdout = config.output == OutputFormat::Text;
@@ -630,33 +712,40 @@ fn push_lists(
         &options,
         config.allow_missing,
         observer.as_ref(),
+        stop,
     ))
 }
 
-/// The end of a run: summaries (unless `-q`), the JSON document, GitHub
-/// Actions files, digest files (`digest_dirs`: where each set of results
-/// goes), and the exit status.
+/// The end of a run: summaries (unless `-q`), what an interruption left
+/// undone, the JSON document, GitHub Actions files, digest files
+/// (`digest_dirs`: where each set of results goes), and the exit status:
+/// 128 + the signal's number after an interruption.
 fn finish(
     config: &Config,
     started: Instant,
     images: &[ImageResult],
     lists: &[ImageResult],
     digest_dirs: &[(PathBuf, &[ImageResult])],
+    interrupted: Option<Interrupt>,
 ) -> ExitCode {
     let elapsed = started.elapsed();
     if !config.quiet {
         if !images.is_empty() || lists.is_empty() {
-            eprintln!("{}", report::summary(images, elapsed));
+            report::err(&report::summary(images, elapsed));
         }
         if !lists.is_empty() {
-            eprintln!("{}", report::list_summary(lists, elapsed));
+            report::err(&report::list_summary(lists, elapsed));
         }
     }
+    let all: Vec<ImageResult> = images.iter().chain(lists).cloned().collect();
+    if let Some(signal) = interrupted {
+        report::err(&report::interrupted(&all, signal.name));
+    }
     if config.output == OutputFormat::Json {
-        println!("{}", report::json::document(images, lists, elapsed));
+        let signal = interrupted.map(|i| i.name);
+        report::out(&report::json::document(images, lists, elapsed, signal));
     }
     if in_github_actions() {
-        let all: Vec<ImageResult> = images.iter().chain(lists).cloned().collect();
         if let Err(e) = report::github::write(&all) {
             return fatal(&e);
         }
@@ -666,15 +755,13 @@ fn finish(
             return fatal(&e);
         }
     }
-    if failed(images) || failed(lists) {
-        ExitCode::FAILURE
-    } else {
+    if let Some(signal) = interrupted {
+        ExitCode::from(signal.exit_code)
+    } else if all.iter().all(|r| r.status.landed()) {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
-}
-
-fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn run_push(config: Config) -> ExitCode {
@@ -685,14 +772,21 @@ fn run_push(config: Config) -> ExitCode {
     };
     if config.dry_run {
         init_logging(config.verbose, config.quiet, LogTarget::Stderr);
-        print!("{}", report::dry_run(&plan));
+        report::out(&report::dry_run(&plan));
         return if plan.images.iter().all(|i| i.image.is_ok()) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         };
     }
-    let results = match new_runtime().and_then(|rt| push_images(&config, &rt, &plan)) {
+    let (runtime, stop) = match start_runtime() {
+        Ok(started) => started,
+        Err(e) => return fatal(&e),
+    };
+    let results = push_images(&config, &runtime, &plan, &stop);
+    // Do not wait for compressions still running after an interruption.
+    runtime.shutdown_background();
+    let results = match results {
         Ok(results) => results,
         Err(e) => return fatal(&e),
     };
@@ -701,7 +795,14 @@ fn run_push(config: Config) -> ExitCode {
         .iter()
         .map(|d| (d.clone(), &results[..]))
         .collect();
-    finish(&config, started, &results, &[], &digest_dirs)
+    finish(
+        &config,
+        started,
+        &results,
+        &[],
+        &digest_dirs,
+        stop.received(),
+    )
 }
 
 /// `kvpush manifest`: a list per image, prefix and tag, from the images of
@@ -724,7 +825,13 @@ fn run_manifest(config: Config) -> ExitCode {
         Ok(jobs) => jobs,
         Err(e) => return usage_error(&e),
     };
-    let lists = match new_runtime().and_then(|rt| push_lists(&config, &rt, &jobs)) {
+    let (runtime, stop) = match start_runtime() {
+        Ok(started) => started,
+        Err(e) => return fatal(&e),
+    };
+    let lists = push_lists(&config, &runtime, &jobs, &stop);
+    runtime.shutdown_background();
+    let lists = match lists {
         Ok(lists) => lists,
         Err(e) => return fatal(&e),
     };
@@ -733,12 +840,13 @@ fn run_manifest(config: Config) -> ExitCode {
         .iter()
         .map(|d| (d.clone(), &lists[..]))
         .collect();
-    finish(&config, started, &[], &lists, &digest_dirs)
+    finish(&config, started, &[], &lists, &digest_dirs, stop.received())
 }
 
 /// `--arch-bin`: every architecture's tree in one plan (a layer common to
 /// several architectures is prepared and uploaded once) pushed as
-/// `TAG-ARCH`, then a manifest list per image of the digests just pushed.
+/// `TAG-ARCH`, then a manifest list per image of the digests just pushed
+/// (none after an interruption).
 fn run_arch_bins(config: Config) -> ExitCode {
     let started = Instant::now();
     let mut images = Vec::new();
@@ -763,53 +871,55 @@ fn run_arch_bins(config: Config) -> ExitCode {
     };
     if config.dry_run {
         init_logging(config.verbose, config.quiet, LogTarget::Stderr);
-        print!("{}", report::dry_run(&plan));
+        let mut text = report::dry_run(&plan);
         let arches: Vec<&str> = config.arch_bins.iter().map(|(a, _)| a.as_str()).collect();
         for tag in &config.tags {
-            println!(
-                "then would push a manifest list of {} as {}/NAME:{tag} for each image",
+            text.push_str(&format!(
+                "then would push a manifest list of {} as {}/NAME:{tag} for each image\n",
                 arches.join(", "),
                 config.registry.trim_end_matches('/')
-            );
+            ));
         }
+        report::out(&text);
         return if plan.images.iter().all(|i| i.image.is_ok()) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         };
     }
-    let runtime = match new_runtime() {
-        Ok(rt) => rt,
+    let (runtime, stop) = match start_runtime() {
+        Ok(started) => started,
         Err(e) => return fatal(&e),
     };
-    let results = match push_images(&config, &runtime, &plan) {
-        Ok(results) => results,
-        Err(e) => return fatal(&e),
-    };
-    let per_arch: Vec<(String, Vec<ImageResult>)> = config
-        .arch_bins
-        .iter()
-        .map(|(arch, _)| {
-            let mine = results
-                .iter()
-                .zip(&arch_of)
-                .filter(|(_, a)| *a == arch)
-                .map(|(r, _)| r.clone())
-                .collect();
-            (arch.clone(), mine)
-        })
-        .collect();
-    let jobs = match manifest_list::jobs_from_results(
-        &per_arch,
-        &config.registry,
-        &config.image_prefixes,
-        &config.tags,
-    ) {
-        Ok(jobs) => jobs,
-        Err(e) => return fatal(&e),
-    };
-    let lists = match push_lists(&config, &runtime, &jobs) {
-        Ok(lists) => lists,
+    let pushed = push_images(&config, &runtime, &plan, &stop).and_then(|results| {
+        let per_arch: Vec<(String, Vec<ImageResult>)> = config
+            .arch_bins
+            .iter()
+            .map(|(arch, _)| {
+                let mine = results
+                    .iter()
+                    .zip(&arch_of)
+                    .filter(|(_, a)| *a == arch)
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                (arch.clone(), mine)
+            })
+            .collect();
+        if stop.received().is_some() {
+            return Ok((results, per_arch, Vec::new()));
+        }
+        let jobs = manifest_list::jobs_from_results(
+            &per_arch,
+            &config.registry,
+            &config.image_prefixes,
+            &config.tags,
+        )?;
+        let lists = push_lists(&config, &runtime, &jobs, &stop)?;
+        Ok((results, per_arch, lists))
+    });
+    runtime.shutdown_background();
+    let (results, per_arch, lists) = match pushed {
+        Ok(pushed) => pushed,
         Err(e) => return fatal(&e),
     };
     // Each architecture's image digests under DIR/ARCH, the lists' in DIR.
@@ -820,7 +930,14 @@ fn run_arch_bins(config: Config) -> ExitCode {
         }
         digest_dirs.push((dir.clone(), &lists));
     }
-    finish(&config, started, &results, &lists, &digest_dirs)
+    finish(
+        &config,
+        started,
+        &results,
+        &lists,
+        &digest_dirs,
+        stop.received(),
+    )
 }
 
 #[cfg(test)]
@@ -969,6 +1086,39 @@ mod tests {
             c.arch_bins,
             vec![("amd64".to_string(), dir.path().to_path_buf())]
         );
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0").is_err());
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("1KiB").unwrap_err().contains("at least 64KiB"));
+        assert!(parse_size("lots").is_err());
+        let c = parse(&[
+            "all",
+            "--registry",
+            "localhost:5000",
+            "--retries",
+            "3",
+            "--retry-time",
+            "45s",
+            "--stall-timeout",
+            "2s",
+            "--chunk-size",
+            "1MiB",
+        ])
+        .unwrap();
+        assert_eq!(c.retry.attempts, 3);
+        assert_eq!(c.retry.deadline, Duration::from_secs(45));
+        assert_eq!(c.retry.stall_timeout, Duration::from_secs(2));
+        assert_eq!(c.chunk_size, 1 << 20);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod blob;
 pub mod cache;
 pub mod cli;
 pub mod compress;
+pub mod interrupt;
 pub mod manifest;
 pub mod push;
 pub mod registry;

@@ -219,6 +219,30 @@ fn token_auth_asks_for_the_scopes_of_the_work_and_shares_tokens() {
 }
 
 #[test]
+fn a_token_service_that_fails_for_a_moment_is_tried_again() {
+    let fx = Fixture::small();
+    let reg = Registry::start(RegistryKind::Token);
+    reg.update_token_policy(|p| p.unavailable = 2);
+    let (user, password) = reg.credentials().unwrap();
+    let prefix = format!("{}/kubevirt", reg.addr());
+    let mut cmd = fx.command();
+    cmd.args(["virt-api", "--registry", &prefix, "--tag", "v1"])
+        .env("KVPUSH_USERNAME", user)
+        .env("KVPUSH_PASSWORD", password);
+    let run = run_command(cmd);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("answered 503 Service Unavailable; retrying in 1.0s"),
+        "the Retry-After is honoured: {}",
+        run.stderr
+    );
+    let statuses: Vec<u16> = reg.token_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses[..3], [503, 503, 200], "{statuses:?}");
+    verify_with_skopeo(&reg, &format!("{prefix}/virt-api:v1"), fx.image("virt-api"));
+}
+
+#[test]
 fn a_token_that_expires_mid_push_is_renewed_once_for_all_its_requests() {
     let fx = Fixture::small();
     let reg = Registry::start(RegistryKind::Token);

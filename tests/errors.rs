@@ -208,13 +208,24 @@ fn invalid_flags_are_refused_before_any_work() {
     let fx = Fixture::small();
     let registry = Registry::start(RegistryKind::Plain);
     registry.clear_access_log();
+    let long_tag = "a".repeat(129);
     for (args, expect) in [
         (vec!["all", "--tag", "bad tag"], "invalid tag"),
+        (vec!["all", "--tag", ".x"], "invalid tag \".x\""),
+        (vec!["all", "--tag", &long_tag], "a tag is 1 to 128"),
         (
             vec!["all", "--image-prefix", "UPPER-"],
             "invalid destination",
         ),
+        (
+            vec!["all", "--image-prefix", "bad prefix"],
+            "invalid destination",
+        ),
         (vec!["push-nothing"], "unknown target \"push-nothing\""),
+        (vec!["all", "--chunk-size", "1KiB"], "give at least 64KiB"),
+        (vec!["all", "--stall-timeout", "5parsecs"], "unknown unit"),
+        (vec!["all", "--retry-time", "forever"], "is not a duration"),
+        (vec!["all", "--retries", "0"], "0 is not in 1..=50"),
     ] {
         let mut full = args.clone();
         let reg = format!("{}/kv", registry.addr());
@@ -226,6 +237,22 @@ fn invalid_flags_are_refused_before_any_work() {
     let run = fx.kvpush(&["all", "--registry", "https://quay.io/kubevirt"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("has a scheme"), "{}", run.stderr);
+    for registry in [
+        "quay.io/kube virt",
+        "",
+        "localhost:notaport/kv",
+        "localhost:5000//kv",
+    ] {
+        let run = fx.kvpush(&["all", "--registry", registry]);
+        assert_eq!(run.code, 2, "{registry:?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "(from --registry {registry:?}, --image-prefix \"\")"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
     let run = fx.kvpush(&["all"]);
     assert_eq!(run.code, 2);
     assert!(
@@ -288,4 +315,239 @@ fn env_defaults_are_read_as_kubevirt_scripts_set_them() {
     assert!(registry
         .manifest_digest("kubevirt/env-virt-api", "from-env")
         .is_some());
+}
+
+/// Rewrite the tarball at `path` through `edit` (entries in order, with
+/// `manifest.json` parsed for convenience and written back if changed).
+fn rewrite_tarball(
+    path: &std::path::Path,
+    edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>, &mut serde_json::Value),
+) {
+    let mut entries = kvpush_fixtures::read_archive(path).unwrap();
+    let at = entries
+        .iter()
+        .position(|(n, _)| n == "manifest.json")
+        .unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&entries[at].1).unwrap();
+    let before = manifest.clone();
+    edit(&mut entries, &mut manifest);
+    if manifest != before {
+        if let Some((_, bytes)) = entries.iter_mut().find(|(n, _)| n == "manifest.json") {
+            *bytes = serde_json::to_vec(&manifest).unwrap();
+        }
+    }
+    make_writable(path);
+    kvpush_fixtures::write_docker_archive(path, &entries).unwrap();
+}
+
+/// The bundle's manifest entry for image `name`.
+fn bundle_entry<'a>(manifest: &'a mut serde_json::Value, name: &str) -> &'a mut serde_json::Value {
+    let marker = format!("/{name}:");
+    manifest
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["RepoTags"][0].as_str().unwrap().contains(&marker))
+        .unwrap_or_else(|| panic!("no bundle entry for {name}"))
+}
+
+#[test]
+fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let tarball = |name: &str| fx.image(name).tarball.clone();
+
+    // Whole tarballs, one per single-image target.
+    let empty = tarball("virt-api");
+    std::fs::remove_file(&empty).unwrap();
+    std::fs::write(&empty, b"").unwrap();
+    let dir = tarball("virt-controller");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let fifo = tarball("virt-handler");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    rewrite_tarball(&tarball("virt-launcher"), |entries, _| {
+        entries.retain(|(n, _)| n != "manifest.json");
+    });
+    rewrite_tarball(&tarball("conformance"), |entries, _| {
+        entries
+            .iter_mut()
+            .find(|(n, _)| n == "manifest.json")
+            .unwrap()
+            .1 = b"[{\"Config\": ".to_vec();
+    });
+    let operator = tarball("virt-operator");
+    rewrite_tarball(&operator, |_, manifest| {
+        manifest[0]["Layers"].as_array_mut().unwrap().pop();
+    });
+    // Images of the bundle, each broken its own way; the others must push.
+    rewrite_tarball(&fx.ws.bundle_tarball(), |entries, manifest| {
+        bundle_entry(manifest, "cirros-container-disk-demo")["Layers"][0] =
+            "missing/layer.tar".into();
+        bundle_entry(manifest, "alpine-container-disk-demo")["Config"] = "0000.json".into();
+        entries.insert(0, ("bad.json".into(), b"{not json".to_vec()));
+        bundle_entry(manifest, "nfs-server")["Config"] = "bad.json".into();
+        entries.insert(
+            0,
+            (
+                "norootfs.json".into(),
+                br#"{"architecture":"amd64"}"#.to_vec(),
+            ),
+        );
+        bundle_entry(manifest, "vm-killer")["Config"] = "norootfs.json".into();
+    });
+
+    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel"]);
+    assert_eq!(run.code, 1);
+    // Paths as kvpush reaches them: through the bazel-bin symlink.
+    let bin = kvpush_fixtures::bin_dir(&fx.ws.root);
+    let shown = |p: &std::path::Path| {
+        fx.ws
+            .root
+            .join("bazel-bin")
+            .join(p.strip_prefix(&bin).unwrap())
+            .display()
+            .to_string()
+    };
+    let (empty, dir, fifo, operator) = (shown(&empty), shown(&dir), shown(&fifo), shown(&operator));
+    let bundle = shown(&fx.ws.bundle_tarball());
+    for (image, problem) in [
+        ("virt-api", format!("{empty} is empty")),
+        (
+            "virt-controller",
+            format!("{dir} is a directory, not an image tarball"),
+        ),
+        (
+            "virt-handler",
+            format!("{fifo} is not a regular file (a FIFO"),
+        ),
+        (
+            "virt-launcher",
+            format!("{} has no manifest.json", shown(&tarball("virt-launcher"))),
+        ),
+        (
+            "conformance",
+            format!("manifest.json in {} is not valid", shown(&tarball("conformance"))),
+        ),
+        (
+            "virt-operator",
+            format!("{operator}: manifest.json lists 2 layers but config"),
+        ),
+        (
+            "cirros-container-disk-demo",
+            format!("{bundle}: manifest.json names layer missing/layer.tar which is not in the tarball"),
+        ),
+        (
+            "alpine-container-disk-demo",
+            format!("{bundle}: manifest.json names config 0000.json which is not in the tarball"),
+        ),
+        (
+            "nfs-server",
+            format!("config bad.json in {bundle} is not a valid image config"),
+        ),
+        (
+            "vm-killer",
+            format!("config norootfs.json in {bundle} is not a valid image config: missing field `rootfs`"),
+        ),
+    ] {
+        // Once in the log as the image fails, once in the summary.
+        let failed = format!(" FAILED {image} (");
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&failed))
+            .unwrap_or_else(|| panic!("no log line for {image}: {}", run.stderr));
+        assert!(line.contains(&problem), "{image}: {line}");
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("kvpush:   {image} (")))
+            .unwrap_or_else(|| panic!("no summary line for {image}: {}", run.stderr));
+        assert!(line.contains(&problem), "{image}: {line}");
+    }
+    assert!(
+        run.stderr
+            .contains("11 pushed, 0 skipped (already up to date), 10 failed"),
+        "{}",
+        run.stderr
+    );
+    let catalog = registry.catalog();
+    assert_eq!(catalog.len(), 11, "{catalog:?}");
+    for image in &fx.ws.images {
+        let repo = format!("kubevirt/{}", image.name);
+        if catalog.contains(&repo) {
+            verify_with_skopeo(&registry, &format!("{prefix}/{}:devel", image.name), image);
+        }
+    }
+}
+
+#[test]
+fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let secret = fx.image("virt-api").tarball.clone();
+    let shown = fx.ws.root.join("bazel-bin/cmd/virt-api/virt-api-image.tar");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut cmd = fx.command();
+    cmd.args([
+        "virt-api",
+        "virt-handler",
+        "--registry",
+        &prefix,
+        "--tag",
+        "devel",
+    ]);
+    // Root reads anything whatever the mode: run kvpush as nobody then, with
+    // the fixture's directories opened to it.
+    let probe = fx.dir.path().join("owner-probe");
+    std::fs::write(&probe, b"").unwrap();
+    if std::fs::metadata(&probe).unwrap().uid() == 0 {
+        use std::os::unix::process::CommandExt;
+        open_dirs_to_all(fx.dir.path());
+        cmd.uid(65534).gid(65534);
+    }
+    let run = common::run_command(cmd);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot open {}: Permission denied (os error 13): give kvpush read access to it",
+            shown.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(registry.catalog(), vec!["kubevirt/virt-handler"]);
+    verify_with_skopeo(
+        &registry,
+        &format!("{prefix}/virt-handler:devel"),
+        fx.image("virt-handler"),
+    );
+}
+
+/// chmod a+rx every directory under `root` (and `root` itself), a+r files
+/// but those with mode 000.
+fn open_dirs_to_all(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(root).unwrap();
+    if meta.file_type().is_symlink() {
+        return;
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_dir() {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
+        for entry in std::fs::read_dir(root).unwrap() {
+            open_dirs_to_all(&entry.unwrap().path());
+        }
+    } else if mode != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o444)).unwrap();
+    }
 }

@@ -285,3 +285,30 @@ fn pushes_are_deterministic_across_registries() {
         "same tarball, same digest"
     );
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_push() {
+    // `kvpush all | head -1`: stdout goes away, the push must go on.
+    let fx = Fixture::small();
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let mut cmd = fx.command();
+    cmd.args([
+        "virt-api",
+        "virt-handler",
+        "--registry",
+        &prefix,
+        "--tag",
+        "t",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for name in ["virt-api", "virt-handler"] {
+        verify_with_skopeo(&registry, &format!("{prefix}/{name}:t"), fx.image(name));
+    }
+}

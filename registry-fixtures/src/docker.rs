@@ -491,6 +491,17 @@ pub fn write_docker_archive(path: &Path, entries: &[(String, Vec<u8>)]) -> io::R
     w.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
+/// [`write_docker_archive`] into memory.
+pub fn docker_archive_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in entries {
+        tarfmt::write_entry(&mut out, &EntryMeta::file(name, data.len() as u64), data)
+            .expect("writing to memory");
+    }
+    tarfmt::write_trailer(&mut out).expect("writing to memory");
+    out
+}
+
 /// Read every entry (name, payload) of a tar in order, duplicates included.
 pub fn read_archive(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut ar = tar::Archive::new(std::io::BufReader::new(File::open(path)?));

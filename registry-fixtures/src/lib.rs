@@ -12,9 +12,13 @@
 //!   tls, htpasswd-tls, readonly, token), with access-log inspection, plus
 //!   skopeo helpers; [`Relay`] puts a second origin ("blob storage") behind
 //!   one, to see where credentials go.
+//! * [`FaultProxy`]: a fault-injecting HTTP proxy to put in front of a
+//!   [`Registry`] (errors, resets, stalls, truncated answers, 413s, slowness).
 
 pub mod content;
 pub mod docker;
+pub mod faultproxy;
+pub mod fuzzcorpus;
 pub mod prng;
 pub mod registry;
 pub mod relay;
@@ -23,10 +27,11 @@ mod token;
 pub mod workspace;
 
 pub use docker::{
-    build_archive, gzip, image_config, image_config_for, layer_tar, random_layer, read_archive,
-    read_manifest, sha256_digest, sha256_hex, write_docker_archive, ArchiveFormat, ArchiveParts,
-    ManifestEntry, TestImage,
+    build_archive, docker_archive_bytes, gzip, image_config, image_config_for, layer_tar,
+    random_layer, read_archive, read_manifest, sha256_digest, sha256_hex, write_docker_archive,
+    ArchiveFormat, ArchiveParts, ManifestEntry, TestImage,
 };
+pub use faultproxy::{Fault, FaultPlan, FaultProxy, Outcome, ProxyEvent};
 pub use registry::{
     skopeo_copy, skopeo_copy_to_dir, skopeo_inspect, skopeo_inspect_raw, AccessLogLine, Registry,
     RegistryKind,

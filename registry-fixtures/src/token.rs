@@ -116,6 +116,9 @@ pub struct TokenPolicy {
     /// Answer 405 to `GET`, as token services that speak only the OAuth2
     /// `POST` form.
     pub post_only: bool,
+    /// The next N requests are answered `503` with `Retry-After: 1`: a
+    /// token service having a bad moment.
+    pub unavailable: usize,
 }
 
 impl Default for TokenPolicy {
@@ -126,6 +129,7 @@ impl Default for TokenPolicy {
             expires_in: 300,
             stale_tokens: 0,
             post_only: false,
+            unavailable: 0,
         }
     }
 }
@@ -341,6 +345,14 @@ fn answer(req: &Incoming, shared: &Shared, record: &mut TokenRequest) -> (u16, S
     };
     if req.path != "/token" {
         return (404, String::new(), "{\"error\":\"not found\"}".into());
+    }
+    {
+        let mut p = shared.policy.lock().expect("poisoned");
+        if p.unavailable > 0 {
+            p.unavailable -= 1;
+            let body = "{\"error\":\"try again\"}".into();
+            return (503, "Retry-After: 1\r\n".into(), body);
+        }
     }
     if req.method == "GET" && policy.post_only {
         return (405, String::new(), "{\"error\":\"use POST\"}".into());

@@ -2,14 +2,22 @@
 //! actual work (compressing, uploading) bounded by one `--jobs` semaphore.
 //!
 //! Sharing rules, each a map of once-cells so that concurrent images wait
-//! for one another instead of repeating work:
+//! for one another instead of repeating work; a failure is kept like a
+//! success, so that no other image repeats it:
 //! - a layer is prepared (hashed, compressed) once per diff_id per run;
 //! - a blob is placed once per (host, repository);
-//! - the first repository of a host to receive a blob uploads it, the others
-//!   mount it from there (falling back to an upload if the mount is refused).
+//! - a blob is uploaded to its home repository (the first one in plan order
+//!   that needs it, whichever image gets there first), and mounted from
+//!   there into the others (falling back to an upload if the mount is
+//!   refused). A fixed home means a re-run finds there what an interrupted
+//!   run uploaded; a home new to the run mounts from where the digest cache
+//!   says an earlier run left the blob.
 //!
-//! Permits are taken only around leaf work, never while waiting on a cell,
-//! so waiting can never starve the workers.
+//! An image's blobs and layers are awaited with `join_all`, never
+//! `try_join_all`: work another image may share is never dropped halfway
+//! because a sibling failed. Permits are taken only around leaf work, never
+//! while waiting on a cell, so waiting can never starve the workers.
+//! A signal ([`Stop`]) drops everything in flight at once.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -17,13 +25,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::future::{join_all, try_join_all};
+use futures::future::join_all;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
 use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
+use crate::interrupt::Stop;
 use crate::manifest::{image_manifest, BlobRef};
 use crate::registry::client::{Client, ConnectOptions, MountOutcome};
 use crate::registry::credentials::FoundCredential;
@@ -49,6 +58,8 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// Manifest format of the images kvpush writes a manifest for (`--format`).
     pub format: Format,
+    /// `PATCH` size once a registry refuses a whole blob in one request.
+    pub chunk_size: u64,
 }
 
 /// What happened to one blob in one repository.
@@ -101,6 +112,16 @@ pub enum Status {
     /// Every tag already pointed at this exact manifest; nothing written.
     Unchanged,
     Failed(String),
+    /// The run was interrupted before this image was done: its manifest
+    /// was not (or not under every tag) written.
+    Interrupted,
+}
+
+impl Status {
+    /// The manifest is in the registry under every tag.
+    pub fn landed(&self) -> bool {
+        matches!(self, Status::Pushed | Status::Unchanged)
+    }
 }
 
 /// The outcome for one image.
@@ -123,6 +144,68 @@ pub struct ImageResult {
     pub platforms: Vec<String>,
 }
 
+impl ImageResult {
+    /// Nothing known yet; `Pushed` until something says otherwise.
+    pub fn new(target: Target, name: &str, references: Vec<String>) -> ImageResult {
+        ImageResult {
+            target,
+            name: name.to_string(),
+            references,
+            digest: None,
+            size: None,
+            status: Status::Pushed,
+            blobs: BlobCounts::default(),
+            prebuilt_layers: Vec::new(),
+            platforms: Vec::new(),
+        }
+    }
+}
+
+/// The results of a run's images (or lists) as they finish, each told to
+/// the observer.
+pub(crate) struct Finished<'o> {
+    observer: &'o dyn Observer,
+    slots: Mutex<Vec<Option<ImageResult>>>,
+}
+
+impl<'o> Finished<'o> {
+    pub(crate) fn new(observer: &'o dyn Observer, count: usize) -> Finished<'o> {
+        Finished {
+            observer,
+            slots: Mutex::new(vec![None; count]),
+        }
+    }
+
+    pub(crate) fn record(&self, id: usize, result: ImageResult) {
+        self.observer.image_done(id, &result);
+        self.slots.lock().expect("results poisoned")[id] = Some(result);
+    }
+
+    /// Every result, in id order; one that never finished (the run was
+    /// interrupted) is `unfinished(id)` with [`Status::Interrupted`], and
+    /// told to the observer too.
+    pub(crate) fn into_results(
+        self,
+        unfinished: impl Fn(usize) -> ImageResult,
+    ) -> Vec<ImageResult> {
+        let slots = self.slots.into_inner().expect("results poisoned");
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(id, slot)| {
+                slot.unwrap_or_else(|| {
+                    let result = ImageResult {
+                        status: Status::Interrupted,
+                        ..unfinished(id)
+                    };
+                    self.observer.image_done(id, &result);
+                    result
+                })
+            })
+            .collect()
+    }
+}
+
 type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 
 fn cell<K: Eq + Hash, V>(cells: &Cells<K, V>, key: K) -> Arc<OnceCell<V>> {
@@ -137,6 +220,7 @@ fn cell<K: Eq + Hash, V>(cells: &Cells<K, V>, key: K) -> Arc<OnceCell<V>> {
 /// State shared by every image of a run.
 struct Run<'o> {
     observer: &'o dyn Observer,
+    stop: &'o Stop,
     clients: HashMap<String, Client>,
     options: Options,
     /// Network work (HEAD, upload, mount): `--jobs` at once.
@@ -149,11 +233,21 @@ struct Run<'o> {
     spool_dir: tempfile::TempDir,
     spool_seq: AtomicU64,
     /// diff_id -> the layer as the push knows it.
-    layers: Cells<String, Arc<Layer>>,
-    /// (host, digest) -> the first repository that holds it in this run.
-    homes: Cells<(String, String), String>,
+    layers: Cells<String, Result<Arc<Layer>, String>>,
+    /// (host, blob key) -> the home repository of the blob (see [`homes`]).
+    homes: HashMap<(String, String), Home>,
     /// (host, repo, digest) -> what placing it there took.
-    placed: Cells<(String, String, String), Placement>,
+    placed: Cells<(String, String, String), Result<Placement, String>>,
+    /// Per image: its blobs as they land, so that an interrupted run can
+    /// still say what went up.
+    counts: &'o [Mutex<BlobCounts>],
+}
+
+/// The repository a blob is uploaded to before being mounted into the
+/// others, and the image whose counts its placement there goes to.
+struct Home {
+    repo: String,
+    image: usize,
 }
 
 /// A layer's registry identity and where its gzip bytes are, or, when its
@@ -165,12 +259,12 @@ struct Layer {
     /// The layer inside its tarball, for (re)compression and messages.
     src: FileRange,
     index: usize,
-    body: OnceCell<BlobBody>,
+    body: OnceCell<Result<BlobBody, String>>,
     /// A layer Bazel gzipped, whose digest its digest file claims: hashed
     /// once, before its first upload (a re-push that uploads nothing reads
     /// nothing).
     claimed: Option<SourceLayer>,
-    verified: OnceCell<()>,
+    verified: OnceCell<Result<(), String>>,
 }
 
 /// Where a blob's bytes come from.
@@ -181,6 +275,9 @@ enum Source {
 
 /// A blob to place in a repository.
 struct Blob {
+    /// What the blob is known by before it is prepared, for [`homes`]: a
+    /// layer's diff_id, else its digest.
+    key: String,
     digest: String,
     size: u64,
     source: Source,
@@ -212,7 +309,7 @@ fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
         size: range.len,
         src: range.clone(),
         index,
-        body: OnceCell::new_with(Some(BlobBody::Range(range.clone()))),
+        body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         claimed: Some(claimed.clone()),
         verified: OnceCell::new(),
     }))
@@ -273,20 +370,19 @@ impl Run<'_> {
         };
         let mut compressed = false;
         let layer = cell(&self.layers, declared.clone())
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 let cached = self
                     .cache
                     .as_ref()
                     .and_then(|c| c.layer(&self.settings, &declared));
                 if let Some(hit) = cached {
-                    let body = OnceCell::new();
                     return Ok(Arc::new(Layer {
                         diff_id: declared,
                         digest: hit.digest,
                         size: hit.size,
                         src,
                         index,
-                        body,
+                        body: OnceCell::new(),
                         claimed: None,
                         verified: OnceCell::new(),
                     }));
@@ -300,19 +396,19 @@ impl Run<'_> {
                     };
                     cache.put_layer(&self.settings, &declared, &entry);
                 }
-                Ok::<_, String>(Arc::new(Layer {
+                Ok(Arc::new(Layer {
                     diff_id: declared,
                     digest: prepared.digest,
                     size: prepared.size,
                     src,
                     index,
-                    body: OnceCell::new_with(Some(prepared.body)),
+                    body: OnceCell::new_with(Some(Ok(prepared.body))),
                     claimed: None,
                     verified: OnceCell::new(),
                 }))
             })
-            .await?
-            .clone();
+            .await
+            .clone()?;
         Ok((layer, compressed))
     }
 
@@ -326,18 +422,19 @@ impl Run<'_> {
         if let Some(claimed) = &layer.claimed {
             layer
                 .verified
-                .get_or_try_init(|| async {
+                .get_or_init(|| async {
                     let claimed = claimed.clone();
                     tokio::task::spawn_blocking(move || claimed.verify())
                         .await
                         .map_err(|e| format!("layer check failed: {e}"))?
                 })
-                .await?;
+                .await
+                .clone()?;
         }
         let mut compressed = false;
         let body = layer
             .body
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 compressed = true;
                 let prepared = self.compress_layer(&layer.src, &layer.diff_id, layer.index).await?;
                 if prepared.digest != layer.digest || prepared.size != layer.size {
@@ -354,7 +451,9 @@ impl Run<'_> {
                 }
                 Ok(prepared.body)
             })
-            .await?;
+            .await
+            .as_ref()
+            .map_err(Clone::clone)?;
         Ok((body.range(layer.size), compressed))
     }
 
@@ -365,38 +464,59 @@ impl Run<'_> {
         }
     }
 
-    /// Make `blob` present in `dest`'s repository; returns what it took,
-    /// or `None` when another image of this run already placed it there.
-    async fn place(&self, dest: &Destination, blob: &Blob) -> Result<Option<Placement>, String> {
-        let client = &self.clients[&dest.host];
-        let key = (dest.host.clone(), dest.repo.clone(), blob.digest.clone());
-        let mut ours = false;
-        let placement = *cell(&self.placed, key)
-            .get_or_try_init(|| async {
-                ours = true;
-                let mut first = None;
-                let home_cell = cell(&self.homes, (dest.host.clone(), blob.digest.clone()));
-                let home = home_cell
-                    .get_or_try_init(|| async {
-                        let from = self
-                            .cache
-                            .as_ref()
-                            .and_then(|c| c.blob_repo(&dest.host, &blob.digest));
-                        first = Some(
-                            self.place_in(client, &dest.repo, from.as_deref(), blob)
-                                .await?,
-                        );
-                        Ok::<_, String>(dest.repo.clone())
-                    })
+    /// Make `blob` present in `dest`'s repository for image `id`: first in
+    /// its home repository, then mounted from there. Returns what placing
+    /// it in `dest` took, `Existed` when another image of the run did it.
+    async fn place(&self, id: usize, dest: &Destination, blob: &Blob) -> Result<Placement, String> {
+        let home = self.homes.get(&(dest.host.clone(), blob.key.clone()));
+        let from = match home {
+            Some(home) if home.repo != dest.repo => {
+                self.place_once(home.image, &dest.host, &home.repo, None, blob)
                     .await?;
-                match first {
-                    Some(p) => Ok(p),
-                    None if *home == dest.repo => Ok(Placement::Existed),
-                    None => self.place_in(client, &dest.repo, Some(home), blob).await,
-                }
+                Some(home.repo.as_str())
+            }
+            _ => None,
+        };
+        self.place_once(id, &dest.host, &dest.repo, from, blob)
+            .await
+    }
+
+    /// Place `blob` in `repo` once per run (see [`Run::place_in`]), mounting
+    /// it from `from`, else from where the digest cache last saw it; the
+    /// placement counts for image `owner`. `Existed` when another call did
+    /// it.
+    async fn place_once(
+        &self,
+        owner: usize,
+        host: &str,
+        repo: &str,
+        from: Option<&str>,
+        blob: &Blob,
+    ) -> Result<Placement, String> {
+        let key = (host.to_string(), repo.to_string(), blob.digest.clone());
+        let mut ours = false;
+        let placement = cell(&self.placed, key)
+            .get_or_init(|| async {
+                ours = true;
+                let cached = match from {
+                    Some(_) => None,
+                    None => self
+                        .cache
+                        .as_ref()
+                        .and_then(|c| c.blob_repo(host, &blob.digest)),
+                };
+                let placement = self
+                    .place_in(&self.clients[host], repo, from.or(cached.as_deref()), blob)
+                    .await?;
+                self.counts[owner]
+                    .lock()
+                    .expect("counts poisoned")
+                    .add(placement);
+                Ok(placement)
             })
-            .await?;
-        Ok(ours.then_some(placement))
+            .await
+            .clone()?;
+        Ok(if ours { placement } else { Placement::Existed })
     }
 
     /// Place a blob in one repository: skip it if present, mount it from
@@ -423,7 +543,7 @@ impl Run<'_> {
                         self.remember(client.host(), &blob.digest, repo);
                         return Ok(Placement::Mounted);
                     }
-                    Ok(MountOutcome::UploadAt(location)) => session = Some(location),
+                    Ok(MountOutcome::UploadAt(opened)) => session = Some(opened),
                     Err(e) => tracing::debug!("mount refused ({e}); uploading instead"),
                 }
             }
@@ -431,42 +551,23 @@ impl Run<'_> {
         // No network permit is held while a cached layer is compressed.
         let (body, compressed) = self.body(blob).await?;
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        let put_in_session = match session {
-            Some(location) => client
-                .put_blob(location, repo, &blob.digest, &body)
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if !put_in_session {
-            client
-                .upload_blob(repo, &blob.digest, &body)
-                .await
-                .map_err(net)?;
-        }
+        client
+            .upload_blob(repo, &blob.digest, &body, session)
+            .await
+            .map_err(net)?;
         self.remember(client.host(), &blob.digest, repo);
         Ok(Placement::Uploaded(blob.size, compressed))
     }
 
     async fn push_image(&self, id: usize, planned: &PlannedImage) -> ImageResult {
-        let mut result = ImageResult {
-            target: planned.target,
-            name: planned.name.clone(),
-            references: planned
-                .destinations
-                .iter()
-                .map(|d| d.display.clone())
-                .collect(),
-            digest: None,
-            size: None,
-            status: Status::Pushed,
-            blobs: BlobCounts::default(),
-            prebuilt_layers: Vec::new(),
-            platforms: Vec::new(),
-        };
+        let mut result = ImageResult::new(planned.target, &planned.name, references(planned));
         if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
-            result.status = Status::Failed(e);
+            result.status = match self.stop.received() {
+                Some(_) => Status::Interrupted,
+                None => Status::Failed(e),
+            };
         }
+        result.blobs = *self.counts[id].lock().expect("counts poisoned");
         result
     }
 
@@ -481,9 +582,11 @@ impl Run<'_> {
             Artifact::Layout(root) => return self.push_layout(id, planned, root, result).await,
         };
         self.observer.stage(id, Stage::Preparing);
-        let prepared =
-            try_join_all((0..image.layers.len()).map(|i| self.prepare(image, i))).await?;
-        result.blobs.compressed = prepared
+        let prepared = join_all((0..image.layers.len()).map(|i| self.prepare(image, i)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.counts[id].lock().expect("counts poisoned").compressed += prepared
             .iter()
             .filter(|(_, compressed)| *compressed)
             .count() as u64;
@@ -517,6 +620,7 @@ impl Run<'_> {
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
         let config_len = image.config.len() as u64;
         let mut blobs = vec![Blob {
+            key: image.config_digest.clone(),
             digest: image.config_digest.clone(),
             size: config_len,
             source: Source::Ready(FileRange {
@@ -526,6 +630,7 @@ impl Run<'_> {
             }),
         }];
         blobs.extend(layers.iter().map(|l| Blob {
+            key: l.diff_id.clone(),
             digest: l.digest.clone(),
             size: l.size,
             source: Source::Layer(l.clone()),
@@ -536,7 +641,15 @@ impl Run<'_> {
         for repo in &repos {
             let client = &self.clients[&repo.host];
             let tags = tags_in(planned, repo);
-            changed |= put_tagged(client, &tags, format.manifest(), &manifest, &digest).await?;
+            changed |= put_tagged(
+                client,
+                &tags,
+                format.manifest(),
+                &manifest,
+                &digest,
+                self.stop,
+            )
+            .await?;
         }
         if !changed {
             result.status = Status::Unchanged;
@@ -558,16 +671,14 @@ impl Run<'_> {
         self.observer.stage(id, Stage::Uploading { total });
         let repos = repositories(planned);
         for repo in &repos {
-            let placements = try_join_all(blobs.iter().map(|b| async move {
-                let placed = self.place(repo, b).await?;
-                self.observer
-                    .blob_placed(id, placed.unwrap_or(Placement::Existed), b.size);
-                Ok::<_, String>(placed)
+            join_all(blobs.iter().map(|b| async move {
+                let placed = self.place(id, repo, b).await?;
+                self.observer.blob_placed(id, placed, b.size);
+                Ok::<_, String>(())
             }))
-            .await?;
-            for p in placements.into_iter().flatten() {
-                result.blobs.add(p);
-            }
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
         }
         // Manifests by digest once all blobs are confirmed, then the tags.
         self.observer.stage(id, Stage::Tagging);
@@ -587,16 +698,17 @@ impl Run<'_> {
         let top = root.manifest();
         result.digest = Some(top.digest.clone());
         let mut blobs: Vec<Blob> = Vec::new();
-        for image in root.images() {
-            for b in std::iter::once(&image.config).chain(&image.layers) {
-                if !blobs.iter().any(|x| x.digest == b.digest) {
-                    blobs.push(Blob {
-                        digest: b.digest.clone(),
-                        size: b.size,
-                        source: Source::Ready(b.range.clone()),
-                    });
-                }
+        for b in layout_blobs(root) {
+            if !blobs.iter().any(|x| x.digest == b.digest) {
+                blobs.push(Blob {
+                    key: b.digest.clone(),
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    source: Source::Ready(b.range.clone()),
+                });
             }
+        }
+        for image in root.images() {
             for l in &image.layers {
                 if !result.prebuilt_layers.contains(&l.digest) {
                     result.prebuilt_layers.push(l.digest.clone());
@@ -617,6 +729,7 @@ impl Run<'_> {
                         .map_err(|e| e.to_string())?;
                     if present.as_deref() != Some(m.digest.as_str()) {
                         changed = true;
+                        not_stopped(self.stop)?;
                         client
                             .put_manifest(&repo.repo, &m.digest, &m.media_type, &m.bytes, &m.digest)
                             .await
@@ -625,12 +738,73 @@ impl Run<'_> {
                 }
             }
             let tags = tags_in(planned, repo);
-            changed |= put_tagged(client, &tags, &top.media_type, &top.bytes, &top.digest).await?;
+            changed |= put_tagged(
+                client,
+                &tags,
+                &top.media_type,
+                &top.bytes,
+                &top.digest,
+                self.stop,
+            )
+            .await?;
         }
         if !changed {
             result.status = Status::Unchanged;
         }
         Ok(())
+    }
+}
+
+/// Every blob (configs and layers) of a layout's images, shared ones as
+/// often as they are named.
+fn layout_blobs(root: &LayoutRoot) -> impl Iterator<Item = &crate::source::oci_layout::LayoutBlob> {
+    root.images()
+        .iter()
+        .flat_map(|i| std::iter::once(&i.config).chain(&i.layers))
+}
+
+/// The home repository of every blob on every host: the first repository
+/// in plan order that needs it, whichever image gets there first, so that
+/// a re-run after an interruption finds there what the first run uploaded
+/// instead of uploading it again elsewhere. Keyed by what a blob is known
+/// by before it is prepared (see [`Blob::key`]).
+fn homes(plan: &Plan) -> HashMap<(String, String), Home> {
+    let mut homes = HashMap::new();
+    for (image, planned) in plan.images.iter().enumerate() {
+        let keys: Vec<&String> = match &planned.image {
+            Ok(Artifact::Image(i)) => i.diff_ids.iter().chain([&i.config_digest]).collect(),
+            Ok(Artifact::Layout(root)) => layout_blobs(root).map(|b| &b.digest).collect(),
+            Err(_) => continue,
+        };
+        for d in &planned.destinations {
+            for key in &keys {
+                homes
+                    .entry((d.host.clone(), (*key).clone()))
+                    .or_insert_with(|| Home {
+                        repo: d.repo.clone(),
+                        image,
+                    });
+            }
+        }
+    }
+    homes
+}
+
+/// Every reference an image goes to, as shown.
+fn references(planned: &PlannedImage) -> Vec<String> {
+    planned
+        .destinations
+        .iter()
+        .map(|d| d.display.clone())
+        .collect()
+}
+
+/// No manifest or tag is written once a signal came, even if it came in
+/// the middle of the work, before the work could be dropped.
+fn not_stopped(stop: &Stop) -> Result<(), String> {
+    match stop.received() {
+        Some(signal) => Err(format!("interrupted by {}", signal.name)),
+        None => Ok(()),
     }
 }
 
@@ -655,14 +829,16 @@ fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destina
 }
 
 /// Put a manifest in one repository, by digest and then under each tag of
-/// `tags` (all in that repository) that does not already point at it.
-/// Returns false when every tag already did: nothing was written.
+/// `tags` (all in that repository) that does not already point at it,
+/// writing nothing once `stop` has come. Returns false when every tag
+/// already did: nothing was written.
 pub(crate) async fn put_tagged(
     client: &Client,
     tags: &[&Destination],
     media_type: &str,
     manifest: &[u8],
     digest: &str,
+    stop: &Stop,
 ) -> Result<bool, String> {
     let Some(repo) = tags.first().map(|d| d.repo.as_str()) else {
         return Ok(false);
@@ -682,11 +858,13 @@ pub(crate) async fn put_tagged(
     if stale.is_empty() {
         return Ok(false);
     }
+    not_stopped(stop)?;
     client
         .put_manifest(repo, digest, media_type, manifest, digest)
         .await
         .map_err(|e| e.to_string())?;
     for d in stale {
+        not_stopped(stop)?;
         client
             .put_manifest(&d.repo, &d.tag, media_type, manifest, digest)
             .await
@@ -723,6 +901,7 @@ pub(crate) async fn connect<'a>(
         insecure: options.insecure,
         ca_certs: options.ca_certs.clone(),
         retry: options.retry.clone(),
+        chunk_size: options.chunk_size,
     };
     let mut clients = HashMap::new();
     for host in hosts {
@@ -736,55 +915,77 @@ pub(crate) async fn connect<'a>(
     Ok(clients)
 }
 
-/// Push every image of the plan, telling `observer` how it goes.
+/// Push every image of the plan, telling `observer` how it goes. When
+/// `stop` comes, everything in flight is dropped at once and the images not
+/// done are reported [`Status::Interrupted`], with the blobs they placed.
 pub async fn execute(
     plan: &Plan,
     options: Options,
     observer: &dyn Observer,
+    stop: &Stop,
 ) -> Result<Vec<ImageResult>, String> {
-    let hosts = plan
-        .images
-        .iter()
-        .flat_map(|i| &i.destinations)
-        .map(|d| d.host.as_str());
-    let clients = connect(hosts, &options).await?;
-    let spool_dir = tempfile::Builder::new()
-        .prefix("kvpush-")
-        .tempdir()
-        .map_err(|e| {
-            format!("cannot create a temporary directory for compressed layers (set TMPDIR?): {e}")
-        })?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let run = Run {
-        observer,
-        clients,
-        permits: Semaphore::new(options.jobs.max(1)),
-        cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
-        cache: options.cache_dir.clone().map(Cache::new),
-        settings: format!(
-            "{}-l{}",
-            crate::compress::SETTINGS_ID,
-            options.compression_level
-        ),
-        options,
-        spool_dir,
-        spool_seq: AtomicU64::new(0),
-        layers: Mutex::default(),
-        homes: Mutex::default(),
-        placed: Mutex::default(),
-    };
-    let run = &run;
-    let results = join_all(
-        plan.images
+    let counts: Vec<Mutex<BlobCounts>> = plan.images.iter().map(|_| Mutex::default()).collect();
+    let finished = Finished::new(observer, plan.images.len());
+    let work = async {
+        let hosts = plan
+            .images
             .iter()
-            .enumerate()
-            .map(|(id, planned)| async move {
-                run.observer.image_started(id, planned);
-                let result = run.push_image(id, planned).await;
-                run.observer.image_done(id, &result);
-                result
-            }),
-    )
-    .await;
+            .flat_map(|i| &i.destinations)
+            .map(|d| d.host.as_str());
+        let clients = connect(hosts, &options).await?;
+        let spool_dir = tempfile::Builder::new()
+            .prefix("kvpush-")
+            .tempdir()
+            .map_err(|e| {
+                format!(
+                    "cannot create a temporary directory for compressed layers (set TMPDIR?): {e}"
+                )
+            })?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let run = Run {
+            observer,
+            stop,
+            clients,
+            permits: Semaphore::new(options.jobs.max(1)),
+            cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
+            cache: options.cache_dir.clone().map(Cache::new),
+            settings: format!(
+                "{}-l{}",
+                crate::compress::SETTINGS_ID,
+                options.compression_level
+            ),
+            options,
+            spool_dir,
+            spool_seq: AtomicU64::new(0),
+            layers: Mutex::default(),
+            homes: homes(plan),
+            placed: Mutex::default(),
+            counts: &counts,
+        };
+        let (run, finished) = (&run, &finished);
+        join_all(
+            plan.images
+                .iter()
+                .enumerate()
+                .map(|(id, planned)| async move {
+                    run.observer.image_started(id, planned);
+                    finished.record(id, run.push_image(id, planned).await);
+                }),
+        )
+        .await;
+        Ok::<_, String>(())
+    };
+    if let Ok(done) = stop.or(work).await {
+        done?;
+    }
+    let mut results = finished.into_results(|id| {
+        let planned = &plan.images[id];
+        ImageResult::new(planned.target, &planned.name, references(planned))
+    });
+    // Blobs placed in an image's home repository by another image count
+    // for it, even when they landed after it was done.
+    for (result, counts) in results.iter_mut().zip(counts) {
+        result.blobs = counts.into_inner().expect("counts poisoned");
+    }
     Ok(results)
 }

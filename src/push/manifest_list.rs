@@ -12,9 +12,10 @@ use std::sync::Arc;
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 
-use super::execute::{connect, put_tagged};
-use super::{BlobCounts, Destination, ImageResult, Observer, Options, Status};
+use super::execute::{connect, put_tagged, Finished};
+use super::{Destination, ImageResult, Observer, Options, Status};
 use crate::blob::sha256_digest;
+use crate::interrupt::Stop;
 use crate::manifest::{Descriptor, Index, Parsed, Platform};
 use crate::registry::client::Client;
 use crate::registry::media;
@@ -162,8 +163,8 @@ pub fn jobs_from_results(
                         (Status::Failed(e), _) => {
                             Err(format!("its {arch} image was not pushed: {e}"))
                         }
-                        (_, Some(digest)) => Ok(digest.clone()),
-                        (_, None) => Err(format!("its {arch} image was not pushed")),
+                        (status, Some(digest)) if status.landed() => Ok(digest.clone()),
+                        _ => Err(format!("its {arch} image was not pushed")),
                     },
                 };
                 Child {
@@ -289,6 +290,7 @@ async fn push_list(
     job: &ListJob,
     allow_missing: bool,
     result: &mut ImageResult,
+    stop: &Stop,
 ) -> Result<(), String> {
     let mut children = Vec::new();
     let mut size = 0;
@@ -330,7 +332,15 @@ async fn push_list(
         .iter()
         .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
         .collect();
-    let changed = put_tagged(client, &[&job.destination], media_type, &bytes, &digest).await?;
+    let changed = put_tagged(
+        client,
+        &[&job.destination],
+        media_type,
+        &bytes,
+        &digest,
+        stop,
+    )
+    .await?;
     if !changed {
         result.status = Status::Unchanged;
     }
@@ -339,52 +349,51 @@ async fn push_list(
 
 /// Push every list, `options.jobs` at once, telling `observer` as each one
 /// is done (list `i` has id `i`). A list fails alone (a missing or wrong
-/// child); the others go on.
+/// child); the others go on. When `stop` comes, the lists not done are
+/// reported [`Status::Interrupted`].
 pub async fn push_lists(
     jobs: &[ListJob],
     options: &Options,
     allow_missing: bool,
     observer: &dyn Observer,
+    stop: &Stop,
 ) -> Result<Vec<ImageResult>, String> {
-    let clients = connect(jobs.iter().map(|j| j.destination.host.as_str()), options).await?;
-    let permits = Arc::new(Semaphore::new(options.jobs.max(1)));
-    let results = join_all(jobs.iter().enumerate().map(|(id, job)| {
-        let permits = permits.clone();
-        let clients = &clients;
-        async move {
-            let mut result = ImageResult {
-                target: job.target,
-                name: job.name.clone(),
-                references: vec![job.destination.display.clone()],
-                digest: None,
-                size: None,
-                status: Status::Pushed,
-                blobs: BlobCounts::default(),
-                prebuilt_layers: Vec::new(),
-                platforms: Vec::new(),
-            };
-            let outcome = match permits.acquire().await {
-                Ok(_permit) => {
-                    push_list(
-                        &clients[&job.destination.host],
-                        job,
-                        allow_missing,
-                        &mut result,
-                    )
-                    .await
+    let blank = |job: &ListJob| {
+        ImageResult::new(job.target, &job.name, vec![job.destination.display.clone()])
+    };
+    let finished = Finished::new(observer, jobs.len());
+    let work = async {
+        let clients = connect(jobs.iter().map(|j| j.destination.host.as_str()), options).await?;
+        let permits = Arc::new(Semaphore::new(options.jobs.max(1)));
+        let (clients, finished) = (&clients, &finished);
+        join_all(jobs.iter().enumerate().map(|(id, job)| {
+            let permits = permits.clone();
+            async move {
+                let mut result = blank(job);
+                let outcome = match permits.acquire().await {
+                    Ok(_permit) => {
+                        let client = &clients[&job.destination.host];
+                        push_list(client, job, allow_missing, &mut result, stop).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = outcome {
+                    result.status = match stop.received() {
+                        Some(_) => Status::Interrupted,
+                        None => Status::Failed(e),
+                    };
+                    result.digest = None;
                 }
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = outcome {
-                result.status = Status::Failed(e);
-                result.digest = None;
+                finished.record(id, result);
             }
-            observer.image_done(id, &result);
-            result
-        }
-    }))
-    .await;
-    Ok(results)
+        }))
+        .await;
+        Ok::<_, String>(())
+    };
+    if let Ok(done) = stop.or(work).await {
+        done?;
+    }
+    Ok(finished.into_results(|id| blank(&jobs[id])))
 }
 
 #[cfg(test)]
@@ -488,15 +497,9 @@ mod tests {
         );
 
         let result = |status: Status, digest: Option<&str>| ImageResult {
-            target: TARGETS[2],
-            name: "virt-api".into(),
-            references: Vec::new(),
             digest: digest.map(str::to_string),
-            size: None,
             status,
-            blobs: BlobCounts::default(),
-            prebuilt_layers: Vec::new(),
-            platforms: Vec::new(),
+            ..ImageResult::new(TARGETS[2], "virt-api", Vec::new())
         };
         let per_arch = vec![
             (

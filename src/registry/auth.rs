@@ -6,7 +6,8 @@
 //! out; concurrent requests for one scope set share one fetch. A token the
 //! registry refuses mid-run (expired, revoked, `insufficient_scope`) is
 //! dropped so that the next try fetches a new one, unless another request
-//! already replaced it. Where credentials come from is
+//! already replaced it. Token requests are retried and watched for stalls
+//! as registry requests are. Where credentials come from is
 //! [`super::credentials`]; they never print.
 
 use std::collections::HashMap;
@@ -19,7 +20,9 @@ use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 
+use super::client::{stall_reason, transport_reason};
 use super::credentials::{Credential, FoundCredential, Lookup};
+use super::retry::{retry_after, retryable_status, RetryPolicy};
 use super::transport::{may_send_credentials, HttpClients};
 use super::{error_body_text, RegistryError};
 
@@ -137,6 +140,9 @@ pub struct Authenticator {
     /// One slot per scope set: concurrent requests share one token fetch.
     tokens: Mutex<HashMap<String, TokenSlot>>,
     next_token_id: AtomicU64,
+    /// Token requests are retried and watched for stalls as registry
+    /// requests are.
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for Authenticator {
@@ -154,6 +160,7 @@ impl Authenticator {
         clients: HttpClients,
         insecure: bool,
         lookup: Lookup,
+        retry: RetryPolicy,
     ) -> Authenticator {
         Authenticator {
             host: host.to_string(),
@@ -165,6 +172,7 @@ impl Authenticator {
             challenge: RwLock::new(None),
             tokens: Mutex::default(),
             next_token_id: AtomicU64::new(1),
+            retry,
         }
     }
 
@@ -303,18 +311,48 @@ impl Authenticator {
         )
     }
 
+    /// Send a token request as registry requests are sent: a transport
+    /// error, a stall or a transient status is tried again, within
+    /// `--retries` and `--retry-time`. The last answer, even a transient
+    /// one, is returned for the caller to report.
     async fn send_token_request(
         &self,
         req: reqwest::RequestBuilder,
         realm_host: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        req.send().await.map_err(|e| RegistryError::Protocol {
-            host: self.host.clone(),
-            message: format!(
-                "cannot reach its token service {realm_host}: {}",
-                e.without_url()
-            ),
-        })
+        let first = Instant::now();
+        let limit = self.retry.stall_timeout;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = req
+                .try_clone()
+                .expect("token requests have no streamed body");
+            let (reason, delay, answer) = match tokio::time::timeout(limit, attempt.send()).await {
+                Ok(Ok(resp)) if !retryable_status(resp.status()) => return Ok(resp),
+                Ok(Ok(resp)) => (
+                    format!("answered {}", resp.status()),
+                    self.retry.delay(tries - 1, retry_after(resp.headers())),
+                    Some(resp),
+                ),
+                Ok(Err(e)) => (transport_reason(e), self.retry.delay(tries - 1, None), None),
+                Err(_) => (stall_reason(limit), self.retry.delay(tries - 1, None), None),
+            };
+            if let Some(why) = self.retry.give_up(tries, first.elapsed(), delay) {
+                return answer.ok_or_else(|| RegistryError::Protocol {
+                    host: self.host.clone(),
+                    message: format!(
+                        "cannot reach its token service {realm_host}: {reason} ({why})"
+                    ),
+                });
+            }
+            tracing::warn!(
+                "token service {realm_host} of {}: {reason}; retrying in {:.1}s",
+                self.host,
+                delay.as_secs_f64()
+            );
+            tokio::time::sleep(delay).await;
+        }
     }
 
     async fn fetch_token(
@@ -393,28 +431,36 @@ impl Authenticator {
             }
         };
         let status = resp.status();
+        let limit = self.retry.stall_timeout;
+        let body = match tokio::time::timeout(limit, resp.bytes()).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(e)) => Err(transport_reason(e)),
+            Err(_) => Err(stall_reason(limit)),
+        };
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            let body = resp.bytes().await.unwrap_or_default();
             return Err(RegistryError::Denied {
                 host: self.host.clone(),
                 operation: format!("a token from its token service {realm_host}"),
                 status: status.as_u16(),
-                detail: error_body_text(&body),
+                detail: error_body_text(&body.unwrap_or_default()),
                 credentials: self.credentials_used(),
                 advice: self.advice(status.as_u16(), None, ""),
             });
         }
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
             return Err(fail(format!(
                 "its token service {realm_host} answered {status}{}",
-                error_body_text(&body)
+                error_body_text(&body.unwrap_or_default())
             )));
         }
-        let body: TokenResponse = resp.json().await.map_err(|e| {
+        let body = body.map_err(|reason| {
             fail(format!(
-                "invalid answer from its token service {realm_host}: {}",
-                e.without_url()
+                "cannot read the answer of its token service {realm_host}: {reason}"
+            ))
+        })?;
+        let body: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            fail(format!(
+                "invalid answer from its token service {realm_host}: {e}"
             ))
         })?;
         let value = body
@@ -489,7 +535,8 @@ mod tests {
     /// An authenticator for a real token-auth registry, challenge learnt.
     async fn token_authenticator(reg: &kvpush_fixtures::Registry) -> Authenticator {
         let (username, password) = reg.credentials().unwrap();
-        let clients = HttpClients::new(&[]).unwrap();
+        let retry = RetryPolicy::default();
+        let clients = HttpClients::new(&[], retry.connect_timeout).unwrap();
         let base = Url::parse(&format!("http://{}", reg.addr())).unwrap();
         let lookup = Lookup {
             found: Some(FoundCredential {
@@ -501,7 +548,7 @@ mod tests {
             }),
             searched: Vec::new(),
         };
-        let auth = Authenticator::new(reg.addr(), &base, clients.clone(), false, lookup);
+        let auth = Authenticator::new(reg.addr(), &base, clients.clone(), false, lookup, retry);
         let resp = clients
             .verified
             .get(base.join("/v2/").unwrap())

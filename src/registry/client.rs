@@ -11,6 +11,11 @@
 //! scope on the source of cross-repository mounts, and bodies streamed from
 //! file ranges (see the README's design section).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
 use reqwest::header::{
     HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
 };
@@ -27,12 +32,90 @@ use crate::blob::FileRange;
 
 const STREAM_BUF: usize = 256 * 1024;
 
+/// Smallest PATCH kvpush sends when a registry keeps answering 413.
+const MIN_CHUNK: u64 = 64 * 1024;
+
+/// An open upload session.
+#[derive(Debug)]
+pub struct Session {
+    pub url: Url,
+    /// `OCI-Chunk-Min-Length`: the registry's smallest accepted PATCH.
+    pub min_chunk: Option<u64>,
+}
+
 /// What a cross-repository mount request led to.
 #[derive(Debug)]
 pub enum MountOutcome {
     Mounted,
     /// The registry opened an upload session instead; upload to it.
-    UploadAt(Url),
+    UploadAt(Session),
+}
+
+/// How blobs go up to one host: one `PUT` until the registry (or a proxy in
+/// front of it) refuses a body as too large (413), then `PATCH` chunks,
+/// halved on every further 413.
+#[derive(Debug)]
+struct ChunkPolicy {
+    chunked: AtomicBool,
+    size: AtomicU64,
+}
+
+impl ChunkPolicy {
+    fn new(size: u64) -> ChunkPolicy {
+        ChunkPolicy {
+            chunked: AtomicBool::new(false),
+            size: AtomicU64::new(size.max(MIN_CHUNK)),
+        }
+    }
+
+    /// The chunk size to use in a session, if chunked.
+    fn chunk_for(&self, session: &Session) -> Option<u64> {
+        self.chunked.load(Ordering::Relaxed).then(|| {
+            self.size
+                .load(Ordering::Relaxed)
+                .max(session.min_chunk.unwrap_or(0))
+        })
+    }
+
+    /// A body of `sent` bytes was refused as too large: switch to chunks,
+    /// or make them smaller. False when they cannot get smaller.
+    fn too_large(&self, sent: u64, min_chunk: Option<u64>) -> bool {
+        self.chunked.store(true, Ordering::Relaxed);
+        let floor = MIN_CHUNK.max(min_chunk.unwrap_or(0));
+        if self.size.load(Ordering::Relaxed).max(floor) < sent {
+            return true;
+        }
+        let smaller = (sent / 2).max(floor);
+        if smaller >= sent {
+            return false;
+        }
+        self.size.fetch_min(smaller, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Bytes of request body taken by the HTTP stack so far: the stall
+/// watchdog's measure of progress.
+#[derive(Clone, Default)]
+struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Resolves once nothing has moved for `limit`.
+    async fn stalled(&self, limit: Duration) {
+        let tick = (limit / 8).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut seen = self.0.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = self.0.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= limit {
+                return;
+            }
+        }
+    }
 }
 
 /// A manifest as the registry stores it.
@@ -47,6 +130,9 @@ pub struct FetchedManifest {
 
 /// Manifests and configs read into memory: refuse anything larger.
 const MAX_FETCH: u64 = 16 << 20;
+
+/// Error bodies read for their message: the rest is ignored.
+const ERROR_BODY_MAX: u64 = 64 << 10;
 
 /// A request body, rebuilt for every try.
 #[derive(Clone, Copy)]
@@ -70,14 +156,17 @@ struct Req<'a> {
     retry: bool,
 }
 
-/// How to reach and trust registries.
-#[derive(Clone, Debug, Default)]
+/// How to reach and trust registries, and how to send blobs to them.
+#[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// Accept any TLS certificate and allow plain HTTP, on any host.
     pub insecure: bool,
     /// Extra trusted roots (`--ca-cert`).
     pub ca_certs: Vec<reqwest::Certificate>,
+    /// Tries, time limits and timeouts, token requests included.
     pub retry: RetryPolicy,
+    /// `PATCH` size once the registry refuses whole blobs (`--chunk-size`).
+    pub chunk_size: u64,
 }
 
 /// A client for one registry host.
@@ -89,6 +178,7 @@ pub struct Client {
     auth: Authenticator,
     retry: RetryPolicy,
     backoff: HostBackoff,
+    chunks: ChunkPolicy,
 }
 
 /// The error text of a transport failure, with every source in the chain
@@ -105,6 +195,14 @@ pub(super) fn transport_reason(err: reqwest::Error) -> String {
         source = e.source();
     }
     parts.join(": ")
+}
+
+/// Why a request was abandoned by the stall watchdog.
+pub(super) fn stall_reason(limit: Duration) -> String {
+    format!(
+        "nothing moved for {:.0}s (stalled; see --stall-timeout)",
+        limit.as_secs_f64()
+    )
 }
 
 fn push_scopes(repo: &str) -> Vec<String> {
@@ -143,7 +241,8 @@ impl Client {
             Some(c) => tracing::info!("using credentials for {host} from {}", c.source),
             None => tracing::info!("no credentials for {host}; going on anonymously"),
         }
-        let clients = HttpClients::new(&options.ca_certs).map_err(protocol)?;
+        let clients =
+            HttpClients::new(&options.ca_certs, options.retry.connect_timeout).map_err(protocol)?;
         let endpoint = transport::probe(host, &clients, options.insecure, &options.retry).await?;
         let base = Url::parse(&endpoint.base_url).map_err(|e| {
             protocol(format!(
@@ -152,7 +251,14 @@ impl Client {
             ))
         })?;
         let http = clients.for_security(endpoint.security).clone();
-        let auth = Authenticator::new(host, &base, clients, options.insecure, lookup);
+        let auth = Authenticator::new(
+            host,
+            &base,
+            clients,
+            options.insecure,
+            lookup,
+            options.retry.clone(),
+        );
         let client = Client {
             endpoint,
             base,
@@ -160,6 +266,7 @@ impl Client {
             auth,
             retry: options.retry.clone(),
             backoff: HostBackoff::default(),
+            chunks: ChunkPolicy::new(options.chunk_size),
         };
         client.ping().await?;
         Ok(client)
@@ -191,10 +298,12 @@ impl Client {
     }
 
     /// The request, with `Authorization` only for the registry's own
-    /// origin; also returns the id of the token sent, if any.
+    /// origin, its file body counted into `progress`; also returns the id
+    /// of the token sent, if any.
     async fn build(
         &self,
         req: &Req<'_>,
+        progress: &Progress,
     ) -> Result<(reqwest::RequestBuilder, Option<u64>), RegistryError> {
         let mut b = self.http.request(req.method.clone(), req.url.clone());
         for (name, value) in &req.headers {
@@ -219,7 +328,14 @@ impl Client {
                 file.seek(std::io::SeekFrom::Start(range.offset))
                     .await
                     .map_err(io_error)?;
-                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF);
+                let counter = progress.0.clone();
+                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF).inspect(
+                    move |chunk| {
+                        if let Ok(bytes) = chunk {
+                            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                    },
+                );
                 b.header(CONTENT_LENGTH, range.len)
                     .body(reqwest::Body::wrap_stream(stream))
             }
@@ -227,17 +343,36 @@ impl Client {
         Ok((b, token_id))
     }
 
+    /// One try of `req`, watched for stalls: the response (its headers;
+    /// the body is read by the caller) or the transport error as text, and
+    /// the id of the token sent.
+    async fn send(
+        &self,
+        req: &Req<'_>,
+    ) -> Result<(Result<Response, String>, Option<u64>), RegistryError> {
+        let progress = Progress::default();
+        let (request, token_id) = self.build(req, &progress).await?;
+        let limit = self.retry.stall_timeout;
+        let sent = tokio::select! {
+            sent = request.send() => sent.map_err(transport_reason),
+            () = progress.stalled(limit) => Err(stall_reason(limit)),
+        };
+        Ok((sent, token_id))
+    }
+
     /// Send `req`, answering one 401 challenge and retrying transient
-    /// failures (when `req.retry`) with back-off shared by the whole host.
+    /// failures (when `req.retry`) with back-off shared by the whole host,
+    /// within `--retries` tries and `--retry-time`. A transient status that
+    /// is not retried any more becomes an error saying so.
     async fn execute(&self, req: &Req<'_>) -> Result<Response, RegistryError> {
+        let first = Instant::now();
         let mut answered_challenge = false;
-        let mut attempt = 0;
+        let mut tries = 0;
         loop {
             self.backoff.wait().await;
-            let started = std::time::Instant::now();
-            let (request, token_id) = self.build(req).await?;
-            let sent = request.send().await;
-            let last_try = !req.retry || attempt + 1 >= self.retry.attempts;
+            tries += 1;
+            let started = Instant::now();
+            let (sent, token_id) = self.send(req).await?;
             match sent {
                 Ok(resp) => {
                     let status = resp.status();
@@ -251,14 +386,18 @@ impl Client {
                             .await
                     {
                         answered_challenge = true;
+                        tries -= 1;
                         continue;
                     }
-                    if !retryable_status(status) || last_try {
+                    if !retryable_status(status) {
                         return Ok(resp);
                     }
-                    let delay = self.retry.delay(attempt, retry_after(resp.headers()));
+                    let delay = self.retry.delay(tries - 1, retry_after(resp.headers()));
                     if matches!(status.as_u16(), 429 | 503) {
                         self.backoff.hold(delay);
+                    }
+                    if let Some(why) = self.stop_retrying(req, tries, first, delay) {
+                        return Err(self.status_error(req.op, resp).await.with_note(&why));
                     }
                     tracing::warn!(
                         "{} on {}: {status}; retrying in {:.1}s",
@@ -268,12 +407,11 @@ impl Client {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => {
-                    let reason = transport_reason(e);
-                    if last_try {
-                        return Err(self.unreachable(req, reason));
+                Err(reason) => {
+                    let delay = self.retry.delay(tries - 1, None);
+                    if let Some(why) = self.stop_retrying(req, tries, first, delay) {
+                        return Err(self.unreachable(req, reason).with_note(&why));
                     }
-                    let delay = self.retry.delay(attempt, None);
                     tracing::warn!(
                         "{} on {}: {reason}; retrying in {:.1}s",
                         self.endpoint.host,
@@ -283,28 +421,46 @@ impl Client {
                     tokio::time::sleep(delay).await;
                 }
             }
-            attempt += 1;
         }
+    }
+
+    /// `None` to try `req` again after `delay`, else why not ("" when the
+    /// caller retries a larger unit and will say so itself).
+    fn stop_retrying(
+        &self,
+        req: &Req<'_>,
+        tries: u32,
+        first: Instant,
+        delay: Duration,
+    ) -> Option<String> {
+        if !req.retry {
+            return Some(String::new());
+        }
+        self.retry.give_up(tries, first.elapsed(), delay)
     }
 
     /// The error for an unexpected answer; a 401 or 403 from the registry
     /// itself says which credentials were refused and what to do.
     async fn status_error(&self, operation: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
-        if (status == 401 || status == 403) && self.same_origin(resp.url()) {
-            let error = challenge_error(resp.headers());
-            let repo = repo_of_path(resp.url().path()).to_string();
-            let body = resp.bytes().await.unwrap_or_default();
+        let denied = (status == 401 || status == 403) && self.same_origin(resp.url());
+        let challenge = challenge_error(resp.headers());
+        let repo = repo_of_path(resp.url().path()).to_string();
+        // A registry that stops mid-body still gets its status reported.
+        let body = self
+            .read_body(operation, resp, ERROR_BODY_MAX)
+            .await
+            .unwrap_or_default();
+        if denied {
             return RegistryError::Denied {
                 host: self.endpoint.host.clone(),
                 operation: operation.to_string(),
                 status,
                 detail: error_body_text(&body),
                 credentials: self.auth.credentials_used(),
-                advice: self.auth.advice(status, error.as_deref(), &repo),
+                advice: self.auth.advice(status, challenge.as_deref(), &repo),
             };
         }
-        let body = resp.bytes().await.unwrap_or_default();
         RegistryError::Status {
             host: self.endpoint.host.clone(),
             operation: operation.to_string(),
@@ -370,8 +526,20 @@ impl Client {
             })
     }
 
+    fn session(&self, op: &str, resp: &Response) -> Result<Session, RegistryError> {
+        let min_chunk = resp
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Ok(Session {
+            url: self.location(op, resp)?,
+            min_chunk,
+        })
+    }
+
     /// `POST /v2/<repo>/blobs/uploads/`: open an upload session.
-    pub async fn start_upload(&self, repo: &str) -> Result<Url, RegistryError> {
+    pub async fn start_upload(&self, repo: &str) -> Result<Session, RegistryError> {
         let op = format!("POST upload to {repo}");
         let scopes = push_scopes(repo);
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
@@ -381,7 +549,7 @@ impl Client {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(&op, resp).await);
         }
-        self.location(&op, &resp)
+        self.session(&op, &resp)
     }
 
     /// Ask the registry to link a blob from another repository of its own;
@@ -404,20 +572,20 @@ impl Client {
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(MountOutcome::Mounted),
-            StatusCode::ACCEPTED => Ok(MountOutcome::UploadAt(self.location(&op, &resp)?)),
+            StatusCode::ACCEPTED => Ok(MountOutcome::UploadAt(self.session(&op, &resp)?)),
             _ => Err(self.status_error(&op, resp).await),
         }
     }
 
-    /// Finish an upload session with the whole blob in one `PUT ?digest=`,
-    /// streamed from `body` (never held in memory). Not retried here: a
-    /// failed session is restarted from its POST by [`Client::upload_blob`].
-    pub async fn put_blob(
+    /// Close an upload session with `PUT ?digest=`, carrying `body` (the
+    /// whole blob) or nothing (after PATCHes). Not retried here: a failed
+    /// session is restarted from its POST by [`Client::upload_blob`].
+    async fn finish_upload(
         &self,
         mut location: Url,
         repo: &str,
         digest: &str,
-        body: &FileRange,
+        body: Option<&FileRange>,
     ) -> Result<(), RegistryError> {
         location.query_pairs_mut().append_pair("digest", digest);
         let op = format!("PUT blob {repo}@{digest}");
@@ -427,36 +595,138 @@ impl Client {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         ));
-        req.body = Body::File(body);
+        if let Some(body) = body {
+            req.body = Body::File(body);
+        }
         req.retry = false;
         let resp = self.execute(&req).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.status_error(&op, resp).await);
         }
-        Ok(())
+        self.check_digest(&op, &resp, digest)
     }
 
-    /// Upload a whole blob: open a session and PUT it; on a transient
-    /// failure, start again from a new session with a fresh read of `body`.
+    /// The registry's `Docker-Content-Digest` for a blob or manifest just
+    /// stored, when it sends one, must be the digest kvpush computed.
+    fn check_digest(&self, op: &str, resp: &Response, digest: &str) -> Result<(), RegistryError> {
+        match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+            Some(got) if got != digest => Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("{op}: the registry stored digest {got}, kvpush sent {digest}; the content was corrupted in transit"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Send `body` in `PATCH`es of `chunk` bytes, then close the session.
+    async fn put_chunked(
+        &self,
+        session: Session,
+        repo: &str,
+        digest: &str,
+        body: &FileRange,
+        chunk: u64,
+    ) -> Result<(), RegistryError> {
+        let op = format!("PATCH blob {repo}@{digest}");
+        let scopes = push_scopes(repo);
+        let mut location = session.url;
+        let mut start = 0;
+        while start < body.len {
+            let part = FileRange {
+                path: body.path.clone(),
+                offset: body.offset + start,
+                len: chunk.min(body.len - start),
+            };
+            let end = start + part.len - 1;
+            let mut req = self.req(&op, Method::PATCH, location.clone(), &scopes);
+            req.headers.push((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ));
+            req.headers.push((
+                HeaderName::from_static("content-range"),
+                HeaderValue::from_str(&format!("{start}-{end}")).expect("digits and a dash"),
+            ));
+            req.body = Body::File(&part);
+            req.retry = false;
+            let resp = self.execute(&req).await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(self.status_error(&op, resp).await);
+            }
+            // The registry says how much it holds: anything but all we
+            // sent means the session is not what we think; start again.
+            let range = resp.headers().get("range").and_then(|v| v.to_str().ok());
+            if let Some(range) = range {
+                let held = range.trim_start_matches("bytes=").split('-').nth(1);
+                if held.and_then(|h| h.trim().parse::<u64>().ok()) != Some(end) {
+                    return Err(RegistryError::Unreachable {
+                        host: self.endpoint.host.clone(),
+                        url: format!("{}{}", self.endpoint.base_url, location.path()),
+                        reason: format!(
+                            "{op}: the registry holds bytes {range} after a PATCH of {start}-{end}"
+                        ),
+                    });
+                }
+            }
+            location = self.location(&op, &resp)?;
+            start = end + 1;
+        }
+        self.finish_upload(location, repo, digest, None).await
+    }
+
+    /// Upload a whole blob, into `session` when the caller holds one (a
+    /// mount answered with an upload session) or a new one. One `PUT`, or
+    /// `PATCH` chunks once the host refused a body as too large. On a
+    /// transient failure, start again from a new session with a fresh read
+    /// of `body`, within `--retries` and `--retry-time`.
     pub async fn upload_blob(
         &self,
         repo: &str,
         digest: &str,
         body: &FileRange,
+        mut session: Option<Session>,
     ) -> Result<(), RegistryError> {
-        let mut attempt = 0;
+        let first = Instant::now();
+        let mut tries = 0;
         loop {
-            let location = self.start_upload(repo).await?;
-            match self.put_blob(location, repo, digest, body).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
-                    let delay = self.retry.delay(attempt, None);
-                    tracing::warn!("{e}; restarting the upload in {:.1}s", delay.as_secs_f64());
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+            let session = match session.take() {
+                Some(s) => s,
+                None => self.start_upload(repo).await?,
+            };
+            let min_chunk = session.min_chunk;
+            let chunk = self.chunks.chunk_for(&session);
+            tries += 1;
+            let result = match chunk {
+                Some(chunk) => self.put_chunked(session, repo, digest, body, chunk).await,
+                None => {
+                    self.finish_upload(session.url, repo, digest, Some(body))
+                        .await
                 }
-                Err(e) => return Err(e),
+            };
+            let e = match result {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let sent = chunk.unwrap_or(body.len).min(body.len);
+            if e.status() == Some(413) && self.chunks.too_large(sent, min_chunk) {
+                // Not a failure of the registry: adapt and go again.
+                tries -= 1;
+                tracing::warn!(
+                    "{}: a {sent}-byte body was refused as too large; uploading in chunks of at most {} bytes",
+                    self.endpoint.host,
+                    self.chunks.size.load(Ordering::Relaxed)
+                );
+                continue;
             }
+            if !e.is_transient() {
+                return Err(e);
+            }
+            let delay = self.retry.delay(tries - 1, None);
+            if let Some(why) = self.retry.give_up(tries, first.elapsed(), delay) {
+                return Err(e.with_note(&format!("upload restarted from its POST; {why}")));
+            }
+            tracing::warn!("{e}; restarting the upload in {:.1}s", delay.as_secs_f64());
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -485,29 +755,41 @@ impl Client {
         }
     }
 
-    /// Read a body of at most `MAX_FETCH` bytes.
-    async fn small_body(&self, op: &str, resp: Response) -> Result<Vec<u8>, RegistryError> {
+    /// Read the body of the answer to `op`, at most `max` bytes, giving up
+    /// when nothing arrives for `--stall-timeout`.
+    async fn read_body(
+        &self,
+        op: &str,
+        mut resp: Response,
+        max: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let too_large = |n: u64| RegistryError::Protocol {
             host: self.endpoint.host.clone(),
-            message: format!(
-                "{op}: the answer is {n} bytes, more than a manifest or config can be"
-            ),
+            message: format!("{op}: the answer is {n} bytes, more than kvpush expects"),
         };
-        if let Some(n) = resp.content_length().filter(|n| *n > MAX_FETCH) {
-            return Err(too_large(n));
-        }
-        let bytes = resp.bytes().await.map_err(|e| RegistryError::Unreachable {
+        let broken = |reason: String| RegistryError::Unreachable {
             host: self.endpoint.host.clone(),
             url: self.endpoint.base_url.clone(),
-            reason: format!(
-                "{op} failed while reading the answer: {}",
-                transport_reason(e)
-            ),
-        })?;
-        if bytes.len() as u64 > MAX_FETCH {
-            return Err(too_large(bytes.len() as u64));
+            reason: format!("{op} failed while reading the answer: {reason}"),
+        };
+        if let Some(n) = resp.content_length().filter(|n| *n > max) {
+            return Err(too_large(n));
         }
-        Ok(bytes.to_vec())
+        let limit = self.retry.stall_timeout;
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout(limit, resp.chunk()).await {
+                Err(_) => return Err(broken(stall_reason(limit))),
+                Ok(Err(e)) => return Err(broken(transport_reason(e))),
+                Ok(Ok(None)) => return Ok(body),
+                Ok(Ok(Some(chunk))) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() as u64 > max {
+                        return Err(too_large(body.len() as u64));
+                    }
+                }
+            }
+        }
     }
 
     /// `GET /v2/<repo>/manifests/<reference>` accepting images and lists of
@@ -539,7 +821,7 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = self.small_body(&op, resp).await?;
+        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
         let digest = crate::blob::sha256_digest(&bytes);
         let expected = said.or_else(|| {
             reference
@@ -581,7 +863,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }
-        let bytes = self.small_body(&op, resp).await?;
+        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
         let got = crate::blob::sha256_digest(&bytes);
         if got != digest {
             return Err(RegistryError::Protocol {
@@ -617,19 +899,43 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }
-        match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-            Some(got) if got != digest => Err(RegistryError::Protocol {
-                host: self.endpoint.host.clone(),
-                message: format!("{op}: the registry stored digest {got}, kvpush sent {digest}; the image may be corrupt in transit"),
-            }),
-            _ => Ok(()),
-        }
+        self.check_digest(&op, &resp, digest)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_start_on_a_413_shrink_on_each_and_respect_the_registry_minimum() {
+        let p = ChunkPolicy::new(16 << 20);
+        let plain = Session {
+            url: Url::parse("http://127.0.0.1:5000/v2/x/blobs/uploads/1").unwrap(),
+            min_chunk: None,
+        };
+        assert_eq!(p.chunk_for(&plain), None, "whole blobs first");
+        // A 1 MiB blob refused whole: chunks, smaller than what was refused.
+        assert!(p.too_large(1 << 20, None));
+        assert_eq!(p.chunk_for(&plain), Some(512 << 10));
+        assert!(p.too_large(512 << 10, None));
+        assert!(p.too_large(256 << 10, None));
+        assert!(p.too_large(128 << 10, None));
+        assert_eq!(p.chunk_for(&plain), Some(MIN_CHUNK));
+        assert!(!p.too_large(MIN_CHUNK, None), "no smaller than the floor");
+
+        let p = ChunkPolicy::new(MIN_CHUNK);
+        let strict = Session {
+            url: plain.url.clone(),
+            min_chunk: Some(160 << 10),
+        };
+        assert!(p.too_large(10 << 20, Some(160 << 10)));
+        assert_eq!(p.chunk_for(&strict), Some(160 << 10));
+        assert!(
+            !p.too_large(160 << 10, Some(160 << 10)),
+            "the registry's minimum is refused too: nothing left to try"
+        );
+    }
 
     #[test]
     fn repositories_of_api_paths() {

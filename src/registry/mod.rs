@@ -194,6 +194,9 @@ pub fn describe_error_body(status: u16, body: &[u8]) -> String {
         404 => " (does the repository path exist and is the --registry right?)",
         413 => " (the registry or a proxy in front of it rejects bodies this large)",
         429 => " (the registry is rate-limiting; try again later or lower --jobs)",
+        500 | 502 | 503 | 504 | 522 => {
+            " (the registry, or a proxy in front of it, is failing or overloaded; try again later)"
+        }
         _ => "",
     };
     out.push_str(hint);
@@ -225,6 +228,34 @@ pub fn error_body_text(body: &[u8]) -> String {
 }
 
 impl RegistryError {
+    /// The HTTP status the registry answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } | RegistryError::Denied { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// Append `note` (e.g. how many tries were made) to the message.
+    pub fn with_note(mut self, note: &str) -> RegistryError {
+        if note.is_empty() {
+            return self;
+        }
+        match &mut self {
+            RegistryError::Unreachable { reason: text, .. }
+            | RegistryError::Status { detail: text, .. }
+            | RegistryError::Denied { advice: text, .. }
+            | RegistryError::Protocol { message: text, .. } => {
+                text.push_str(" (");
+                text.push_str(note);
+                text.push(')');
+            }
+        }
+        self
+    }
+
     /// Worth trying again: the registry was unreachable or answered a
     /// transient status.
     pub fn is_transient(&self) -> bool {

@@ -1,7 +1,8 @@
 //! When and how long to wait before trying a request again: transient
 //! statuses and transport errors, exponential back-off with full jitter,
-//! `Retry-After` honoured, and one back-off clock per registry host so that
-//! a burst of 429s slows every task down instead of each hammering alone.
+//! `Retry-After` honoured, limits on tries and on total time, and one
+//! back-off clock per registry host so that a burst of 429s slows every task
+//! down instead of each hammering alone.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,18 +12,31 @@ use reqwest::StatusCode;
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// Tries in all, the first included.
+    /// Tries in all, the first included (`--retries`).
     pub attempts: u32,
+    /// No new try starts later than this after a request's first try
+    /// (`--retry-time`); a try already under way is never cut by it.
+    pub deadline: Duration,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Longest wait for a TCP (and TLS) connection (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// A try that sends and receives nothing for this long is abandoned and
+    /// counts as a transport error (`--stall-timeout`). Measured from the
+    /// last body bytes taken, so a slow upload that keeps moving is never
+    /// cut, however long it takes.
+    pub stall_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             attempts: 6,
+            deadline: Duration::from_secs(300),
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -48,10 +62,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl RetryPolicy {
-    /// Delay before try number `attempt + 1` (attempt counts from 0).
+    /// Delay before try number `attempt + 2` (attempt counts from 0): the
+    /// registry's `Retry-After` when it gave one, else exponential with jitter.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(d) = retry_after {
-            return d.min(self.max_delay.max(d));
+            return d;
         }
         let exp = self
             .base_delay
@@ -60,6 +75,29 @@ impl RetryPolicy {
         // Full jitter: uniformly between half and all of the exponential step.
         let half = exp / 2;
         half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64))
+    }
+
+    /// After `tries` tries begun `elapsed` ago, with the next one due in
+    /// `delay`: `None` to try again, or why not (for the error message).
+    pub fn give_up(&self, tries: u32, elapsed: Duration, delay: Duration) -> Option<String> {
+        let spent = format!(
+            "gave up after {tries} tries in {:.1}s",
+            elapsed.as_secs_f64()
+        );
+        if tries >= self.attempts {
+            return Some(format!(
+                "{spent}, the most --retries {} allows",
+                self.attempts
+            ));
+        }
+        if elapsed + delay > self.deadline {
+            return Some(format!(
+                "{spent}: the next, due in {:.1}s, would start past --retry-time {}s",
+                delay.as_secs_f64(),
+                self.deadline.as_secs()
+            ));
+        }
+        None
     }
 }
 
@@ -126,5 +164,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn tries_and_total_time_are_both_limits() {
+        let p = RetryPolicy {
+            attempts: 3,
+            deadline: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
+        let s = Duration::from_secs;
+        assert_eq!(p.give_up(1, s(0), s(1)), None);
+        assert_eq!(p.give_up(2, s(5), s(4)), None);
+        let why = p.give_up(3, s(1), s(1)).unwrap();
+        assert!(
+            why.contains("after 3 tries") && why.contains("--retries 3 allows"),
+            "{why}"
+        );
+        let why = p.give_up(2, s(8), s(3)).unwrap();
+        assert!(why.contains("past --retry-time 10s"), "{why}");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::{redirect, Certificate, Url};
 
-use super::client::transport_reason;
+use super::client::{stall_reason, transport_reason};
 use super::retry::RetryPolicy;
 use super::{is_loopback, Endpoint, RegistryError, Security};
 
@@ -57,13 +57,14 @@ pub struct HttpClients {
 }
 
 impl HttpClients {
-    pub fn new(ca_certs: &[Certificate]) -> Result<HttpClients, String> {
+    /// No read_timeout: reqwest counts it from the start of the request,
+    /// so it would cut long uploads; every request is watched for stalls
+    /// (`--stall-timeout`) instead.
+    pub fn new(ca_certs: &[Certificate], connect_timeout: Duration) -> Result<HttpClients, String> {
         let build = |verify: bool| {
             let mut b = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
-                .connect_timeout(Duration::from_secs(30))
-                // A stalled connection is an error to retry, not a hang.
-                .read_timeout(Duration::from_secs(120))
+                .connect_timeout(connect_timeout)
                 .redirect(redirect_policy())
                 .danger_accept_invalid_certs(!verify);
             for cert in ca_certs {
@@ -109,7 +110,8 @@ fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
 
 /// Find how `host` is reached: the first of [`Endpoint::candidates`] that
 /// answers HTTP at all (any status), trying them all again with back-off
-/// while none does. Warns when it is not verified HTTPS.
+/// while none does, within `--retries` and `--retry-time`. Warns when it is
+/// not verified HTTPS.
 pub async fn probe(
     host: &str,
     clients: &HttpClients,
@@ -118,13 +120,15 @@ pub async fn probe(
 ) -> Result<Endpoint, RegistryError> {
     let candidates = Endpoint::candidates(host, insecure);
     let started = std::time::Instant::now();
-    let mut attempt = 0;
+    let mut tries = 0;
     loop {
+        tries += 1;
         let mut reasons = Vec::new();
         for candidate in &candidates {
             let http = clients.for_security(candidate.security);
-            match http.get(format!("{}/v2/", candidate.base_url)).send().await {
-                Ok(_) => {
+            let get = http.get(format!("{}/v2/", candidate.base_url)).send();
+            match tokio::time::timeout(retry.stall_timeout, get).await {
+                Ok(Ok(_)) => {
                     tracing::debug!(
                         "reached registry {host} at {} ({:?}) in {} ms",
                         candidate.base_url,
@@ -134,12 +138,13 @@ pub async fn probe(
                     warn_unless_verified(candidate, insecure, reasons.first());
                     return Ok(candidate.clone());
                 }
-                Err(e) => reasons.push(transport_reason(e)),
+                Ok(Err(e)) => reasons.push(transport_reason(e)),
+                Err(_) => reasons.push(stall_reason(retry.stall_timeout)),
             }
         }
-        attempt += 1;
         let mut reason = distinct(reasons).join("; ");
-        if attempt >= retry.attempts {
+        let delay = retry.delay(tries - 1, None);
+        if let Some(why) = retry.give_up(tries, started.elapsed(), delay) {
             if reason.contains("certificate") {
                 reason.push_str("; if its certificate comes from a private CA, pass --ca-cert FILE (or set SSL_CERT_FILE); --insecure skips the check");
             }
@@ -147,10 +152,9 @@ pub async fn probe(
             return Err(RegistryError::Unreachable {
                 host: host.to_string(),
                 url: urls.join(" and "),
-                reason,
+                reason: format!("{reason} ({why})"),
             });
         }
-        let delay = retry.delay(attempt - 1, None);
         tracing::warn!(
             "cannot reach registry {host} yet ({reason}); retrying in {:.1}s",
             delay.as_secs_f64()

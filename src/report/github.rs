@@ -38,10 +38,7 @@ pub fn step_summary(results: &[ImageResult]) -> String {
 /// `digests={"REF":"sha256:...",...}` for `$GITHUB_OUTPUT`, landed images only.
 pub fn output_line(results: &[ImageResult]) -> String {
     let mut digests = BTreeMap::new();
-    for r in results
-        .iter()
-        .filter(|r| !matches!(r.status, Status::Failed(_)))
-    {
+    for r in results.iter().filter(|r| r.status.landed()) {
         if let Some(d) = &r.digest {
             for reference in &r.references {
                 digests.insert(reference.as_str(), d.as_str());

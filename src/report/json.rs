@@ -36,7 +36,7 @@ struct Image<'a> {
     references: &'a [String],
     digest: Option<&'a str>,
     size: Option<u64>,
-    /// `pushed`, `unchanged` or `failed`.
+    /// `pushed`, `unchanged`, `failed` or `interrupted`.
     status: &'static str,
     blobs: Blobs,
     error: Option<&'a str>,
@@ -55,6 +55,12 @@ struct Document<'a> {
     pushed: usize,
     unchanged: usize,
     failed: usize,
+    /// Not done when a signal stopped the run.
+    #[serde(skip_serializing_if = "is_zero")]
+    interrupted: usize,
+    /// The signal that stopped the run (`SIGINT`, `SIGTERM`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<&'a str>,
     blobs: Blobs,
     seconds: f64,
 }
@@ -64,7 +70,12 @@ pub fn status_word(status: &Status) -> &'static str {
         Status::Pushed => "pushed",
         Status::Unchanged => "unchanged",
         Status::Failed(_) => "failed",
+        Status::Interrupted => "interrupted",
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn entry(r: &ImageResult) -> Image<'_> {
@@ -85,8 +96,13 @@ fn entry(r: &ImageResult) -> Image<'_> {
 }
 
 /// The whole run as one JSON document: the images pushed, then the
-/// manifest lists.
-pub fn document(images: &[ImageResult], lists: &[ImageResult], elapsed: Duration) -> String {
+/// manifest lists; `signal` when one interrupted the run.
+pub fn document(
+    images: &[ImageResult],
+    lists: &[ImageResult],
+    elapsed: Duration,
+    signal: Option<&str>,
+) -> String {
     let mut total = BlobCounts::default();
     for r in images {
         total.merge(&r.blobs);
@@ -104,8 +120,12 @@ pub fn document(images: &[ImageResult], lists: &[ImageResult], elapsed: Duration
         pushed: count("pushed"),
         unchanged: count("unchanged"),
         failed: count("failed"),
+        interrupted: count("interrupted"),
+        signal,
         blobs: Blobs::from(&total),
         seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
     };
-    serde_json::to_string_pretty(&doc).expect("the report serialises")
+    let mut text = serde_json::to_string_pretty(&doc).expect("the report serialises");
+    text.push('\n');
+    text
 }

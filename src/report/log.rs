@@ -5,11 +5,10 @@
 //! annotations.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::{human_bytes, image_lines};
+use super::{err, human_bytes, image_lines, print_references};
 use crate::push::{ImageResult, Observer, PlannedImage, Status};
 use crate::targets::Target;
 
@@ -23,6 +22,11 @@ pub fn done_line(result: &ImageResult) -> String {
     match (&result.status, &result.digest) {
         (Status::Failed(reason), _) => format!(
             "FAILED {} ({}): {reason}",
+            result.name,
+            result.target.push_name()
+        ),
+        (Status::Interrupted, _) => format!(
+            "INTERRUPTED {} ({}): not pushed",
             result.name,
             result.target.push_name()
         ),
@@ -108,7 +112,7 @@ impl LogObserver {
     fn log(&self, id: usize, line: String, done: bool) {
         let line = format!("{} {line}", now());
         let Some(groups) = &self.groups else {
-            eprintln!("{line}");
+            err(&line);
             return;
         };
         let target = &self.targets[id];
@@ -120,12 +124,11 @@ impl LogObserver {
         if done {
             group.remaining -= 1;
             if group.remaining == 0 {
-                let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "::group::{target}");
-                for l in group.lines.drain(..) {
-                    let _ = writeln!(err, "{l}");
-                }
-                let _ = writeln!(err, "::endgroup::");
+                let lines: Vec<String> = group.lines.drain(..).collect();
+                err(&format!(
+                    "::group::{target}\n{}\n::endgroup::",
+                    lines.join("\n")
+                ));
             }
         }
     }
@@ -153,17 +156,14 @@ impl Observer for LogObserver {
     fn image_done(&self, id: usize, result: &ImageResult) {
         self.log(id, done_line(result), true);
         if let (Status::Failed(reason), true) = (&result.status, self.groups.is_some()) {
-            eprintln!(
+            err(&format!(
                 "::error title=kvpush: {} failed::{}",
                 github_escape(&result.name),
                 github_escape(reason)
-            );
+            ));
         }
         if self.refs_on_stdout {
-            let mut out = std::io::stdout().lock();
-            for line in image_lines(result).0 {
-                let _ = writeln!(out, "{line}");
-            }
+            print_references(result);
         }
     }
 }
@@ -175,14 +175,11 @@ pub struct QuietObserver {
 
 impl Observer for QuietObserver {
     fn image_done(&self, _id: usize, result: &ImageResult) {
-        let (out, err) = image_lines(result);
-        if let Some(line) = err {
-            eprintln!("{line}");
+        if let Some(line) = image_lines(result).1 {
+            err(&line);
         }
         if self.refs_on_stdout {
-            for line in out {
-                println!("{line}");
-            }
+            print_references(result);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the user sees: one line per pushed reference on stdout, errors and
 //! the summary on stderr, `kvpush list` and `--dry-run` tables, and the
-//! digest files KubeVirt's scripts read. Decides nothing.
+//! digest files KubeVirt's scripts read. Decides nothing. Everything is
+//! written through [`out`] and [`err`], which survive a closed pipe.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,31 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Lines for a finished image: `REF@DIGEST` per tag (stdout) or an error (stderr).
+/// Write `text` to stdout. A closed pipe (`kvpush all | head -1`) is not
+/// worth dying for: the push goes on, and what could not be written is lost.
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Write `line` and a newline to stderr, ignoring a closed pipe as [`out`] does.
+pub fn err(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Print the `REF@DIGEST` lines of a finished image on stdout, at once.
+pub fn print_references(result: &ImageResult) {
+    let text: String = image_lines(result)
+        .0
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect();
+    out(&text);
+}
+
+/// Lines for a finished image: `REF@DIGEST` per tag (stdout) once it
+/// landed, or an error (stderr).
 pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
     match (&result.status, &result.digest) {
         (Status::Failed(reason), _) => (
@@ -43,7 +68,7 @@ pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
                 result.target.push_name()
             )),
         ),
-        (_, Some(digest)) => (
+        (status, Some(digest)) if status.landed() => (
             result
                 .references
                 .iter()
@@ -51,32 +76,68 @@ pub fn image_lines(result: &ImageResult) -> (Vec<String>, Option<String>) {
                 .collect(),
             None,
         ),
-        (_, None) => (Vec::new(), None),
+        _ => (Vec::new(), None),
     }
 }
 
-/// `N WHAT: P pushed, U skipped (already up to date), F failed`.
+/// `N WHAT: P pushed, U skipped (already up to date), F failed`, and
+/// `, I not pushed (interrupted)` after an interruption.
 fn outcomes(what: &str, results: &[ImageResult]) -> String {
     let count = |f: fn(&Status) -> bool| results.iter().filter(|r| f(&r.status)).count();
-    format!(
+    let mut out = format!(
         "{} {what}: {} pushed, {} skipped (already up to date), {} failed",
         results.len(),
         count(|s| *s == Status::Pushed),
         count(|s| *s == Status::Unchanged),
         count(|s| matches!(s, Status::Failed(_)))
-    )
+    );
+    let interrupted = count(|s| *s == Status::Interrupted);
+    if interrupted > 0 {
+        let _ = write!(out, ", {interrupted} not pushed (interrupted)");
+    }
+    out
 }
 
-/// `\nkvpush: failed: A, B` when any failed.
-fn failed_names(out: &mut String, results: &[ImageResult]) {
+/// When any failed: `\nkvpush: failed: A, B`, then each with its reason,
+/// so that no failure is lost among the lines of the others.
+fn failures(out: &mut String, results: &[ImageResult]) {
+    let failed: Vec<(&ImageResult, &str)> = results
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Failed(reason) => Some((r, reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = failed.iter().map(|(r, _)| r.name.as_str()).collect();
+    let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+    for (r, reason) in failed {
+        let _ = write!(
+            out,
+            "\nkvpush:   {} ({}): {reason}",
+            r.name,
+            r.target.push_name()
+        );
+    }
+}
+
+/// After a `signal`: what was not pushed, and how to finish.
+pub fn interrupted(results: &[ImageResult], signal: &str) -> String {
     let names: Vec<&str> = results
         .iter()
-        .filter(|r| matches!(r.status, Status::Failed(_)))
+        .filter(|r| r.status == Status::Interrupted)
         .map(|r| r.name.as_str())
         .collect();
-    if !names.is_empty() {
-        let _ = write!(out, "\nkvpush: failed: {}", names.join(", "));
+    if names.is_empty() {
+        return format!("kvpush: interrupted by {signal} after every image was done");
     }
+    format!(
+        "kvpush: interrupted by {signal}; not pushed: {}. No tag points at an incomplete image. \
+         Run the same command again to finish: blobs already uploaded are not sent again.",
+        names.join(", ")
+    )
 }
 
 /// The closing line of `kvpush manifest` (and of `--arch-bin` runs, after
@@ -87,11 +148,12 @@ pub fn list_summary(results: &[ImageResult], elapsed: Duration) -> String {
         outcomes("manifest lists", results),
         elapsed.as_secs_f64()
     );
-    failed_names(&mut out, results);
+    failures(&mut out, results);
     out
 }
 
-/// The closing summary: images by outcome, blobs and bytes, time.
+/// The closing summary: images by outcome, blobs and bytes, time, and
+/// each failure with its reason.
 pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
     let mut blobs = BlobCounts::default();
     for r in results {
@@ -117,7 +179,7 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
         distinct(|r| &r.prebuilt_layers),
         elapsed.as_secs_f64()
     );
-    failed_names(&mut out, results);
+    failures(&mut out, results);
     out
 }
 
@@ -133,7 +195,7 @@ pub fn write_digest_files(dir: &Path, results: &[ImageResult]) -> Result<Vec<Pat
         let (Some(file), Some(digest)) = (r.target.digest_file_name(), &r.digest) else {
             continue;
         };
-        if matches!(r.status, Status::Failed(_)) {
+        if !r.status.landed() {
             continue;
         }
         let path = dir.join(file);
@@ -352,9 +414,11 @@ mod tests {
             image_lines(&bad).1.unwrap(),
             "kvpush: error: virt-controller (push-virt-controller): boom"
         );
-        let s = summary(&[ok, bad], Duration::from_millis(1500));
+        let cut = result(Status::Interrupted, Some("sha256:bb"), 4);
+        assert_eq!(image_lines(&cut), (Vec::new(), None), "not landed");
+        let s = summary(&[ok.clone(), bad.clone()], Duration::from_millis(1500));
         assert!(
-            s.contains("2 images: 1 pushed, 0 skipped (already up to date), 1 failed"),
+            s.contains("2 images: 1 pushed, 0 skipped (already up to date), 1 failed;"),
             "{s}"
         );
         assert!(
@@ -362,6 +426,24 @@ mod tests {
             "shared prebuilt layers count once: {s}"
         );
         assert!(s.contains("failed: virt-controller"), "{s}");
+        assert!(
+            s.contains("\nkvpush:   virt-controller (push-virt-controller): boom"),
+            "the reason of each failure: {s}"
+        );
+        assert!(!s.contains("interrupted"), "{s}");
+
+        let all = [ok, bad, cut];
+        let s = summary(&all, Duration::from_secs(2));
+        assert!(s.contains("1 failed, 1 not pushed (interrupted);"), "{s}");
+        let s = interrupted(&all, "SIGTERM");
+        assert!(
+            s.contains("interrupted by SIGTERM; not pushed: virt-handler. No tag points at an incomplete image."),
+            "{s}"
+        );
+        assert_eq!(
+            interrupted(&all[..2], "SIGINT"),
+            "kvpush: interrupted by SIGINT after every image was done"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use std::io::IsTerminal;
 
-use super::{human_bytes, image_lines};
+use super::{human_bytes, print_references};
 use crate::push::{ImageResult, Observer, Placement, Plan, PlannedImage, Stage, Status};
 
 /// One line per finished image, short enough for a terminal.
@@ -17,6 +17,11 @@ fn short_line(result: &ImageResult) -> String {
     match (&result.status, &result.digest) {
         (Status::Failed(reason), _) => format!(
             "✗ {} ({}): {reason}",
+            result.name,
+            result.target.push_name()
+        ),
+        (Status::Interrupted, _) => format!(
+            "- {} ({}): interrupted, not pushed",
             result.name,
             result.target.push_name()
         ),
@@ -137,11 +142,7 @@ impl Observer for TerminalProgress {
         // On a shared terminal the line above already names the digest;
         // piped stdout still gets the machine-readable REF@DIGEST lines.
         if self.refs_on_stdout && !std::io::stdout().is_terminal() {
-            self.multi.suspend(|| {
-                for line in image_lines(result).0 {
-                    println!("{line}");
-                }
-            });
+            self.multi.suspend(|| print_references(result));
         }
         let done = self
             .bars

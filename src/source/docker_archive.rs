@@ -53,6 +53,38 @@ pub fn repo_tag_name(repo_tag: &str) -> &str {
     last.split(':').next().unwrap_or(last)
 }
 
+/// Parse `manifest.json` (of the tarball at `path`, for messages).
+pub fn parse_manifest(bytes: &[u8], path: &Path) -> Result<Vec<ManifestEntry>, String> {
+    let entries: Vec<ManifestEntry> = serde_json::from_slice(bytes)
+        .map_err(|e| format!("manifest.json in {} is not valid: {e}", path.display()))?;
+    if entries.is_empty() {
+        return Err(format!(
+            "manifest.json in {} lists no image",
+            path.display()
+        ));
+    }
+    Ok(entries)
+}
+
+/// The `rootfs.diff_ids` of the image config `name` in the tarball at
+/// `path`, each checked to be a sha256 digest.
+pub fn parse_diff_ids(config: &[u8], name: &str, path: &Path) -> Result<Vec<String>, String> {
+    let parsed: ConfigRootFs = serde_json::from_slice(config).map_err(|e| {
+        format!(
+            "config {name} in {} is not a valid image config: {e}",
+            path.display()
+        )
+    })?;
+    let diff_ids = parsed.rootfs.diff_ids;
+    if let Some(bad) = diff_ids.iter().find(|d| !crate::blob::is_sha256_digest(d)) {
+        return Err(format!(
+            "config {name} in {} has an invalid diff_id {bad:?}",
+            path.display()
+        ));
+    }
+    Ok(diff_ids)
+}
+
 impl DockerArchive {
     /// Index `path` once and parse its `manifest.json`.
     pub fn open(path: &Path) -> Result<DockerArchive, String> {
@@ -71,14 +103,7 @@ impl DockerArchive {
         let bytes = manifest
             .read_all()
             .map_err(|e| format!("cannot read manifest.json in {}: {e}", path.display()))?;
-        let entries: Vec<ManifestEntry> = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("manifest.json in {} is not valid: {e}", path.display()))?;
-        if entries.is_empty() {
-            return Err(format!(
-                "manifest.json in {} lists no image",
-                path.display()
-            ));
-        }
+        let entries = parse_manifest(&bytes, path)?;
         Ok(DockerArchive { index, entries })
     }
 
@@ -124,14 +149,7 @@ impl DockerArchive {
                 path.display()
             )
         })?;
-        let parsed: ConfigRootFs = serde_json::from_slice(&config).map_err(|e| {
-            format!(
-                "config {} in {} is not a valid image config: {e}",
-                entry.config,
-                path.display()
-            )
-        })?;
-        let diff_ids = parsed.rootfs.diff_ids;
+        let diff_ids = parse_diff_ids(&config, &entry.config, path)?;
         if diff_ids.len() != entry.layers.len() {
             return Err(format!(
                 "{}: manifest.json lists {} layers but config {} has {} diff_ids",
@@ -139,13 +157,6 @@ impl DockerArchive {
                 entry.layers.len(),
                 entry.config,
                 diff_ids.len()
-            ));
-        }
-        if let Some(bad) = diff_ids.iter().find(|d| !crate::blob::is_sha256_digest(d)) {
-            return Err(format!(
-                "config {} in {} has an invalid diff_id {bad:?}",
-                entry.config,
-                path.display()
             ));
         }
         let layers = entry

@@ -11,6 +11,7 @@
 //!   or a tar), manifests and blobs pushed byte for byte.
 
 pub mod docker_archive;
+pub mod fuzzing;
 pub mod oci_layout;
 pub mod rules_docker;
 pub mod tar_index;

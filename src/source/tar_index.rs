@@ -47,11 +47,29 @@ fn check_tar_magic(path: &Path, file: &File) -> Result<(), String> {
 impl TarIndex {
     /// Read every header of `path` (data is seeked over, never read).
     pub fn build(path: &Path) -> Result<TarIndex, String> {
-        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
-            .len();
+        // Check the kind first: opening a FIFO would block forever.
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if !meta.is_file() {
+            let kind = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a FIFO, socket or device)"
+            };
+            return Err(format!(
+                "{} is {kind}, not an image tarball; remove it and rebuild with bazel",
+                path.display()
+            ));
+        }
+        let file = File::open(path).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                ": give kvpush read access to it (or rebuild it with bazel)"
+            } else {
+                ""
+            };
+            format!("cannot open {}: {e}{hint}", path.display())
+        })?;
+        let file_len = meta.len();
         if file_len == 0 {
             return Err(format!(
                 "{} is empty: rebuild it with bazel",
@@ -78,11 +96,12 @@ impl TarIndex {
                 offset: entry.raw_file_position(),
                 len: entry.size(),
             };
-            if range.offset + range.len > file_len {
+            let end = range.offset.saturating_add(range.len);
+            if end > file_len {
                 return Err(format!(
                     "{} is truncated: member {name} needs {} bytes past the end of the file; rebuild it with bazel",
                     path.display(),
-                    range.offset + range.len - file_len
+                    end - file_len
                 ));
             }
             // A rules_docker bundle may hold the same config twice; both
@@ -179,5 +198,11 @@ mod tests {
         .unwrap();
         let err = TarIndex::build(&path).unwrap_err();
         assert!(err.contains("not a") && err.contains("t.tar"), "{err}");
+
+        let err = TarIndex::build(dir.path()).unwrap_err();
+        assert!(
+            err.contains("is a directory, not an image tarball"),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use flate2::read::GzDecoder;
-use kvpush_fixtures::{generate_workspace, GeneratedImage, Registry, Workspace, WorkspaceSpec};
+use kvpush_fixtures::{
+    generate_workspace, GeneratedImage, Registry, TestImage, Workspace, WorkspaceSpec,
+};
 use sha2::{Digest, Sha256};
 
 pub struct Run {
@@ -176,6 +178,18 @@ impl<'a> Expect<'a> {
 /// decompressing to its diff_id. Returns the manifest digest.
 pub fn verify_with_skopeo(registry: &Registry, reference: &str, image: &GeneratedImage) -> String {
     pull_and_verify(registry, reference, image).0
+}
+
+/// [`verify_with_skopeo`] for a hand-made [`TestImage`].
+pub fn verify_test_image(registry: &Registry, reference: &str, image: &TestImage) -> String {
+    let config = sha256(&image.raw_config());
+    verify_as(
+        registry,
+        reference,
+        &Expect::docker(&config),
+        &image.diff_ids(),
+    )
+    .0
 }
 
 /// [`verify_with_skopeo`], also returning the layer blobs as pulled, in

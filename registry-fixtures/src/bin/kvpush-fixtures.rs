@@ -1,6 +1,7 @@
 //! `kvpush-fixtures gen-workspace DIR [--scale SIZE] [--seed N] [--compressed]
 //!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...
 //!  [--push-parts]`
+//! `kvpush-fixtures fuzz-seeds DIR`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ const USAGE: &str = "usage:
       --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
       --arch ARCH         architecture written in the image configs (default amd64)
       --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
+  kvpush-fixtures fuzz-seeds DIR
+      writes the seed corpus of the fuzz targets to DIR/tarball and DIR/manifest
 
 Registries: see start-registry.sh / stop-registry.sh next to this crate.";
 
@@ -39,6 +42,11 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let mut it = args.into_iter();
     match it.next().as_deref() {
         Some("gen-workspace") => {}
+        Some("fuzz-seeds") => {
+            let dir = it.next().ok_or_else(|| format!("DIR missing\n{USAGE}"))?;
+            return kvpush_fixtures::fuzzcorpus::write_seeds(std::path::Path::new(&dir))
+                .map_err(|e| format!("writing seeds to {dir}: {e}"));
+        }
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             return Ok(());

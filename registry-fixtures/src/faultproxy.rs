@@ -1,0 +1,709 @@
+//! A fault-injecting HTTP/1.1 reverse proxy to put in front of a real
+//! registry in tests: on a seeded schedule it answers 5xx/429 (with or
+//! without `Retry-After`), resets or closes connections in the middle of a
+//! request body, stalls, and truncates the registry's answers; it can also
+//! refuse bodies above a size (413, as nginx's `client_max_body_size`),
+//! announce `OCI-Chunk-Min-Length`, and slow every request down.
+//!
+//! Plain std threads and `TcpStream`s: one thread per client connection
+//! (kept alive between requests), a fresh upstream connection per request.
+//! The `Host` header is passed on unchanged, so the registry builds upload
+//! `Location`s for the proxy; absolute ones naming the registry itself are
+//! rewritten to the proxy all the same. Nothing else is altered.
+//!
+//! ```no_run
+//! use kvpush_fixtures::{FaultPlan, FaultProxy, Registry, RegistryKind};
+//! let registry = Registry::start(RegistryKind::Plain);
+//! let proxy = FaultProxy::start(registry.addr(), FaultPlan::flaky(7, 0.2));
+//! // push to proxy.addr(), verify against registry.addr()
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::prng::Rng;
+
+/// What the proxy may do to one request instead of passing it on faithfully.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Read the whole request, do not forward it, answer `code` (with
+    /// `Retry-After: secs` when given) and keep the connection.
+    Status { code: u16, retry_after: Option<u32> },
+    /// Read the head and half of the body, then reset the connection (RST).
+    Reset,
+    /// Read the head and half of the body, then close (the client sees EOF).
+    Eof,
+    /// Read the head and half of the body, then neither read nor answer
+    /// until the client gives up or [`FaultPlan::stall_limit`] passes.
+    Stall,
+    /// Forward the request, then send only the first half of the
+    /// registry's answer and close: the registry did the work, the client
+    /// does not know it.
+    Truncate,
+}
+
+/// How the proxy behaves; swap it while running with [`FaultProxy::set_plan`].
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    /// Seed of the schedule: which request (in arrival order) gets which fault.
+    pub seed: u64,
+    /// Chance, 0.0 to 1.0, that a request gets a fault.
+    pub rate: f64,
+    /// Faults used in turn (so that each kind occurs once there have been
+    /// as many faults as kinds); the seed decides which requests get them.
+    pub faults: Vec<Fault>,
+    /// Faults only for requests with this method whose URI contains this
+    /// text, e.g. `("PUT", "/blobs/uploads/")` for blob uploads.
+    pub only: Option<(String, String)>,
+    /// Requests passed on untouched before any fault (e.g. the `GET /v2/` ping).
+    pub spare_first: usize,
+    /// Answer `413 Request Entity Too Large` to bodies larger than this.
+    pub body_limit: Option<u64>,
+    /// Add `OCI-Chunk-Min-Length` to the answers that open upload sessions.
+    pub chunk_min_length: Option<u64>,
+    /// Wait this long before handling each request.
+    pub latency: Duration,
+    /// Read request bodies at most this many bytes per second.
+    pub bandwidth: Option<u64>,
+    /// Longest a stalled connection is held.
+    pub stall_limit: Duration,
+}
+
+impl Default for FaultPlan {
+    /// A faithful proxy: no fault, no limit, no delay.
+    fn default() -> Self {
+        FaultPlan {
+            seed: 1,
+            rate: 0.0,
+            faults: Vec::new(),
+            only: None,
+            spare_first: 0,
+            body_limit: None,
+            chunk_min_length: None,
+            latency: Duration::ZERO,
+            bandwidth: None,
+            stall_limit: Duration::from_secs(60),
+        }
+    }
+}
+
+impl FaultPlan {
+    /// Every kind of fault, on `rate` of the requests after the first.
+    pub fn flaky(seed: u64, rate: f64) -> FaultPlan {
+        let status = |code, retry_after| Fault::Status { code, retry_after };
+        FaultPlan {
+            seed,
+            rate,
+            faults: vec![
+                status(500, None),
+                status(502, None),
+                status(503, None),
+                status(504, None),
+                status(429, None),
+                status(429, Some(1)),
+                status(503, Some(1)),
+                Fault::Reset,
+                Fault::Eof,
+                Fault::Truncate,
+                Fault::Stall,
+            ],
+            spare_first: 1,
+            ..FaultPlan::default()
+        }
+    }
+
+    /// A registry that answers the first `spare_first` requests, then only
+    /// `503` with `Retry-After: retry_after` (if given).
+    pub fn down(spare_first: usize, retry_after: Option<u32>) -> FaultPlan {
+        FaultPlan {
+            rate: 1.0,
+            faults: vec![Fault::Status {
+                code: 503,
+                retry_after,
+            }],
+            spare_first,
+            ..FaultPlan::default()
+        }
+    }
+}
+
+/// What the proxy did with one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Passed on; the registry answered this status.
+    Forwarded(u16),
+    /// A fault was injected.
+    Injected(Fault),
+    /// Refused with 413 (body over [`FaultPlan::body_limit`]).
+    TooLarge,
+    /// The client went away, or the registry could not be reached.
+    Broken(String),
+}
+
+/// One request the proxy saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyEvent {
+    /// `GET`, `PATCH`, ...
+    pub method: String,
+    /// Path and query, as sent.
+    pub uri: String,
+    /// Declared body length (`Content-Length`, 0 when none).
+    pub body_len: u64,
+    /// What was done with it.
+    pub outcome: Outcome,
+}
+
+struct Shared {
+    upstream: String,
+    addr: String,
+    plan: Mutex<(FaultPlan, Rng)>,
+    seq: AtomicUsize,
+    faults_done: AtomicUsize,
+    events: Mutex<Vec<ProxyEvent>>,
+    stop: AtomicBool,
+}
+
+/// A running proxy on 127.0.0.1; stops accepting on drop.
+pub struct FaultProxy {
+    shared: Arc<Shared>,
+}
+
+impl FaultProxy {
+    /// Listen on a free loopback port and pass requests to `upstream`
+    /// (`127.0.0.1:PORT` of a plain-HTTP registry) according to `plan`.
+    pub fn start(upstream: &str, plan: FaultPlan) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        // A small receive buffer, so that a proxy that stops reading
+        // (stall, throttle) soon blocks the client's writes, as a real
+        // congested link would.
+        let _ = socket2::SockRef::from(&listener).set_recv_buffer_size(64 * 1024);
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let rng = Rng::derived(plan.seed, "faultproxy");
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_string(),
+            addr,
+            plan: Mutex::new((plan, rng)),
+            seq: AtomicUsize::new(0),
+            faults_done: AtomicUsize::new(0),
+            events: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        thread::spawn(move || accept_loop(listener, s));
+        FaultProxy { shared }
+    }
+
+    /// `127.0.0.1:PORT` to push to.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// Behave according to `plan` from the next request on (the schedule
+    /// restarts from `plan.seed`; `spare_first` counts from now).
+    pub fn set_plan(&self, plan: FaultPlan) {
+        let rng = Rng::derived(plan.seed, "faultproxy");
+        let mut guard = self.shared.plan.lock().expect("plan poisoned");
+        *guard = (plan, rng);
+        self.shared.seq.store(0, Ordering::SeqCst);
+        self.shared.faults_done.store(0, Ordering::SeqCst);
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn events(&self) -> Vec<ProxyEvent> {
+        self.shared.events.lock().expect("events poisoned").clone()
+    }
+
+    /// Forget the requests seen so far.
+    pub fn clear_events(&self) {
+        self.shared.events.lock().expect("events poisoned").clear();
+    }
+
+    /// How many requests got a fault (413s not counted).
+    pub fn injected(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Injected(_)))
+            .count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let s = shared.clone();
+                thread::spawn(move || {
+                    let _ = conn.set_nonblocking(false);
+                    serve(conn, &s);
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// An HTTP request head.
+struct Head {
+    method: String,
+    uri: String,
+    /// Header lines as received (name, value).
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn body_len(&self) -> u64 {
+        self.header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn chunked(&self) -> bool {
+        self.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+
+    fn wants_close(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// A client connection with whatever was read past the current request.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+impl Conn {
+    /// Read one request head; `None` when the client closed or idled out,
+    /// or opened a TLS handshake (kvpush tries HTTPS first): refused at
+    /// once, as a plain-HTTP server would, and not counted as a request.
+    fn read_head(&mut self) -> Option<Head> {
+        loop {
+            if self.buf.first() == Some(&TLS_HANDSHAKE) {
+                return None;
+            }
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                let mut lines = text.split("\r\n");
+                let mut first = lines.next()?.split(' ');
+                let method = first.next()?.to_string();
+                let uri = first.next()?.to_string();
+                let headers = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                return Some(Head {
+                    method,
+                    uri,
+                    headers,
+                });
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Pass `n` body bytes to `sink`, at most `bandwidth` bytes per second.
+    fn read_body(
+        &mut self,
+        n: u64,
+        bandwidth: Option<u64>,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let started = Instant::now();
+        let mut done = 0u64;
+        let mut chunk = vec![0u8; 16 * 1024];
+        while done < n {
+            let want = (n - done).min(chunk.len() as u64) as usize;
+            let got = if !self.buf.is_empty() {
+                let k = want.min(self.buf.len());
+                chunk[..k].copy_from_slice(&self.buf[..k]);
+                self.buf.drain(..k);
+                k
+            } else {
+                match self.stream.read(&mut chunk[..want])? {
+                    0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    k => k,
+                }
+            };
+            sink(&chunk[..got])?;
+            done += got as u64;
+            if let Some(rate) = bandwidth {
+                let due = Duration::from_secs_f64(done as f64 / rate.max(1) as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    thread::sleep(wait);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `Transfer-Encoding: chunked` body, decoded.
+    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                while !self.read_line()?.is_empty() {}
+                return Ok(body);
+            }
+            self.read_body(size as u64 + 2, None, |b| {
+                body.extend_from_slice(b);
+                Ok(())
+            })?;
+            body.truncate(body.len() - 2);
+        }
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 2);
+                return Ok(line);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        413 => "Request Entity Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Injected Fault",
+    }
+}
+
+fn error_response(code: u16, retry_after: Option<u32>, close: bool) -> Vec<u8> {
+    let body = format!(
+        r#"{{"errors":[{{"code":"UNAVAILABLE","message":"fault injected by the kvpush test proxy ({code})"}}]}}"#
+    );
+    let mut head = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        reason(code),
+        body.len()
+    );
+    if let Some(secs) = retry_after {
+        head.push_str(&format!("Retry-After: {secs}\r\n"));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut conn = Conn {
+        stream,
+        buf: Vec::new(),
+    };
+    while !shared.stop.load(Ordering::SeqCst) {
+        let Some(head) = conn.read_head() else {
+            return;
+        };
+        let (plan, fault) = {
+            let mut guard = shared.plan.lock().expect("plan poisoned");
+            let n = shared.seq.fetch_add(1, Ordering::SeqCst);
+            let (plan, rng) = &mut *guard;
+            let roll = rng.next_u64() as f64 / u64::MAX as f64;
+            let eligible = plan.only.as_ref().is_none_or(|(method, text)| {
+                head.method.eq_ignore_ascii_case(method) && head.uri.contains(text.as_str())
+            });
+            let fault =
+                if n >= plan.spare_first && eligible && roll < plan.rate && !plan.faults.is_empty()
+                {
+                    let k = shared.faults_done.fetch_add(1, Ordering::SeqCst);
+                    Some(plan.faults[k % plan.faults.len()])
+                } else {
+                    None
+                };
+            (plan.clone(), fault)
+        };
+        let body_len = head.body_len();
+        let record = |outcome: Outcome| {
+            shared
+                .events
+                .lock()
+                .expect("events poisoned")
+                .push(ProxyEvent {
+                    method: head.method.clone(),
+                    uri: head.uri.clone(),
+                    body_len,
+                    outcome,
+                });
+        };
+        if !plan.latency.is_zero() {
+            thread::sleep(plan.latency);
+        }
+        let too_large = plan.body_limit.is_some_and(|limit| body_len > limit);
+        let fault = fault.filter(|_| !too_large);
+        // Faults are logged as they start: a stall lasts a while.
+        if let Some(f) = fault {
+            record(Outcome::Injected(f));
+        }
+        let keep = if too_large {
+            // Like nginx: answer at once, then drain what the client still
+            // sends so that it reads the answer instead of a reset.
+            record(Outcome::TooLarge);
+            let _ = conn.stream.write_all(&error_response(413, None, true));
+            let _ = conn.read_body(body_len, None, |_| Ok(()));
+            false
+        } else {
+            match handle(&mut conn, &head, &plan, fault, shared) {
+                Ok(Some(status)) => {
+                    record(Outcome::Forwarded(status));
+                    true
+                }
+                Ok(None) => fault.is_some_and(|f| matches!(f, Fault::Status { .. })),
+                Err(e) => {
+                    if fault.is_none() {
+                        record(Outcome::Broken(e.to_string()));
+                    }
+                    false
+                }
+            }
+        };
+        if !keep || head.wants_close() {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// Handle one request (413s aside): inject `fault`, or forward and return
+/// the registry's status.
+fn handle(
+    conn: &mut Conn,
+    head: &Head,
+    plan: &FaultPlan,
+    fault: Option<Fault>,
+    shared: &Shared,
+) -> io::Result<Option<u16>> {
+    let declared = head.body_len();
+    match fault {
+        Some(Fault::Status { code, retry_after }) => {
+            discard_body(conn, head)?;
+            conn.stream
+                .write_all(&error_response(code, retry_after, false))?;
+            return Ok(None);
+        }
+        Some(f @ (Fault::Reset | Fault::Eof | Fault::Stall)) => {
+            conn.read_body(declared / 2, plan.bandwidth, |_| Ok(()))?;
+            if f == Fault::Stall {
+                let until = Instant::now() + plan.stall_limit;
+                while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if f == Fault::Reset {
+                let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+            } else {
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
+            return Ok(None);
+        }
+        Some(Fault::Truncate) | None => {}
+    }
+
+    // Forward on a fresh upstream connection.
+    let mut up = TcpStream::connect(&shared.upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.uri);
+    for (k, v) in &head.headers {
+        let lower = k.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "connection" | "keep-alive" | "transfer-encoding" | "content-length"
+        ) {
+            continue;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let chunked_body = if head.chunked() {
+        Some(conn.read_chunked()?)
+    } else {
+        None
+    };
+    let body_len = chunked_body.as_ref().map_or(declared, |b| b.len() as u64);
+    if body_len > 0 || head.header("content-length").is_some() {
+        out.push_str(&format!("Content-Length: {body_len}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    match &chunked_body {
+        Some(body) => up.write_all(body)?,
+        None => conn.read_body(declared, plan.bandwidth, |b| up.write_all(b))?,
+    }
+    let mut raw = Vec::new();
+    up.read_to_end(&mut raw)?;
+
+    if fault == Some(Fault::Truncate) {
+        conn.stream.write_all(&raw[..raw.len() / 2])?;
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        return Ok(None);
+    }
+    let (response, status) = reframe(&raw, head, plan, shared)?;
+    conn.stream.write_all(&response)?;
+    Ok(Some(status))
+}
+
+fn discard_body(conn: &mut Conn, head: &Head) -> io::Result<()> {
+    if head.chunked() {
+        conn.read_chunked().map(|_| ())
+    } else {
+        conn.read_body(head.body_len(), None, |_| Ok(()))
+    }
+}
+
+/// The registry's answer made fit for a kept-alive client connection:
+/// framed by `Content-Length`, `Location` pointing at the proxy, and
+/// `OCI-Chunk-Min-Length` added to upload sessions when the plan says so.
+fn reframe(
+    raw: &[u8],
+    req: &Head,
+    plan: &FaultPlan,
+    shared: &Shared,
+) -> io::Result<(Vec<u8>, u16)> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("registry answer has no head"))?;
+    let text = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut body = raw[end + 4..].to_vec();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("").to_string();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("registry answer has no status"))?;
+    let mut headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let is_chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    if is_chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked answer"))?;
+    }
+    let no_body = req.method == "HEAD" || status == 204 || status == 304;
+    headers.retain(|(k, _)| {
+        let k = k.to_ascii_lowercase();
+        !(k == "connection" || k == "transfer-encoding" || (k == "content-length" && !no_body))
+    });
+    if !no_body {
+        headers.push(("Content-Length".into(), body.len().to_string()));
+    }
+    let upstream_base = format!("http://{}", shared.upstream);
+    for (k, v) in headers.iter_mut() {
+        if k.eq_ignore_ascii_case("location") {
+            if let Some(rest) = v.strip_prefix(&upstream_base) {
+                *v = format!("http://{}{rest}", shared.addr);
+            }
+        }
+    }
+    if let Some(min) = plan.chunk_min_length {
+        if req.method == "POST" && req.uri.contains("/blobs/uploads/") && status == 202 {
+            headers.push(("OCI-Chunk-Min-Length".into(), min.to_string()));
+        }
+    }
+    let mut out = format!("{status_line}\r\n");
+    for (k, v) in &headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    if !no_body {
+        out.extend_from_slice(&body);
+    }
+    Ok((out, status))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = find(data, b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").unwrap(),
+            b"hello world"
+        );
+        assert!(dechunk(b"zz\r\n").is_none());
+    }
+
+    #[test]
+    fn flaky_plans_fault_about_their_rate() {
+        let plan = FaultPlan::flaky(3, 0.2);
+        let mut rng = Rng::derived(plan.seed, "faultproxy");
+        let faults = (0..10_000)
+            .filter(|_| (rng.next_u64() as f64 / u64::MAX as f64) < plan.rate)
+            .count();
+        assert!((1_700..2_300).contains(&faults), "{faults}");
+    }
+}
