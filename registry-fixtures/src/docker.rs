@@ -21,7 +21,7 @@
 //! All entries have mode 0644, uid/gid 0, mtime 0.
 
 use crate::content::{ContentGen, ContentKind};
-use crate::tarfmt::{self, EntryKind, EntryMeta};
+use crate::tarfmt::{self, EntryMeta};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -265,28 +265,7 @@ pub fn split_tag(name: &str) -> (&str, &str) {
 /// rules_docker writes `./usr/bin/x`.
 pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut dirs = std::collections::BTreeSet::new();
-    for (p, _) in files {
-        let mut acc = String::new();
-        let parts: Vec<&str> = p.split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            acc.push_str(part);
-            acc.push('/');
-            if acc != "./" {
-                dirs.insert(acc.clone());
-            }
-        }
-    }
-    for d in &dirs {
-        let meta = EntryMeta {
-            path: d,
-            size: 0,
-            mode: 0o755,
-            uid: 0,
-            kind: EntryKind::Dir,
-        };
-        tarfmt::write_entry(&mut out, &meta, &[]).expect("Vec write");
-    }
+    tarfmt::write_parent_dirs(&mut out, files.iter().map(|(p, _)| *p)).expect("Vec write");
     for (p, data) in files {
         tarfmt::write_entry(&mut out, &EntryMeta::file(p, data.len() as u64), data)
             .expect("Vec write");

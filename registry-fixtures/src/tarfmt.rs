@@ -97,6 +97,38 @@ pub fn padding(size: u64) -> usize {
 }
 
 /// Write one complete entry from a byte slice.
+/// Write a directory entry (mode 0755) for every parent directory of
+/// `paths`, sorted, as a layer lists them before its files (`./` itself
+/// is left out).
+pub fn write_parent_dirs<'a, W: Write>(
+    w: &mut W,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in paths {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut acc = String::new();
+        for part in &parts[..parts.len() - 1] {
+            acc.push_str(part);
+            acc.push('/');
+            if acc != "./" {
+                dirs.insert(acc.clone());
+            }
+        }
+    }
+    for d in &dirs {
+        let meta = EntryMeta {
+            path: d,
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            kind: EntryKind::Dir,
+        };
+        write_entry(w, &meta, &[])?;
+    }
+    Ok(())
+}
+
 pub fn write_entry<W: Write>(w: &mut W, meta: &EntryMeta<'_>, data: &[u8]) -> io::Result<()> {
     debug_assert_eq!(meta.size, data.len() as u64);
     w.write_all(&header(meta)?)?;

@@ -10,7 +10,7 @@ use crate::content::{ContentGen, ContentKind};
 use crate::docker::{self, ManifestEntry, RunConfig};
 use crate::prng::{derive_seed, Rng};
 use crate::tarfmt::{self, EntryKind, EntryMeta, HashWriter};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -617,28 +617,7 @@ fn plan_files(template: &Template, size: u64, seed: u64) -> Vec<FileDef> {
 
 /// Write a layer tar (directories first, then files; mtime 0) to `w`.
 fn write_layer_tar<W: Write>(files: &[FileDef], seed: u64, w: &mut W) -> io::Result<()> {
-    let mut dirs = BTreeSet::new();
-    for fd in files {
-        let parts: Vec<&str> = fd.path.split('/').collect();
-        let mut acc = String::new();
-        for part in &parts[..parts.len() - 1] {
-            acc.push_str(part);
-            acc.push('/');
-            if acc != "./" {
-                dirs.insert(acc.clone());
-            }
-        }
-    }
-    for d in &dirs {
-        let meta = EntryMeta {
-            path: d,
-            size: 0,
-            mode: 0o755,
-            uid: 0,
-            kind: EntryKind::Dir,
-        };
-        tarfmt::write_entry(w, &meta, &[])?;
-    }
+    tarfmt::write_parent_dirs(w, files.iter().map(|fd| fd.path.as_str()))?;
     let mut buf = vec![0u8; 256 << 10];
     for fd in files {
         let meta = EntryMeta {
