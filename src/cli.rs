@@ -643,15 +643,22 @@ fn in_github_actions() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
 }
 
-/// The async runtime of a run, and its SIGINT/SIGTERM listener.
-fn start_runtime() -> Result<(tokio::runtime::Runtime, Stop), String> {
+/// Run `work` on a fresh async runtime with a SIGINT/SIGTERM listener;
+/// returns its result and the signal received, if any. The runtime is shut
+/// down without waiting for compressions still running after an
+/// interruption.
+fn on_runtime<T>(
+    work: impl FnOnce(&tokio::runtime::Runtime, &Stop) -> Result<T, String>,
+) -> Result<(T, Option<Interrupt>), String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let stop = {
         let _inside = runtime.enter();
         Stop::listen().map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?
     };
-    Ok((runtime, stop))
+    let result = work(&runtime, &stop);
+    runtime.shutdown_background();
+    Ok((result?, stop.received()))
 }
 
 /// Push the images of `plan`, shown as `-q`, live bars or log lines ask.
@@ -779,30 +786,17 @@ fn run_push(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let (runtime, stop) = match start_runtime() {
-        Ok(started) => started,
-        Err(e) => return fatal(&e),
-    };
-    let results = push_images(&config, &runtime, &plan, &stop);
-    // Do not wait for compressions still running after an interruption.
-    runtime.shutdown_background();
-    let results = match results {
-        Ok(results) => results,
-        Err(e) => return fatal(&e),
-    };
+    let (results, signal) =
+        match on_runtime(|runtime, stop| push_images(&config, runtime, &plan, stop)) {
+            Ok(done) => done,
+            Err(e) => return fatal(&e),
+        };
     let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
         .digests_dir
         .iter()
         .map(|d| (d.clone(), &results[..]))
         .collect();
-    finish(
-        &config,
-        started,
-        &results,
-        &[],
-        &digest_dirs,
-        stop.received(),
-    )
+    finish(&config, started, &results, &[], &digest_dirs, signal)
 }
 
 /// `kvpush manifest`: a list per image, prefix and tag, from the images of
@@ -825,22 +819,17 @@ fn run_manifest(config: Config) -> ExitCode {
         Ok(jobs) => jobs,
         Err(e) => return usage_error(&e),
     };
-    let (runtime, stop) = match start_runtime() {
-        Ok(started) => started,
-        Err(e) => return fatal(&e),
-    };
-    let lists = push_lists(&config, &runtime, &jobs, &stop);
-    runtime.shutdown_background();
-    let lists = match lists {
-        Ok(lists) => lists,
-        Err(e) => return fatal(&e),
-    };
+    let (lists, signal) =
+        match on_runtime(|runtime, stop| push_lists(&config, runtime, &jobs, stop)) {
+            Ok(done) => done,
+            Err(e) => return fatal(&e),
+        };
     let digest_dirs: Vec<(PathBuf, &[ImageResult])> = config
         .digests_dir
         .iter()
         .map(|d| (d.clone(), &lists[..]))
         .collect();
-    finish(&config, started, &[], &lists, &digest_dirs, stop.received())
+    finish(&config, started, &[], &lists, &digest_dirs, signal)
 }
 
 /// `--arch-bin`: every architecture's tree in one plan (a layer common to
@@ -887,11 +876,8 @@ fn run_arch_bins(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let (runtime, stop) = match start_runtime() {
-        Ok(started) => started,
-        Err(e) => return fatal(&e),
-    };
-    let pushed = push_images(&config, &runtime, &plan, &stop).and_then(|results| {
+    let pushed = on_runtime(|runtime, stop| {
+        let results = push_images(&config, runtime, &plan, stop)?;
         let per_arch: Vec<(String, Vec<ImageResult>)> = config
             .arch_bins
             .iter()
@@ -914,11 +900,10 @@ fn run_arch_bins(config: Config) -> ExitCode {
             &config.image_prefixes,
             &config.tags,
         )?;
-        let lists = push_lists(&config, &runtime, &jobs, &stop)?;
+        let lists = push_lists(&config, runtime, &jobs, stop)?;
         Ok((results, per_arch, lists))
     });
-    runtime.shutdown_background();
-    let (results, per_arch, lists) = match pushed {
+    let ((results, per_arch, lists), signal) = match pushed {
         Ok(pushed) => pushed,
         Err(e) => return fatal(&e),
     };
@@ -930,14 +915,7 @@ fn run_arch_bins(config: Config) -> ExitCode {
         }
         digest_dirs.push((dir.clone(), &lists));
     }
-    finish(
-        &config,
-        started,
-        &results,
-        &lists,
-        &digest_dirs,
-        stop.received(),
-    )
+    finish(&config, started, &results, &lists, &digest_dirs, signal)
 }
 
 #[cfg(test)]
