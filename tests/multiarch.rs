@@ -435,7 +435,7 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
             )
         );
     }
-    // Children went in by digest before the index and its tag.
+    // Children went in by digest before the index went in under its tag.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let puts: Vec<String> = other
         .requests()
@@ -449,15 +449,12 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
         .iter()
         .map(|m| m["digest"].as_str().unwrap())
         .collect();
-    assert_eq!(puts.len(), 4, "{puts:?}");
+    assert_eq!(puts.len(), 3, "{puts:?}");
     assert!(
         puts[0].ends_with(children[0]) && puts[1].ends_with(children[1]),
         "{puts:?}"
     );
-    assert!(
-        puts[2].ends_with(&index_digest) && puts[3].ends_with("/manifests/v4"),
-        "{puts:?}"
-    );
+    assert!(puts[2].ends_with("/manifests/v4"), "{puts:?}");
 }
 
 #[test]

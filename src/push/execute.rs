@@ -636,14 +636,13 @@ impl Run<'_> {
             source: Source::Layer(l.clone()),
         }));
 
-        let repos = self.place_all(id, planned, &blobs, result).await?;
-        let mut changed = false;
-        for repo in &repos {
-            let client = &self.clients[&repo.host];
-            let tags = tags_in(planned, repo);
-            changed |= put_tagged(
+        let pending = self.pending(planned, &digest).await?;
+        self.place_all(id, &pending, &blobs, result).await?;
+        for p in &pending {
+            let client = &self.clients[&p.repo.host];
+            put_tags(
                 client,
-                &tags,
+                &p.stale,
                 format.manifest(),
                 &manifest,
                 &digest,
@@ -651,28 +650,70 @@ impl Run<'_> {
             )
             .await?;
         }
-        if !changed {
+        if pending.is_empty() {
             result.status = Status::Unchanged;
         }
         Ok(())
     }
 
-    /// Place every blob of an image in each repository it goes to, telling
-    /// the observer; returns those repositories (one destination each).
-    async fn place_all<'p>(
+    /// What each repository of an image still needs, learnt before any blob
+    /// is touched: the tags not yet on `digest` (a repository whose tags all
+    /// are needs nothing), and whether it holds the manifest already.
+    async fn pending<'p>(
+        &self,
+        planned: &'p PlannedImage,
+        digest: &str,
+    ) -> Result<Vec<Pending<'p>>, String> {
+        let mut pending = Vec::new();
+        for repo in repositories(planned) {
+            let client = &self.clients[&repo.host];
+            let stale = stale_tags(client, &tags_in(planned, repo), digest).await?;
+            if stale.is_empty() {
+                continue;
+            }
+            let manifest_present = client
+                .manifest_digest(&repo.repo, digest)
+                .await
+                .map_err(|e| e.to_string())?
+                .as_deref()
+                == Some(digest);
+            pending.push(Pending {
+                repo,
+                stale,
+                manifest_present,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Place every blob of an image in each pending repository, telling the
+    /// observer. A repository that holds the manifest holds its blobs (a
+    /// registry refuses a manifest whose blobs it lacks), so there they are
+    /// counted as present without a request.
+    async fn place_all(
         &self,
         id: usize,
-        planned: &'p PlannedImage,
+        pending: &[Pending<'_>],
         blobs: &[Blob],
         result: &mut ImageResult,
-    ) -> Result<Vec<&'p Destination>, String> {
+    ) -> Result<(), String> {
         let total = blobs.iter().map(|b| b.size).sum();
         result.size = Some(total);
         self.observer.stage(id, Stage::Uploading { total });
-        let repos = repositories(planned);
-        for repo in &repos {
+        for p in pending {
+            if p.manifest_present {
+                for b in blobs {
+                    self.counts[id]
+                        .lock()
+                        .expect("counts poisoned")
+                        .add(Placement::Existed);
+                    self.remember(&p.repo.host, &b.digest, &p.repo.repo);
+                    self.observer.blob_placed(id, Placement::Existed, b.size);
+                }
+                continue;
+            }
             join_all(blobs.iter().map(|b| async move {
-                let placed = self.place(id, repo, b).await?;
+                let placed = self.place(id, p.repo, b).await?;
                 self.observer.blob_placed(id, placed, b.size);
                 Ok::<_, String>(())
             }))
@@ -680,13 +721,13 @@ impl Run<'_> {
             .into_iter()
             .collect::<Result<Vec<()>, _>>()?;
         }
-        // Manifests by digest once all blobs are confirmed, then the tags.
+        // The manifest's tags once all blobs are confirmed.
         self.observer.stage(id, Stage::Tagging);
-        Ok(repos)
+        Ok(())
     }
 
     /// Push an OCI layout byte for byte: every blob of every image, then
-    /// each image manifest of an index by digest, then the top manifest and
+    /// each image manifest of an index by digest, then the top manifest under
     /// its tags. Layers are the layout's own, so nothing is compressed.
     async fn push_layout(
         &self,
@@ -715,32 +756,36 @@ impl Run<'_> {
                 }
             }
         }
-        let repos = self.place_all(id, planned, &blobs, result).await?;
-        let mut changed = false;
-        for repo in &repos {
-            let client = &self.clients[&repo.host];
-            if let LayoutRoot::Index(_) = root {
+        let pending = self.pending(planned, &top.digest).await?;
+        self.place_all(id, &pending, &blobs, result).await?;
+        for p in &pending {
+            let client = &self.clients[&p.repo.host];
+            if let (LayoutRoot::Index(_), false) = (root, p.manifest_present) {
                 // Children first: a registry refuses an index whose images it lacks.
                 for child in root.images() {
                     let m = &child.manifest;
                     let present = client
-                        .manifest_digest(&repo.repo, &m.digest)
+                        .manifest_digest(&p.repo.repo, &m.digest)
                         .await
                         .map_err(|e| e.to_string())?;
                     if present.as_deref() != Some(m.digest.as_str()) {
-                        changed = true;
                         not_stopped(self.stop)?;
                         client
-                            .put_manifest(&repo.repo, &m.digest, &m.media_type, &m.bytes, &m.digest)
+                            .put_manifest(
+                                &p.repo.repo,
+                                &m.digest,
+                                &m.media_type,
+                                &m.bytes,
+                                &m.digest,
+                            )
                             .await
                             .map_err(|e| e.to_string())?;
                     }
                 }
             }
-            let tags = tags_in(planned, repo);
-            changed |= put_tagged(
+            put_tags(
                 client,
-                &tags,
+                &p.stale,
                 &top.media_type,
                 &top.bytes,
                 &top.digest,
@@ -748,7 +793,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if !changed {
+        if pending.is_empty() {
             result.status = Status::Unchanged;
         }
         Ok(())
@@ -828,10 +873,59 @@ fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destina
         .collect()
 }
 
-/// Put a manifest in one repository, by digest and then under each tag of
-/// `tags` (all in that repository) that does not already point at it,
-/// writing nothing once `stop` has come. Returns false when every tag
-/// already did: nothing was written.
+/// A repository an image goes to that still needs something written.
+struct Pending<'p> {
+    /// One destination of the repository (its host and name).
+    repo: &'p Destination,
+    /// Its tags that do not point at the manifest yet.
+    stale: Vec<&'p Destination>,
+    /// The repository holds the manifest (under another tag or none).
+    manifest_present: bool,
+}
+
+/// The tags of `tags` that do not point at `digest` yet.
+async fn stale_tags<'a>(
+    client: &Client,
+    tags: &[&'a Destination],
+    digest: &str,
+) -> Result<Vec<&'a Destination>, String> {
+    let mut stale = Vec::new();
+    for d in tags {
+        let current = client
+            .manifest_digest(&d.repo, &d.tag)
+            .await
+            .map_err(|e| e.to_string())?;
+        if current.as_deref() != Some(digest) {
+            stale.push(*d);
+        }
+    }
+    Ok(stale)
+}
+
+/// Put a manifest under each tag of `tags`, writing nothing once `stop`
+/// has come. A PUT by tag stores the manifest under its digest too, so no
+/// PUT by digest comes first (the registry's Docker-Content-Digest is
+/// checked against `digest` on every PUT).
+async fn put_tags(
+    client: &Client,
+    tags: &[&Destination],
+    media_type: &str,
+    manifest: &[u8],
+    digest: &str,
+    stop: &Stop,
+) -> Result<(), String> {
+    for d in tags {
+        not_stopped(stop)?;
+        client
+            .put_manifest(&d.repo, &d.tag, media_type, manifest, digest)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Put a manifest under each tag of `tags` that does not already point at
+/// it. Returns false when every tag already did: nothing was written.
 pub(crate) async fn put_tagged(
     client: &Client,
     tags: &[&Destination],
@@ -840,37 +934,9 @@ pub(crate) async fn put_tagged(
     digest: &str,
     stop: &Stop,
 ) -> Result<bool, String> {
-    let Some(repo) = tags.first().map(|d| d.repo.as_str()) else {
-        return Ok(false);
-    };
-    let mut stale = Vec::new();
-    for d in tags {
-        if client
-            .manifest_digest(&d.repo, &d.tag)
-            .await
-            .map_err(|e| e.to_string())?
-            .as_deref()
-            != Some(digest)
-        {
-            stale.push(*d);
-        }
-    }
-    if stale.is_empty() {
-        return Ok(false);
-    }
-    not_stopped(stop)?;
-    client
-        .put_manifest(repo, digest, media_type, manifest, digest)
-        .await
-        .map_err(|e| e.to_string())?;
-    for d in stale {
-        not_stopped(stop)?;
-        client
-            .put_manifest(&d.repo, &d.tag, media_type, manifest, digest)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(true)
+    let stale = stale_tags(client, tags, digest).await?;
+    put_tags(client, &stale, media_type, manifest, digest, stop).await?;
+    Ok(!stale.is_empty())
 }
 
 /// The manifest of an image in `format`, and its digest, serialised as
