@@ -664,24 +664,28 @@ impl Run<'_> {
         planned: &'p PlannedImage,
         digest: &str,
     ) -> Result<Vec<Pending<'p>>, String> {
-        let mut pending = Vec::new();
-        for repo in repositories(planned) {
+        // Both questions at once, for every repository: one round trip.
+        let asked = join_all(repositories(planned).into_iter().map(|repo| async move {
             let client = &self.clients[&repo.host];
-            let stale = stale_tags(client, &tags_in(planned, repo), digest).await?;
-            if stale.is_empty() {
-                continue;
-            }
-            let manifest_present = client
-                .manifest_digest(&repo.repo, digest)
-                .await
-                .map_err(|e| e.to_string())?
-                .as_deref()
-                == Some(digest);
-            pending.push(Pending {
+            let tags = tags_in(planned, repo);
+            let (stale, present) = tokio::join!(
+                stale_tags(client, &tags, digest),
+                client.manifest_digest(&repo.repo, digest)
+            );
+            let present = present.map_err(|e| e.to_string())?;
+            Ok::<_, String>(Pending {
                 repo,
-                stale,
-                manifest_present,
-            });
+                stale: stale?,
+                manifest_present: present.as_deref() == Some(digest),
+            })
+        }))
+        .await;
+        let mut pending = Vec::new();
+        for p in asked {
+            let p = p?;
+            if !p.stale.is_empty() {
+                pending.push(p);
+            }
         }
         Ok(pending)
     }
@@ -889,13 +893,10 @@ async fn stale_tags<'a>(
     tags: &[&'a Destination],
     digest: &str,
 ) -> Result<Vec<&'a Destination>, String> {
+    let current = join_all(tags.iter().map(|d| client.manifest_digest(&d.repo, &d.tag))).await;
     let mut stale = Vec::new();
-    for d in tags {
-        let current = client
-            .manifest_digest(&d.repo, &d.tag)
-            .await
-            .map_err(|e| e.to_string())?;
-        if current.as_deref() != Some(digest) {
+    for (d, current) in tags.iter().zip(current) {
+        if current.map_err(|e| e.to_string())?.as_deref() != Some(digest) {
             stale.push(*d);
         }
     }
