@@ -268,10 +268,15 @@ pub struct CompressStats {
 
 /// Read `input` to its end and write it to `output` as one gzip member,
 /// deflating blocks in parallel on the global rayon pool. Memory use is
-/// bounded: at most two blocks per pool thread are in flight.
+/// bounded: at most four blocks per pool thread are in flight.
+///
+/// Reading the next batch of blocks and writing the previous one (where
+/// the caller's digests are computed, one byte after the other) overlap
+/// with deflating the current batch, so the serial work does not leave
+/// the other cores idle.
 pub fn compress(
-    mut input: impl Read,
-    mut output: impl Write,
+    mut input: impl Read + Send,
+    mut output: impl Write + Send,
     level: u32,
 ) -> io::Result<CompressStats> {
     let batch_len = 2 * rayon::current_num_threads().max(1);
@@ -284,23 +289,19 @@ pub fn compress(
 
     // Buffers are recycled from batch to batch: memory stays at a few
     // blocks per thread, and the allocator sees no churn.
-    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut reader = BatchReader {
+        pending: Vec::with_capacity(BLOCK_SIZE),
+        spare: Vec::new(),
+        batch_len,
+    };
+    read_block(&mut input, &mut reader.pending)?;
+    let (mut batch, mut last) = reader.next_batch(&mut input)?;
     let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(batch_len);
+    // The previous batch's output, written while this batch is deflated.
+    let mut written: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
+    let mut to_write = 0;
     let mut dict: Vec<u8> = Vec::with_capacity(DICT_SIZE);
-    // The block read ahead decides whether the current one is the last.
-    let mut pending = Vec::with_capacity(BLOCK_SIZE);
-    read_block(&mut input, &mut pending)?;
     loop {
-        let mut last = false;
-        while batch.len() < batch_len && !last {
-            let mut next = spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
-            read_block(&mut input, &mut next)?;
-            last = next.is_empty();
-            batch.push(std::mem::replace(&mut pending, next));
-        }
         // Each block's dictionary is the tail of the block before it.
         let dicts: Vec<&[u8]> = std::iter::once(dict.as_slice())
             .chain(
@@ -311,36 +312,86 @@ pub fn compress(
             .take(batch.len())
             .collect();
         let count = batch.len();
-        let results: Vec<io::Result<()>> = batch
-            .par_iter()
-            .zip(dicts.par_iter())
-            .zip(outs[..count].par_iter_mut())
-            .enumerate()
-            .map(|(i, ((block, d), out))| {
-                deflate_block(out, d, block, last && i + 1 == count, level)
-            })
-            .collect();
-        for ((block, piece), result) in batch.iter().zip(&outs).zip(results) {
-            result?;
-            crc.update(block);
+        let (results, next) = rayon::join(
+            || {
+                batch
+                    .par_iter()
+                    .zip(dicts.par_iter())
+                    .zip(outs[..count].par_iter_mut())
+                    .enumerate()
+                    .map(|(i, ((block, d), out))| {
+                        deflate_block(out, d, block, last && i + 1 == count, level)?;
+                        let mut crc = crc32fast::Hasher::new();
+                        crc.update(block);
+                        Ok(crc)
+                    })
+                    .collect::<Vec<io::Result<crc32fast::Hasher>>>()
+            },
+            || -> io::Result<Option<(Vec<Vec<u8>>, bool)>> {
+                for piece in &written[..to_write] {
+                    output.write_all(piece)?;
+                }
+                if last {
+                    return Ok(None);
+                }
+                reader.next_batch(&mut input).map(Some)
+            },
+        );
+        let next = next?;
+        for (block, (piece, block_crc)) in batch.iter().zip(outs.iter().zip(results)) {
+            crc.combine(&block_crc?);
             stats.input_bytes += block.len() as u64;
             stats.output_bytes += piece.len() as u64;
-            output.write_all(piece)?;
         }
         if let Some(b) = batch.last() {
             dict.clear();
             dict.extend_from_slice(&b[b.len().saturating_sub(DICT_SIZE)..]);
         }
-        spare.append(&mut batch);
-        if last {
-            break;
+        std::mem::swap(&mut outs, &mut written);
+        to_write = count;
+        reader.spare.append(&mut batch);
+        match next {
+            Some((next_batch, next_last)) => (batch, last) = (next_batch, next_last),
+            None => break,
         }
+    }
+    for piece in &written[..to_write] {
+        output.write_all(piece)?;
     }
     output.write_all(&crc.finalize().to_le_bytes())?;
     output.write_all(&(stats.input_bytes as u32).to_le_bytes())?;
     stats.output_bytes += 8;
     output.flush()?;
     Ok(stats)
+}
+
+/// Reads the input a batch of blocks at a time, one block ahead, so that
+/// it knows whether a batch holds the last block.
+struct BatchReader {
+    /// The block read ahead.
+    pending: Vec<u8>,
+    /// Block buffers to read into, given back after each batch.
+    spare: Vec<Vec<u8>>,
+    batch_len: usize,
+}
+
+impl BatchReader {
+    /// The next batch (at least one block, possibly empty at the end of
+    /// the input) and whether it ends the input.
+    fn next_batch(&mut self, input: &mut impl Read) -> io::Result<(Vec<Vec<u8>>, bool)> {
+        let mut batch = Vec::with_capacity(self.batch_len);
+        let mut last = false;
+        while batch.len() < self.batch_len && !last {
+            let mut next = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+            read_block(input, &mut next)?;
+            last = next.is_empty();
+            batch.push(std::mem::replace(&mut self.pending, next));
+        }
+        Ok((batch, last))
+    }
 }
 
 /// Read up to one block into `block`; shorter only at the end of the input.

@@ -334,6 +334,7 @@ impl Run<'_> {
         ));
         let level = self.options.compression_level;
         let src_for_task = src.clone();
+        let started = std::time::Instant::now();
         let prepared =
             tokio::task::spawn_blocking(move || prepare_layer(&src_for_task, &spool, level))
                 .await
@@ -345,6 +346,14 @@ impl Run<'_> {
                         src.path.display()
                     )
                 })?;
+        tracing::debug!(
+            "layer {} of {}: {} bytes -> {} in {} ms",
+            index + 1,
+            src.path.display(),
+            src.len,
+            prepared.size,
+            started.elapsed().as_millis()
+        );
         if prepared.diff_id != declared {
             return Err(format!(
                 "layer {} of {} decompresses to {} but the image config's diff_ids[{index}] says {declared}: the tarball is corrupt, rebuild it with bazel",
