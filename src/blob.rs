@@ -7,7 +7,12 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use futures::Stream;
 
 use sha2::{Digest as _, Sha256};
 
@@ -106,6 +111,108 @@ pub struct PreparedLayer {
     pub body: BlobBody,
 }
 
+/// A spool file still being written, that an upload may read as it grows:
+/// the writer publishes how many bytes the file holds, and when it is done.
+#[derive(Debug)]
+pub struct GrowingFile {
+    path: PathBuf,
+    written: AtomicU64,
+    state: AtomicU8,
+    more: tokio::sync::Notify,
+}
+
+const WRITING: u8 = 0;
+const FINISHED: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Bytes per chunk of a [`GrowingFile::stream`].
+const STREAM_CHUNK: usize = 256 * 1024;
+
+impl GrowingFile {
+    pub fn new(path: PathBuf) -> Arc<GrowingFile> {
+        Arc::new(GrowingFile {
+            path,
+            written: AtomicU64::new(0),
+            state: AtomicU8::new(WRITING),
+            more: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    fn wrote(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Release);
+        self.more.notify_one();
+    }
+
+    /// The writer is done: every byte is in the file if `ok`, else the
+    /// file is unfinished and must not be used.
+    pub fn finish(&self, ok: bool) {
+        self.state
+            .store(if ok { FINISHED } else { FAILED }, Ordering::Release);
+        self.more.notify_one();
+    }
+
+    /// The file's bytes as they are written, ending once the writer has
+    /// finished, or with an error if it failed. One reader at a time.
+    pub fn stream(self: Arc<Self>) -> impl Stream<Item = io::Result<Vec<u8>>> + Send + 'static {
+        futures::stream::unfold(Some((self, None::<File>, 0u64)), |state| async move {
+            let (growing, mut file, offset) = state?;
+            loop {
+                // The state first: once it says finished, `written` is final.
+                let state = growing.state.load(Ordering::Acquire);
+                let available = growing.written();
+                if offset < available {
+                    let len = (available - offset).min(STREAM_CHUNK as u64) as usize;
+                    let mut chunk = vec![0u8; len];
+                    let read = match &file {
+                        Some(f) => f.read_exact_at(&mut chunk, offset),
+                        None => File::open(&growing.path)
+                            .and_then(|f| f.read_exact_at(&mut chunk, offset).map(|()| f))
+                            .map(|f| {
+                                file = Some(f);
+                            }),
+                    };
+                    return Some(match read {
+                        Ok(()) => (Ok(chunk), Some((growing, file, offset + len as u64))),
+                        Err(e) => (Err(e), None),
+                    });
+                }
+                match state {
+                    FINISHED => return None,
+                    FAILED => {
+                        let e = io::Error::other("the blob could not be written");
+                        return Some((Err(e), None));
+                    }
+                    _ => growing.more.notified().await,
+                }
+            }
+        })
+    }
+}
+
+/// The spool file under its buffer, telling a [`GrowingFile`] what it holds.
+struct PublishingFile<'a> {
+    file: File,
+    growing: Option<&'a GrowingFile>,
+}
+
+impl Write for PublishingFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(g) = self.growing {
+            g.wrote(n);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Writer adapter that hashes and counts what passes through it.
 struct HashingWriter<W> {
     inner: W,
@@ -173,7 +280,28 @@ pub fn is_gzip(range: &FileRange) -> io::Result<bool> {
 /// Gzip layers are hashed as they are and decompressed once to learn their
 /// diff_id; uncompressed layers are gzip-compressed into `spool` while both
 /// digests are computed.
-pub fn prepare_layer(src: &FileRange, spool: &Path, level: u32) -> io::Result<PreparedLayer> {
+///
+/// With `growing`, the spool's bytes are published as they are written
+/// (an upload may stream them), and it is finished when this returns.
+pub fn prepare_layer(
+    src: &FileRange,
+    spool: &Path,
+    level: u32,
+    growing: Option<&GrowingFile>,
+) -> io::Result<PreparedLayer> {
+    let prepared = prepare_layer_into(src, spool, level, growing);
+    if let Some(g) = growing {
+        g.finish(matches!(&prepared, Ok(p) if matches!(p.body, BlobBody::Spool(_))));
+    }
+    prepared
+}
+
+fn prepare_layer_into(
+    src: &FileRange,
+    spool: &Path,
+    level: u32,
+    growing: Option<&GrowingFile>,
+) -> io::Result<PreparedLayer> {
     if is_gzip(src)? {
         let (digest, size) = hash_reader(io::BufReader::with_capacity(BUF_SIZE, src.open()?))?;
         if size != src.len {
@@ -192,7 +320,13 @@ pub fn prepare_layer(src: &FileRange, spool: &Path, level: u32) -> io::Result<Pr
     }
 
     let mut out = HashingWriter {
-        inner: BufWriter::with_capacity(BUF_SIZE, File::create(spool)?),
+        inner: BufWriter::with_capacity(
+            BUF_SIZE,
+            PublishingFile {
+                file: File::create(spool)?,
+                growing,
+            },
+        ),
         hasher: Sha256::new(),
         count: 0,
     };
@@ -235,8 +369,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let src = range_of(&content, dir.path(), "layer");
-        let a = prepare_layer(&src, &dir.path().join("a.gz"), 6).unwrap();
-        let b = prepare_layer(&src, &dir.path().join("b.gz"), 6).unwrap();
+        let a = prepare_layer(&src, &dir.path().join("a.gz"), 6, None).unwrap();
+        let b = prepare_layer(&src, &dir.path().join("b.gz"), 6, None).unwrap();
         assert_eq!(a.diff_id, sha256_digest(&content));
         assert_eq!(
             a.digest, b.digest,
@@ -261,7 +395,7 @@ mod tests {
         enc.write_all(&content).unwrap();
         let gz = enc.finish().unwrap();
         let src = range_of(&gz, dir.path(), "layer.tar");
-        let p = prepare_layer(&src, &dir.path().join("unused"), 6).unwrap();
+        let p = prepare_layer(&src, &dir.path().join("unused"), 6, None).unwrap();
         assert_eq!(p.digest, sha256_digest(&gz));
         assert_eq!(p.diff_id, sha256_digest(&content));
         assert_eq!(p.size, gz.len() as u64);
@@ -274,7 +408,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut src = range_of(b"short", dir.path(), "layer");
         src.len = 10_000;
-        let err = prepare_layer(&src, &dir.path().join("x"), 6).unwrap_err();
+        let err = prepare_layer(&src, &dir.path().join("x"), 6, None).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
     }
 

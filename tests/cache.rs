@@ -6,7 +6,7 @@ mod common;
 
 use common::{blob_uploads, make_writable, verify_with_skopeo, Fixture};
 use kvpush::source::tar_index::TarIndex;
-use kvpush_fixtures::{Registry, RegistryKind};
+use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
 
 /// Overwrite every layer's bytes in every tarball with zeros, keeping the
 /// tar structure: any layer kvpush reads now fails its diff_id check.
@@ -210,6 +210,55 @@ fn extra_prefixes_and_later_runs_mount_instead_of_uploading() {
         "no blob uploaded again"
     );
     verify_with_skopeo(&registry, &format!("{prefix}/third-virt-api:a"), image);
+}
+
+#[test]
+fn a_rebuilt_layer_goes_up_while_it_is_compressed_and_only_when_new() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let fx = Fixture::small();
+    let rebuilt = Fixture::new(WorkspaceSpec {
+        scale_bytes: 6 << 20,
+        changed_layers: vec!["virt-handler".into()],
+        ..WorkspaceSpec::default()
+    });
+    let registry = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", registry.addr());
+    let patches = || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        registry.count_requests("PATCH", "/blobs/uploads/")
+    };
+    let push = |fx: &Fixture, tag: &str, cache: &[&str]| {
+        let mut args = vec!["all", "--registry", &prefix, "--tag", tag];
+        args.extend_from_slice(cache);
+        let run = fx.kvpush(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run
+    };
+    push(&fx, "one", &["--cache-dir", cache_dir]);
+    assert!(patches() > 0, "layers of one image only are streamed");
+    let (streamed, uploads) = (patches(), blob_uploads(&registry));
+
+    // virt-handler rebuilt: its new layer goes up in one PATCH while it is
+    // compressed, then the PUT that names its digest; its config after.
+    let run = push(&rebuilt, "two", &["--cache-dir", cache_dir]);
+    assert_eq!(compressed_count(&run.stderr), 1);
+    assert_eq!(patches() - streamed, 1);
+    assert_eq!(
+        blob_uploads(&registry) - uploads,
+        2,
+        "the new layer and config"
+    );
+    let image = rebuilt.image("virt-handler");
+    verify_with_skopeo(&registry, &format!("{prefix}/virt-handler:two"), image);
+
+    // A runner without a cache pushing the same build under another tag:
+    // every config is in the registry, so nothing is uploaded blind.
+    let run = push(&rebuilt, "three", &["--no-cache"]);
+    assert!(compressed_count(&run.stderr) > 0, "digests are learnt");
+    assert_eq!(patches() - streamed, 1, "nothing streamed");
+    assert_eq!(blob_uploads(&registry) - uploads, 2, "nor uploaded");
+    verify_with_skopeo(&registry, &format!("{prefix}/virt-handler:three"), image);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

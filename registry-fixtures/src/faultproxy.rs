@@ -151,7 +151,8 @@ pub struct ProxyEvent {
     pub method: String,
     /// Path and query, as sent.
     pub uri: String,
-    /// Declared body length (`Content-Length`, 0 when none).
+    /// Body length (`Content-Length`, or the decoded length of a chunked
+    /// body the proxy read; 0 when none).
     pub body_len: u64,
     /// What was done with it.
     pub outcome: Outcome,
@@ -295,6 +296,8 @@ impl Head {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Decoded length of the last chunked request body read.
+    chunked_len: Option<u64>,
 }
 
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
@@ -369,10 +372,18 @@ impl Conn {
         Ok(())
     }
 
-    /// A `Transfer-Encoding: chunked` body, decoded.
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+    /// A `Transfer-Encoding: chunked` body, decoded, read at most
+    /// `bandwidth` bytes per second.
+    fn read_chunked(&mut self, bandwidth: Option<u64>) -> io::Result<Vec<u8>> {
+        let started = Instant::now();
         let mut body = Vec::new();
         loop {
+            if let Some(rate) = bandwidth {
+                let due = Duration::from_secs_f64(body.len() as f64 / rate.max(1) as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    thread::sleep(wait);
+                }
+            }
             let line = self.read_line()?;
             let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
@@ -447,6 +458,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let mut conn = Conn {
         stream,
         buf: Vec::new(),
+        chunked_len: None,
     };
     while !shared.stop.load(Ordering::SeqCst) {
         let Some(head) = conn.read_head() else {
@@ -471,7 +483,8 @@ fn serve(stream: TcpStream, shared: &Shared) {
             (plan.clone(), fault)
         };
         let body_len = head.body_len();
-        let record = |outcome: Outcome| {
+        conn.chunked_len = None;
+        let record = |outcome: Outcome, body_len: u64| {
             shared
                 .events
                 .lock()
@@ -490,25 +503,31 @@ fn serve(stream: TcpStream, shared: &Shared) {
         let fault = fault.filter(|_| !too_large);
         // Faults are logged as they start: a stall lasts a while.
         if let Some(f) = fault {
-            record(Outcome::Injected(f));
+            record(Outcome::Injected(f), body_len);
         }
         let keep = if too_large {
             // Like nginx: answer at once, then drain what the client still
             // sends so that it reads the answer instead of a reset.
-            record(Outcome::TooLarge);
+            record(Outcome::TooLarge, body_len);
             let _ = conn.stream.write_all(&error_response(413, None, true));
             let _ = conn.read_body(body_len, None, |_| Ok(()));
             false
         } else {
-            match handle(&mut conn, &head, &plan, fault, shared) {
+            let handled = handle(&mut conn, &head, &plan, fault, shared);
+            let body_len = conn.chunked_len.unwrap_or(body_len);
+            match handled {
+                Ok(Some(status)) if status == 413 && conn.chunked_len.is_some() => {
+                    record(Outcome::TooLarge, body_len);
+                    false
+                }
                 Ok(Some(status)) => {
-                    record(Outcome::Forwarded(status));
+                    record(Outcome::Forwarded(status), body_len);
                     true
                 }
                 Ok(None) => fault.is_some_and(|f| matches!(f, Fault::Status { .. })),
                 Err(e) => {
                     if fault.is_none() {
-                        record(Outcome::Broken(e.to_string()));
+                        record(Outcome::Broken(e.to_string()), body_len);
                     }
                     false
                 }
@@ -571,7 +590,17 @@ fn handle(
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     let chunked_body = if head.chunked() {
-        Some(conn.read_chunked()?)
+        let body = conn.read_chunked(plan.bandwidth)?;
+        conn.chunked_len = Some(body.len() as u64);
+        // Like nginx's client_max_body_size, for bodies without a length.
+        if plan
+            .body_limit
+            .is_some_and(|limit| body.len() as u64 > limit)
+        {
+            conn.stream.write_all(&error_response(413, None, true))?;
+            return Ok(Some(413));
+        }
+        Some(body)
     } else {
         None
     };
@@ -600,7 +629,7 @@ fn handle(
 
 fn discard_body(conn: &mut Conn, head: &Head) -> io::Result<()> {
     if head.chunked() {
-        conn.read_chunked().map(|_| ())
+        conn.read_chunked(None).map(|_| ())
     } else {
         conn.read_body(head.body_len(), None, |_| Ok(()))
     }

@@ -30,7 +30,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, BlobBody, FileRange, PreparedLayer};
+use crate::blob::{prepare_layer, BlobBody, FileRange, GrowingFile, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
 use crate::interrupt::Stop;
 use crate::manifest::{image_manifest, BlobRef};
@@ -236,11 +236,23 @@ struct Run<'o> {
     layers: Cells<String, Result<Arc<Layer>, String>>,
     /// (host, blob key) -> the home repository of the blob (see [`homes`]).
     homes: HashMap<(String, String), Home>,
+    /// diff_id -> how many images of the run have the layer.
+    layer_users: HashMap<String, usize>,
     /// (host, repo, digest) -> what placing it there took.
     placed: Cells<(String, String, String), Result<Placement, String>>,
     /// Per image: its blobs as they land, so that an interrupted run can
     /// still say what went up.
     counts: &'o [Mutex<BlobCounts>],
+}
+
+/// Where a layer goes up while it is compressed (see [`Run::stream_target`]).
+struct StreamTo<'a> {
+    client: &'a Client,
+    host: &'a str,
+    repo: &'a str,
+    /// The image's config: if the repository has it, nothing is streamed.
+    config: String,
+    _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
 /// The repository a blob is uploaded to before being mounted into the
@@ -317,12 +329,16 @@ fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
 
 impl Run<'_> {
     /// Compress (or hash) a layer on the blocking pool and check its diff_id.
+    /// With `stream`, the gzip bytes are uploaded there as they are made;
+    /// the second value says whether that upload landed (else the blob is
+    /// uploaded from the spool file later, the ordinary way).
     async fn compress_layer(
         &self,
         src: &FileRange,
         declared: &str,
         index: usize,
-    ) -> Result<PreparedLayer, String> {
+        stream: Option<StreamTo<'_>>,
+    ) -> Result<(PreparedLayer, bool), String> {
         let _permit = self
             .cpu_permits
             .acquire()
@@ -335,17 +351,35 @@ impl Run<'_> {
         let level = self.options.compression_level;
         let src_for_task = src.clone();
         let started = std::time::Instant::now();
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare_layer(&src_for_task, &spool, level))
-                .await
-                .map_err(|e| format!("layer task failed: {e}"))?
-                .map_err(|e| {
-                    format!(
-                        "cannot read layer {} of {}: {e}",
-                        index + 1,
-                        src.path.display()
-                    )
-                })?;
+        let growing = stream.as_ref().map(|_| GrowingFile::new(spool.clone()));
+        let for_task = growing.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            prepare_layer(&src_for_task, &spool, level, for_task.as_deref())
+        });
+        let (prepared, streamed) = match (&stream, &growing) {
+            (Some(to), Some(growing)) => {
+                let upload = async {
+                    // Asked while the compression runs, not before it.
+                    match to.client.blob_exists(to.repo, &to.config).await {
+                        Ok(false) => to.client.stream_upload(to.repo, growing).await.map(Some),
+                        Ok(true) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                };
+                let (prepared, streamed) = tokio::join!(task, upload);
+                (prepared, streamed.transpose())
+            }
+            _ => (task.await, None),
+        };
+        let prepared = prepared
+            .map_err(|e| format!("layer task failed: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "cannot read layer {} of {}: {e}",
+                    index + 1,
+                    src.path.display()
+                )
+            })?;
         tracing::debug!(
             "layer {} of {}: {} bytes -> {} in {} ms",
             index + 1,
@@ -362,13 +396,72 @@ impl Run<'_> {
                 prepared.diff_id
             ));
         }
-        Ok(prepared)
+        let landed = match (stream, streamed) {
+            (Some(to), Some(Ok(location))) => {
+                let done = to
+                    .client
+                    .complete_upload(location, to.repo, &prepared.digest)
+                    .await;
+                if let Err(e) = &done {
+                    tracing::debug!("streamed upload not completed ({e}); uploading again");
+                }
+                done.is_ok()
+            }
+            (_, Some(Err(e))) => {
+                tracing::debug!("streamed upload failed ({e}); uploading again");
+                false
+            }
+            _ => false,
+        };
+        Ok((prepared, landed))
+    }
+
+    /// Where to upload a layer while compressing it, if anywhere: only a
+    /// layer no other image of the run has, going to this image's first
+    /// repository (its home there), and only if that repository lacks the
+    /// image's config (asked while compressing), i.e. the image was never
+    /// pushed there. A layer
+    /// whose digest kvpush does not know may well be in the registry
+    /// already (a CI runner starts with an empty cache), and uploading it
+    /// blind would cost its bytes; a new build's own layer is the case
+    /// this is for. Holds one network permit, if one is free.
+    fn stream_target<'p>(
+        &'p self,
+        id: usize,
+        planned: &'p PlannedImage,
+        image: &Image,
+        diff_id: &str,
+    ) -> Option<StreamTo<'p>> {
+        let dest = planned.destinations.first()?;
+        let home = self.homes.get(&(dest.host.clone(), diff_id.to_string()))?;
+        let client = &self.clients[&dest.host];
+        if self.layer_users.get(diff_id) != Some(&1)
+            || home.image != id
+            || home.repo != dest.repo
+            || !client.takes_whole_bodies()
+        {
+            return None;
+        }
+        let permit = self.permits.try_acquire().ok()?;
+        Some(StreamTo {
+            client,
+            host: &dest.host,
+            repo: &dest.repo,
+            config: image.config_digest.clone(),
+            _permit: permit,
+        })
     }
 
     /// Learn a layer's blob digest once per diff_id: from the cache without
     /// reading it, else by compressing it now. Returns whether this call
     /// compressed it.
-    async fn prepare(&self, image: &Image, index: usize) -> Result<(Arc<Layer>, bool), String> {
+    async fn prepare(
+        &self,
+        id: usize,
+        planned: &PlannedImage,
+        image: &Image,
+        index: usize,
+    ) -> Result<(Arc<Layer>, bool), String> {
         let declared = image.diff_ids[index].clone();
         let src = match &image.layers[index] {
             SourceLayer::Raw(range) => range.clone(),
@@ -396,8 +489,16 @@ impl Run<'_> {
                         verified: OnceCell::new(),
                     }));
                 }
-                let prepared = self.compress_layer(&src, &declared, index).await?;
+                let stream = self.stream_target(id, planned, image, &declared);
+                let target = stream
+                    .as_ref()
+                    .map(|s| (s.host.to_string(), s.repo.to_string()));
+                let (prepared, streamed) =
+                    self.compress_layer(&src, &declared, index, stream).await?;
                 compressed = matches!(prepared.body, BlobBody::Spool(_));
+                if let (true, Some((host, repo))) = (streamed, target) {
+                    self.streamed(id, host, repo, &prepared);
+                }
                 if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
                     let entry = CachedLayer {
                         digest: prepared.digest.clone(),
@@ -445,7 +546,9 @@ impl Run<'_> {
             .body
             .get_or_init(|| async {
                 compressed = true;
-                let prepared = self.compress_layer(&layer.src, &layer.diff_id, layer.index).await?;
+                let (prepared, _) = self
+                    .compress_layer(&layer.src, &layer.diff_id, layer.index, None)
+                    .await?;
                 if prepared.digest != layer.digest || prepared.size != layer.size {
                     if let Some(cache) = &self.cache {
                         cache.remove_layer(&self.settings, &layer.diff_id);
@@ -464,6 +567,20 @@ impl Run<'_> {
             .as_ref()
             .map_err(Clone::clone)?;
         Ok((body.range(layer.size), compressed))
+    }
+
+    /// Record a blob [`Run::stream_target`] uploaded while it was made as
+    /// placed in its repository by image `id`, so that nobody asks again.
+    fn streamed(&self, id: usize, host: String, repo: String, prepared: &PreparedLayer) {
+        let placement = Placement::Uploaded(prepared.size, false);
+        self.remember(&host, &prepared.digest, &repo);
+        let cell = cell(&self.placed, (host, repo, prepared.digest.clone()));
+        if cell.set(Ok(placement)).is_ok() {
+            self.counts[id]
+                .lock()
+                .expect("counts poisoned")
+                .add(placement);
+        }
     }
 
     /// Note where a blob now is, for mounts in later runs.
@@ -591,10 +708,11 @@ impl Run<'_> {
             Artifact::Layout(root) => return self.push_layout(id, planned, root, result).await,
         };
         self.observer.stage(id, Stage::Preparing);
-        let prepared = join_all((0..image.layers.len()).map(|i| self.prepare(image, i)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+        let prepared =
+            join_all((0..image.layers.len()).map(|i| self.prepare(id, planned, image, i)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
         self.counts[id].lock().expect("counts poisoned").compressed += prepared
             .iter()
             .filter(|(_, compressed)| *compressed)
@@ -848,6 +966,20 @@ fn homes(plan: &Plan) -> HashMap<(String, String), Home> {
     homes
 }
 
+/// How many images of the plan have each layer (by diff_id).
+fn layer_users(plan: &Plan) -> HashMap<String, usize> {
+    let mut users = HashMap::new();
+    for planned in &plan.images {
+        if let Ok(Artifact::Image(image)) = &planned.image {
+            let distinct: std::collections::HashSet<&String> = image.diff_ids.iter().collect();
+            for diff_id in distinct {
+                *users.entry(diff_id.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    users
+}
+
 /// Every reference an image goes to, as shown.
 fn references(planned: &PlannedImage) -> Vec<String> {
     planned
@@ -1035,6 +1167,7 @@ pub async fn execute(
             spool_seq: AtomicU64::new(0),
             layers: Mutex::default(),
             homes: homes(plan),
+            layer_users: layer_users(plan),
             placed: Mutex::default(),
             counts: &counts,
         };

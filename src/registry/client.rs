@@ -28,7 +28,7 @@ use super::credentials::{lookup_credentials, FoundCredential};
 use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use super::transport::{self, HttpClients};
 use super::{describe_error_body, error_body_text, media, Endpoint, RegistryError};
-use crate::blob::FileRange;
+use crate::blob::{FileRange, GrowingFile};
 
 const STREAM_BUF: usize = 256 * 1024;
 
@@ -140,6 +140,8 @@ enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
     File(&'a FileRange),
+    /// A file still being written: sent as it grows, without a length.
+    Growing(&'a Arc<GrowingFile>),
 }
 
 /// One request as `execute` needs it to (re)send it.
@@ -338,6 +340,15 @@ impl Client {
                 );
                 b.header(CONTENT_LENGTH, range.len)
                     .body(reqwest::Body::wrap_stream(stream))
+            }
+            Body::Growing(growing) => {
+                let counter = progress.0.clone();
+                let stream = Arc::clone(growing).stream().inspect(move |chunk| {
+                    if let Ok(bytes) = chunk {
+                        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    }
+                });
+                b.body(reqwest::Body::wrap_stream(stream))
             }
         };
         Ok((b, token_id))
@@ -606,6 +617,57 @@ impl Client {
         self.check_digest(&op, &resp, digest)
     }
 
+    /// False once this host took to chunked uploads (it refused a large
+    /// body): a whole blob streamed in one `PATCH` would be refused too.
+    pub fn takes_whole_bodies(&self) -> bool {
+        !self.chunks.chunked.load(Ordering::Relaxed)
+    }
+
+    /// Upload a blob to `repo` while it is still being written to
+    /// `growing`: `POST`, then one `PATCH` carrying its bytes as they come
+    /// (chunked transfer encoding). Returns the session to close with
+    /// [`Client::complete_upload`] once the digest is known. Tried once:
+    /// if it fails, the caller uploads the finished file the ordinary way.
+    pub async fn stream_upload(
+        &self,
+        repo: &str,
+        growing: &Arc<GrowingFile>,
+    ) -> Result<Url, RegistryError> {
+        let session = self.start_upload(repo).await?;
+        let op = format!("PATCH streamed blob to {repo}");
+        let scopes = push_scopes(repo);
+        let mut req = self.req(&op, Method::PATCH, session.url, &scopes);
+        req.headers.push((
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ));
+        req.body = Body::Growing(growing);
+        req.retry = false;
+        let resp = self.execute(&req).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(&op, resp).await);
+        }
+        // The registry must hold every byte written, no more, no less.
+        let sent = growing.written();
+        if let Some(end) = held_end(&resp).filter(|end| end + 1 != sent) {
+            return Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("{op}: the registry holds {} bytes of {sent}", end + 1),
+            });
+        }
+        self.location(&op, &resp)
+    }
+
+    /// Close a session [`Client::stream_upload`] filled, with `PUT ?digest=`.
+    pub async fn complete_upload(
+        &self,
+        location: Url,
+        repo: &str,
+        digest: &str,
+    ) -> Result<(), RegistryError> {
+        self.finish_upload(location, repo, digest, None).await
+    }
+
     /// The registry's `Docker-Content-Digest` for a blob or manifest just
     /// stored, when it sends one, must be the digest kvpush computed.
     fn check_digest(&self, op: &str, resp: &Response, digest: &str) -> Result<(), RegistryError> {
@@ -656,17 +718,14 @@ impl Client {
             // The registry says how much it holds: anything but all we
             // sent means the session is not what we think; start again.
             let range = resp.headers().get("range").and_then(|v| v.to_str().ok());
-            if let Some(range) = range {
-                let held = range.trim_start_matches("bytes=").split('-').nth(1);
-                if held.and_then(|h| h.trim().parse::<u64>().ok()) != Some(end) {
-                    return Err(RegistryError::Unreachable {
-                        host: self.endpoint.host.clone(),
-                        url: format!("{}{}", self.endpoint.base_url, location.path()),
-                        reason: format!(
-                            "{op}: the registry holds bytes {range} after a PATCH of {start}-{end}"
-                        ),
-                    });
-                }
+            if let Some(range) = range.filter(|_| held_end(&resp) != Some(end)) {
+                return Err(RegistryError::Unreachable {
+                    host: self.endpoint.host.clone(),
+                    url: format!("{}{}", self.endpoint.base_url, location.path()),
+                    reason: format!(
+                        "{op}: the registry holds bytes {range} after a PATCH of {start}-{end}"
+                    ),
+                });
             }
             location = self.location(&op, &resp)?;
             start = end + 1;
@@ -901,6 +960,16 @@ impl Client {
         }
         self.check_digest(&op, &resp, digest)
     }
+}
+
+/// The last byte an upload session holds, from the `Range: 0-N` header
+/// (some registries write `bytes=0-N`).
+fn held_end(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.trim_start_matches("bytes=").split('-').nth(1))
+        .and_then(|end| end.trim().parse::<u64>().ok())
 }
 
 #[cfg(test)]

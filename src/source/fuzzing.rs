@@ -51,7 +51,7 @@ pub fn tarball(data: &[u8]) {
         };
         for (n, layer) in image.layers.iter().enumerate() {
             let spool: PathBuf = dir.join(format!("layer-{n}.gz"));
-            let _ = prepare_layer(layer.range(), &spool, 1);
+            let _ = prepare_layer(layer.range(), &spool, 1, None);
         }
     }
 }
