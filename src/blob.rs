@@ -126,7 +126,7 @@ const FINISHED: u8 = 1;
 const FAILED: u8 = 2;
 
 /// Bytes per chunk of a [`GrowingFile::stream`].
-const STREAM_CHUNK: usize = 256 * 1024;
+const STREAM_CHUNK: usize = 64 * 1024;
 
 impl GrowingFile {
     pub fn new(path: PathBuf) -> Arc<GrowingFile> {
