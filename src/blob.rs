@@ -386,6 +386,57 @@ mod tests {
         assert_eq!(back, content);
     }
 
+    /// Everything a [`GrowingFile::stream`] yields, read while `write`
+    /// runs on another thread.
+    fn stream_while(
+        growing: &Arc<GrowingFile>,
+        write: impl FnOnce() + Send + 'static,
+    ) -> io::Result<Vec<u8>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let writer = std::thread::spawn(write);
+        let got = runtime.block_on(async {
+            use futures::TryStreamExt as _;
+            let chunks: Vec<Vec<u8>> = Arc::clone(growing).stream().try_collect().await?;
+            Ok(chunks.concat())
+        });
+        writer.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn a_growing_spool_streams_every_byte_of_the_layer_as_it_is_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..3_000_000u32)
+            .map(|i| ((i % 251) ^ (i / 7)) as u8)
+            .collect();
+        let src = range_of(&content, dir.path(), "layer");
+        let spool = dir.path().join("spool.gz");
+        let growing = GrowingFile::new(spool.clone());
+        let (g, s) = (Arc::clone(&growing), spool.clone());
+        let streamed = stream_while(&growing, move || {
+            prepare_layer(&src, &s, 6, Some(&g)).unwrap();
+        })
+        .unwrap();
+        assert_eq!(streamed, std::fs::read(&spool).unwrap());
+        assert_eq!(growing.written(), streamed.len() as u64);
+    }
+
+    #[test]
+    fn a_growing_spool_whose_writer_fails_ends_its_stream_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = range_of(&[7u8; 100_000], dir.path(), "layer");
+        src.len = 200_000; // truncated
+        let growing = GrowingFile::new(dir.path().join("spool.gz"));
+        let g = Arc::clone(&growing);
+        let spool = dir.path().join("spool.gz");
+        let streamed = stream_while(&growing, move || {
+            prepare_layer(&src, &spool, 6, Some(&g)).unwrap_err();
+        });
+        assert!(streamed.is_err(), "a failed layer must not look complete");
+    }
+
     #[test]
     fn gzip_layer_is_used_as_is() {
         use flate2::{write::GzEncoder, Compression};
