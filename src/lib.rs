@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod cache;
 pub mod cli;
+pub mod commands;
 pub mod compress;
 pub mod interrupt;
 pub mod manifest;
