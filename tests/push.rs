@@ -93,6 +93,24 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
         "{}",
         run.stderr
     );
+    // Every blob of every image counts as present, though none was asked for.
+    let present: usize = fx
+        .ws
+        .images
+        .iter()
+        .map(|i| {
+            let mut blobs: Vec<&String> = i.diff_ids.iter().chain([&i.config_digest]).collect();
+            blobs.sort();
+            blobs.dedup();
+            blobs.len()
+        })
+        .sum();
+    assert!(
+        run.stderr
+            .contains(&format!("0 mounted, {present} already present")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         run.pushed().len(),
         21,

@@ -777,7 +777,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if pending.is_empty() {
+        if pending.iter().all(|p| p.stale.is_empty()) {
             result.status = Status::Unchanged;
         }
         Ok(())
@@ -785,7 +785,8 @@ impl Run<'_> {
 
     /// What each repository of an image still needs, learnt before any blob
     /// is touched: the tags not yet on `digest` (a repository whose tags all
-    /// are needs nothing), and whether it holds the manifest already.
+    /// are needs nothing), and whether it holds the manifest already. The
+    /// image is unchanged when no repository has a stale tag.
     async fn pending<'p>(
         &self,
         planned: &'p PlannedImage,
@@ -807,14 +808,7 @@ impl Run<'_> {
             })
         }))
         .await;
-        let mut pending = Vec::new();
-        for p in asked {
-            let p = p?;
-            if !p.stale.is_empty() {
-                pending.push(p);
-            }
-        }
-        Ok(pending)
+        asked.into_iter().collect()
     }
 
     /// Place every blob of an image in each pending repository, telling the
@@ -924,7 +918,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if pending.is_empty() {
+        if pending.iter().all(|p| p.stale.is_empty()) {
             result.status = Status::Unchanged;
         }
         Ok(())
