@@ -66,23 +66,47 @@ pub fn parse_manifest(bytes: &[u8], path: &Path) -> Result<Vec<ManifestEntry>, S
     Ok(entries)
 }
 
+/// Why an image config gives no diff_ids.
+pub(super) enum ConfigProblem {
+    /// Not JSON, or no `rootfs.diff_ids`.
+    Unreadable(serde_json::Error),
+    /// A diff_id that is not a sha256 digest.
+    BadDiffId(String),
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigProblem::Unreadable(e) => write!(f, "{e}"),
+            ConfigProblem::BadDiffId(bad) => write!(f, "invalid diff_id {bad:?}"),
+        }
+    }
+}
+
+/// The `rootfs.diff_ids` of an image config, each checked to be a sha256
+/// digest; for tarballs and push-target parts alike.
+pub(super) fn config_diff_ids(config: &[u8]) -> Result<Vec<String>, ConfigProblem> {
+    let parsed: ConfigRootFs = serde_json::from_slice(config).map_err(ConfigProblem::Unreadable)?;
+    let diff_ids = parsed.rootfs.diff_ids;
+    if let Some(bad) = diff_ids.iter().find(|d| !crate::blob::is_sha256_digest(d)) {
+        return Err(ConfigProblem::BadDiffId(bad.clone()));
+    }
+    Ok(diff_ids)
+}
+
 /// The `rootfs.diff_ids` of the image config `name` in the tarball at
 /// `path`, each checked to be a sha256 digest.
 pub fn parse_diff_ids(config: &[u8], name: &str, path: &Path) -> Result<Vec<String>, String> {
-    let parsed: ConfigRootFs = serde_json::from_slice(config).map_err(|e| {
-        format!(
+    config_diff_ids(config).map_err(|problem| match problem {
+        ConfigProblem::Unreadable(e) => format!(
             "config {name} in {} is not a valid image config: {e}",
             path.display()
-        )
-    })?;
-    let diff_ids = parsed.rootfs.diff_ids;
-    if let Some(bad) = diff_ids.iter().find(|d| !crate::blob::is_sha256_digest(d)) {
-        return Err(format!(
+        ),
+        ConfigProblem::BadDiffId(bad) => format!(
             "config {name} in {} has an invalid diff_id {bad:?}",
             path.display()
-        ));
-    }
-    Ok(diff_ids)
+        ),
+    })
 }
 
 impl DockerArchive {

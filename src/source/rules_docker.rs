@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::docker_archive::config_diff_ids;
 use super::{ExpectedDigest, Image, Layer};
 use crate::blob::{is_sha256_digest, sha256_digest, FileRange};
 
@@ -360,24 +361,6 @@ fn is_flag(word: &str, name: &str) -> bool {
         .or_else(|| word.strip_prefix('-'))
         .unwrap_or("");
     flag == name || flag.strip_prefix(name).is_some_and(|r| r.starts_with('='))
-}
-
-#[derive(Deserialize)]
-struct ConfigRootFs {
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
-}
-
-fn config_diff_ids(config: &[u8]) -> Result<Vec<String>, String> {
-    let parsed: ConfigRootFs = serde_json::from_slice(config).map_err(|e| e.to_string())?;
-    if let Some(bad) = parsed.rootfs.diff_ids.iter().find(|d| !is_sha256_digest(d)) {
-        return Err(format!("invalid diff_id {bad:?}"));
-    }
-    Ok(parsed.rootfs.diff_ids)
 }
 
 /// Read a Bazel hash file: bare lowercase hex (or `sha256:<hex>`).
