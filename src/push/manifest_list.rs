@@ -111,24 +111,41 @@ pub fn jobs_by_tag(
 ) -> Result<Vec<ListJob>, String> {
     let mut jobs = Vec::new();
     for (target, name) in names {
-        for prefix in prefixes {
-            for tag in tags {
-                jobs.push(ListJob {
-                    target: *target,
-                    name: name.clone(),
-                    destination: Destination::new(registry, prefix, name, tag)?,
-                    children: arches
-                        .iter()
-                        .map(|arch| Child {
-                            arch: arch.clone(),
-                            reference: Ok(child_tag(pattern, tag, arch)),
-                        })
-                        .collect(),
-                });
-            }
-        }
+        let children = |tag: &str| {
+            arches
+                .iter()
+                .map(|arch| Child {
+                    arch: arch.clone(),
+                    reference: Ok(child_tag(pattern, tag, arch)),
+                })
+                .collect()
+        };
+        push_jobs(&mut jobs, *target, name, registry, prefixes, tags, children)?;
     }
     Ok(jobs)
+}
+
+/// One job per prefix and tag for image `name`, its children given by tag.
+fn push_jobs(
+    jobs: &mut Vec<ListJob>,
+    target: Target,
+    name: &str,
+    registry: &str,
+    prefixes: &[String],
+    tags: &[String],
+    children: impl Fn(&str) -> Vec<Child>,
+) -> Result<(), String> {
+    for prefix in prefixes {
+        for tag in tags {
+            jobs.push(ListJob {
+                target,
+                name: name.to_string(),
+                destination: Destination::new(registry, prefix, name, tag)?,
+                children: children(tag),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `--arch-bin`: lists of the digests this run pushed for each
@@ -173,16 +190,9 @@ pub fn jobs_from_results(
                 }
             })
             .collect();
-        for prefix in prefixes {
-            for tag in tags {
-                jobs.push(ListJob {
-                    target: *target,
-                    name: name.clone(),
-                    destination: Destination::new(registry, prefix, name, tag)?,
-                    children: children.clone(),
-                });
-            }
-        }
+        push_jobs(&mut jobs, *target, name, registry, prefixes, tags, |_| {
+            children.clone()
+        })?;
     }
     Ok(jobs)
 }
