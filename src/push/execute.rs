@@ -247,6 +247,8 @@ struct Run<'o> {
 
 /// Where a layer goes up while it is compressed (see [`Run::stream_target`]).
 struct StreamTo<'a> {
+    /// The image whose counts the upload goes to.
+    image: usize,
     client: &'a Client,
     host: &'a str,
     repo: &'a str,
@@ -329,8 +331,8 @@ fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
 
 impl Run<'_> {
     /// Compress (or hash) a layer on the blocking pool and check its diff_id.
-    /// With `stream`, the gzip bytes are uploaded there as they are made;
-    /// the second value says whether that upload landed (else the blob is
+    /// With `stream`, the gzip bytes are uploaded there as they are made and,
+    /// once that upload lands, the blob counts as placed there (else it is
     /// uploaded from the spool file later, the ordinary way).
     async fn compress_layer(
         &self,
@@ -338,7 +340,7 @@ impl Run<'_> {
         declared: &str,
         index: usize,
         stream: Option<StreamTo<'_>>,
-    ) -> Result<(PreparedLayer, bool), String> {
+    ) -> Result<PreparedLayer, String> {
         let _permit = self
             .cpu_permits
             .acquire()
@@ -396,35 +398,33 @@ impl Run<'_> {
                 prepared.diff_id
             ));
         }
-        let landed = match (stream, streamed) {
+        match (stream, streamed) {
             (Some(to), Some(Ok(location))) => {
-                let done = to
+                match to
                     .client
                     .complete_upload(location, to.repo, &prepared.digest)
-                    .await;
-                if let Err(e) = &done {
-                    tracing::debug!("streamed upload not completed ({e}); uploading again");
+                    .await
+                {
+                    Ok(()) => self.streamed(&to, &prepared),
+                    Err(e) => {
+                        tracing::debug!("streamed upload not completed ({e}); uploading again")
+                    }
                 }
-                done.is_ok()
             }
-            (_, Some(Err(e))) => {
-                tracing::debug!("streamed upload failed ({e}); uploading again");
-                false
-            }
-            _ => false,
-        };
-        Ok((prepared, landed))
+            (_, Some(Err(e))) => tracing::debug!("streamed upload failed ({e}); uploading again"),
+            _ => {}
+        }
+        Ok(prepared)
     }
 
     /// Where to upload a layer while compressing it, if anywhere: only a
     /// layer no other image of the run has, going to this image's first
     /// repository (its home there), and only if that repository lacks the
     /// image's config (asked while compressing), i.e. the image was never
-    /// pushed there. A layer
-    /// whose digest kvpush does not know may well be in the registry
-    /// already (a CI runner starts with an empty cache), and uploading it
-    /// blind would cost its bytes; a new build's own layer is the case
-    /// this is for. Holds one network permit, if one is free.
+    /// pushed there. A layer whose digest kvpush does not know may well be
+    /// in the registry already (a CI runner starts with an empty cache),
+    /// and uploading it blind would cost its bytes; a new build's own layer
+    /// is the case this is for. Holds one network permit, if one is free.
     fn stream_target<'p>(
         &'p self,
         id: usize,
@@ -444,6 +444,7 @@ impl Run<'_> {
         }
         let permit = self.permits.try_acquire().ok()?;
         Some(StreamTo {
+            image: id,
             client,
             host: &dest.host,
             repo: &dest.repo,
@@ -490,15 +491,8 @@ impl Run<'_> {
                     }));
                 }
                 let stream = self.stream_target(id, planned, image, &declared);
-                let target = stream
-                    .as_ref()
-                    .map(|s| (s.host.to_string(), s.repo.to_string()));
-                let (prepared, streamed) =
-                    self.compress_layer(&src, &declared, index, stream).await?;
+                let prepared = self.compress_layer(&src, &declared, index, stream).await?;
                 compressed = matches!(prepared.body, BlobBody::Spool(_));
-                if let (true, Some((host, repo))) = (streamed, target) {
-                    self.streamed(id, host, repo, &prepared);
-                }
                 if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
                     let entry = CachedLayer {
                         digest: prepared.digest.clone(),
@@ -546,7 +540,7 @@ impl Run<'_> {
             .body
             .get_or_init(|| async {
                 compressed = true;
-                let (prepared, _) = self
+                let prepared = self
                     .compress_layer(&layer.src, &layer.diff_id, layer.index, None)
                     .await?;
                 if prepared.digest != layer.digest || prepared.size != layer.size {
@@ -569,14 +563,18 @@ impl Run<'_> {
         Ok((body.range(layer.size), compressed))
     }
 
-    /// Record a blob [`Run::stream_target`] uploaded while it was made as
-    /// placed in its repository by image `id`, so that nobody asks again.
-    fn streamed(&self, id: usize, host: String, repo: String, prepared: &PreparedLayer) {
+    /// Record a blob uploaded while it was made as placed where `to` says,
+    /// for `to.image`, so that nobody asks for it again.
+    fn streamed(&self, to: &StreamTo<'_>, prepared: &PreparedLayer) {
         let placement = Placement::Uploaded(prepared.size, false);
-        self.remember(&host, &prepared.digest, &repo);
-        let cell = cell(&self.placed, (host, repo, prepared.digest.clone()));
-        if cell.set(Ok(placement)).is_ok() {
-            self.counts[id]
+        self.remember(to.host, &prepared.digest, to.repo);
+        let key = (
+            to.host.to_string(),
+            to.repo.to_string(),
+            prepared.digest.clone(),
+        );
+        if cell(&self.placed, key).set(Ok(placement)).is_ok() {
+            self.counts[to.image]
                 .lock()
                 .expect("counts poisoned")
                 .add(placement);
@@ -763,9 +761,9 @@ impl Run<'_> {
             source: Source::Layer(l.clone()),
         }));
 
-        let pending = self.pending(planned, &digest).await?;
-        self.place_all(id, &pending, &blobs, result).await?;
-        for p in &pending {
+        let repos = self.repo_states(planned, &digest).await?;
+        self.place_all(id, &repos, &blobs, result).await?;
+        for p in &repos {
             let client = &self.clients[&p.repo.host];
             put_tags(
                 client,
@@ -777,7 +775,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if pending.iter().all(|p| p.stale.is_empty()) {
+        if repos.iter().all(|p| p.stale.is_empty()) {
             result.status = Status::Unchanged;
         }
         Ok(())
@@ -787,11 +785,11 @@ impl Run<'_> {
     /// is touched: the tags not yet on `digest` (a repository whose tags all
     /// are needs nothing), and whether it holds the manifest already. The
     /// image is unchanged when no repository has a stale tag.
-    async fn pending<'p>(
+    async fn repo_states<'p>(
         &self,
         planned: &'p PlannedImage,
         digest: &str,
-    ) -> Result<Vec<Pending<'p>>, String> {
+    ) -> Result<Vec<RepoState<'p>>, String> {
         // Both questions at once, for every repository: one round trip.
         let asked = join_all(repositories(planned).into_iter().map(|repo| async move {
             let client = &self.clients[&repo.host];
@@ -801,7 +799,7 @@ impl Run<'_> {
                 client.manifest_digest(&repo.repo, digest)
             );
             let present = present.map_err(|e| e.to_string())?;
-            Ok::<_, String>(Pending {
+            Ok::<_, String>(RepoState {
                 repo,
                 stale: stale?,
                 manifest_present: present.as_deref() == Some(digest),
@@ -811,21 +809,21 @@ impl Run<'_> {
         asked.into_iter().collect()
     }
 
-    /// Place every blob of an image in each pending repository, telling the
+    /// Place every blob of an image in each of its repositories, telling the
     /// observer. A repository that holds the manifest holds its blobs (a
     /// registry refuses a manifest whose blobs it lacks), so there they are
     /// counted as present without a request.
     async fn place_all(
         &self,
         id: usize,
-        pending: &[Pending<'_>],
+        repos: &[RepoState<'_>],
         blobs: &[Blob],
         result: &mut ImageResult,
     ) -> Result<(), String> {
         let total = blobs.iter().map(|b| b.size).sum();
         result.size = Some(total);
         self.observer.stage(id, Stage::Uploading { total });
-        for p in pending {
+        for p in repos {
             if p.manifest_present {
                 for b in blobs {
                     self.counts[id]
@@ -881,9 +879,9 @@ impl Run<'_> {
                 }
             }
         }
-        let pending = self.pending(planned, &top.digest).await?;
-        self.place_all(id, &pending, &blobs, result).await?;
-        for p in &pending {
+        let repos = self.repo_states(planned, &top.digest).await?;
+        self.place_all(id, &repos, &blobs, result).await?;
+        for p in &repos {
             let client = &self.clients[&p.repo.host];
             if let (LayoutRoot::Index(_), false) = (root, p.manifest_present) {
                 // Children first: a registry refuses an index whose images it lacks.
@@ -918,7 +916,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if pending.iter().all(|p| p.stale.is_empty()) {
+        if repos.iter().all(|p| p.stale.is_empty()) {
             result.status = Status::Unchanged;
         }
         Ok(())
@@ -1012,8 +1010,8 @@ fn tags_in<'a>(planned: &'a PlannedImage, repo: &Destination) -> Vec<&'a Destina
         .collect()
 }
 
-/// A repository an image goes to that still needs something written.
-struct Pending<'p> {
+/// A repository an image goes to, as the registry answered for it.
+struct RepoState<'p> {
     /// One destination of the repository (its host and name).
     repo: &'p Destination,
     /// Its tags that do not point at the manifest yet.
