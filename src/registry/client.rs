@@ -100,6 +100,23 @@ impl ChunkPolicy {
 struct Progress(Arc<AtomicU64>);
 
 impl Progress {
+    /// `stream`, its bytes counted as they are taken.
+    fn counting<S, T>(
+        &self,
+        stream: S,
+    ) -> impl futures::Stream<Item = std::io::Result<T>> + Send + 'static
+    where
+        S: futures::Stream<Item = std::io::Result<T>> + Send + 'static,
+        T: AsRef<[u8]> + Send + 'static,
+    {
+        let counter = self.0.clone();
+        stream.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                counter.fetch_add(bytes.as_ref().len() as u64, Ordering::Relaxed);
+            }
+        })
+    }
+
     /// Resolves once nothing has moved for `limit`.
     async fn stalled(&self, limit: Duration) {
         let tick = (limit / 8).clamp(Duration::from_millis(20), Duration::from_secs(1));
@@ -330,24 +347,12 @@ impl Client {
                 file.seek(std::io::SeekFrom::Start(range.offset))
                     .await
                     .map_err(io_error)?;
-                let counter = progress.0.clone();
-                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF).inspect(
-                    move |chunk| {
-                        if let Ok(bytes) = chunk {
-                            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                        }
-                    },
-                );
+                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF);
                 b.header(CONTENT_LENGTH, range.len)
-                    .body(reqwest::Body::wrap_stream(stream))
+                    .body(reqwest::Body::wrap_stream(progress.counting(stream)))
             }
             Body::Growing(growing) => {
-                let counter = progress.0.clone();
-                let stream = Arc::clone(growing).stream().inspect(move |chunk| {
-                    if let Ok(bytes) = chunk {
-                        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    }
-                });
+                let stream = progress.counting(Arc::clone(growing).stream());
                 b.body(reqwest::Body::wrap_stream(stream))
             }
         };
