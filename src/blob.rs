@@ -160,7 +160,7 @@ impl GrowingFile {
     /// finished, or with an error if it failed. One reader at a time.
     pub fn stream(self: Arc<Self>) -> impl Stream<Item = io::Result<Vec<u8>>> + Send + 'static {
         futures::stream::unfold(Some((self, None::<File>, 0u64)), |state| async move {
-            let (growing, mut file, offset) = state?;
+            let (growing, file, offset) = state?;
             loop {
                 // The state first: once it says finished, `written` is final.
                 let state = growing.state.load(Ordering::Acquire);
@@ -168,16 +168,13 @@ impl GrowingFile {
                 if offset < available {
                     let len = (available - offset).min(STREAM_CHUNK as u64) as usize;
                     let mut chunk = vec![0u8; len];
-                    let read = match &file {
-                        Some(f) => f.read_exact_at(&mut chunk, offset),
-                        None => File::open(&growing.path)
-                            .and_then(|f| f.read_exact_at(&mut chunk, offset).map(|()| f))
-                            .map(|f| {
-                                file = Some(f);
-                            }),
-                    };
+                    let read = match file {
+                        Some(f) => Ok(f),
+                        None => File::open(&growing.path),
+                    }
+                    .and_then(|f| f.read_exact_at(&mut chunk, offset).map(|()| f));
                     return Some(match read {
-                        Ok(()) => (Ok(chunk), Some((growing, file, offset + len as u64))),
+                        Ok(f) => (Ok(chunk), Some((growing, Some(f), offset + len as u64))),
                         Err(e) => (Err(e), None),
                     });
                 }

@@ -152,7 +152,7 @@ fn wipe_window(z: &mut Compress) -> io::Result<()> {
             break;
         }
     }
-    z.reset();
+    // No reset here: every run starts with one (deflate_run_with).
     Ok(())
 }
 
