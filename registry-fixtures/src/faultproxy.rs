@@ -362,12 +362,7 @@ impl Conn {
             };
             sink(&chunk[..got])?;
             done += got as u64;
-            if let Some(rate) = bandwidth {
-                let due = Duration::from_secs_f64(done as f64 / rate.max(1) as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    thread::sleep(wait);
-                }
-            }
+            throttle(started, done, bandwidth);
         }
         Ok(())
     }
@@ -378,12 +373,7 @@ impl Conn {
         let started = Instant::now();
         let mut body = Vec::new();
         loop {
-            if let Some(rate) = bandwidth {
-                let due = Duration::from_secs_f64(body.len() as f64 / rate.max(1) as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    thread::sleep(wait);
-                }
-            }
+            throttle(started, body.len() as u64, bandwidth);
             let line = self.read_line()?;
             let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
@@ -412,6 +402,17 @@ impl Conn {
                 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
                 n => self.buf.extend_from_slice(&chunk[..n]),
             }
+        }
+    }
+}
+
+/// Sleep until `done` bytes since `started` are within `bandwidth` bytes
+/// per second.
+fn throttle(started: Instant, done: u64, bandwidth: Option<u64>) {
+    if let Some(rate) = bandwidth {
+        let due = Duration::from_secs_f64(done as f64 / rate.max(1) as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            thread::sleep(wait);
         }
     }
 }
