@@ -151,15 +151,7 @@ impl Bench {
         std::fs::create_dir_all(&cache).unwrap();
         let mut total = Measure::default();
         for image in &ws.images {
-            let source = if image.target == "other-images" {
-                format!(
-                    "docker-archive:{}:{}",
-                    image.tarball.display(),
-                    image.repo_tag
-                )
-            } else {
-                format!("docker-archive:{}", image.tarball.display())
-            };
+            let source = image.skopeo_source();
             let dest = format!(
                 "docker://{}/kubevirt/{}:{tag}",
                 self.skopeo_registry.addr(),

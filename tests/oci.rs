@@ -9,19 +9,6 @@ use std::path::{Path, PathBuf};
 use common::{blob_uploads, parts_spec, raw_manifest, verify_as, Expect, Fixture};
 use kvpush_fixtures::{bin_dir, skopeo_copy, GeneratedImage, Registry, RegistryKind};
 
-/// skopeo's name for an image inside its tarball.
-fn archive_source(image: &GeneratedImage) -> String {
-    if image.target == "other-images" {
-        format!(
-            "docker-archive:{}:{}",
-            image.tarball.display(),
-            image.repo_tag
-        )
-    } else {
-        format!("docker-archive:{}", image.tarball.display())
-    }
-}
-
 /// `bazel-bin/P/X` for the label `//P:X`.
 fn label_path(bin: &Path, label: &str) -> PathBuf {
     let (pkg, name) = label.trim_start_matches("//").split_once(':').unwrap();
@@ -56,7 +43,7 @@ fn oci_layouts_written_by_skopeo_are_pushed_byte_for_byte() {
             skopeo_copy(&format!("docker-archive:{}", copy.display()), dest, &[]).unwrap();
             continue;
         }
-        skopeo_copy(&archive_source(image), dest, &[]).unwrap();
+        skopeo_copy(&image.skopeo_source(), dest, &[]).unwrap();
         if image.target != "other-images" {
             std::fs::remove_file(&image.tarball).unwrap();
         }
@@ -172,7 +159,7 @@ fn a_broken_layout_fails_its_image_only_and_says_which_blob() {
     let image = fx.image("virt-api");
     let layout = label_path(&bin, &image.label);
     skopeo_copy(
-        &archive_source(image),
+        &image.skopeo_source(),
         &format!("oci:{}", layout.display()),
         &[],
     )
@@ -246,7 +233,7 @@ fn parts_come_first_and_format_oci_keeps_bazels_layers() {
     let handler = fx.image("virt-handler");
     let layout = label_path(&bin, &handler.label);
     skopeo_copy(
-        &archive_source(handler),
+        &handler.skopeo_source(),
         &format!("oci:{}", layout.display()),
         &[],
     )

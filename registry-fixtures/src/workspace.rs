@@ -211,6 +211,22 @@ pub struct GeneratedImage {
     pub rules_docker_digest: Option<String>,
 }
 
+impl GeneratedImage {
+    /// skopeo's name for this image inside its tarball (a bundle entry by
+    /// its RepoTag).
+    pub fn skopeo_source(&self) -> String {
+        if self.target == "other-images" {
+            format!(
+                "docker-archive:{}:{}",
+                self.tarball.display(),
+                self.repo_tag
+            )
+        } else {
+            format!("docker-archive:{}", self.tarball.display())
+        }
+    }
+}
+
 /// Result of [`generate_workspace`].
 #[derive(Clone, Debug)]
 pub struct Workspace {
