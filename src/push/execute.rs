@@ -331,14 +331,19 @@ fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
 
 impl Run<'_> {
     /// Compress (or hash) a layer on the blocking pool and check its diff_id.
-    /// With `stream`, the gzip bytes are uploaded there as they are made and,
-    /// once that upload lands, the blob counts as placed there (else it is
-    /// uploaded from the spool file later, the ordinary way).
+    /// With `learn`, its digest is new to the run: it goes into the digest
+    /// cache here, before a streamed upload is completed, so that a run
+    /// killed once that upload landed leaves a re-run the digest to find
+    /// the blob by. With `stream`, the gzip bytes are uploaded there as
+    /// they are made and, once that upload lands, the blob counts as placed
+    /// there (else it is uploaded from the spool file later, the ordinary
+    /// way).
     async fn compress_layer(
         &self,
         src: &FileRange,
         declared: &str,
         index: usize,
+        learn: bool,
         stream: Option<StreamTo<'_>>,
     ) -> Result<PreparedLayer, String> {
         let _permit = self
@@ -397,6 +402,13 @@ impl Run<'_> {
                 src.path.display(),
                 prepared.diff_id
             ));
+        }
+        if let (true, Some(cache), BlobBody::Spool(_)) = (learn, &self.cache, &prepared.body) {
+            let entry = CachedLayer {
+                digest: prepared.digest.clone(),
+                size: prepared.size,
+            };
+            cache.put_layer(&self.settings, declared, &entry);
         }
         match (stream, streamed) {
             (Some(to), Some(Ok(location))) => {
@@ -491,15 +503,10 @@ impl Run<'_> {
                     }));
                 }
                 let stream = self.stream_target(id, planned, image, &declared);
-                let prepared = self.compress_layer(&src, &declared, index, stream).await?;
+                let prepared = self
+                    .compress_layer(&src, &declared, index, true, stream)
+                    .await?;
                 compressed = matches!(prepared.body, BlobBody::Spool(_));
-                if let (Some(cache), BlobBody::Spool(_)) = (&self.cache, &prepared.body) {
-                    let entry = CachedLayer {
-                        digest: prepared.digest.clone(),
-                        size: prepared.size,
-                    };
-                    cache.put_layer(&self.settings, &declared, &entry);
-                }
                 Ok(Arc::new(Layer {
                     diff_id: declared,
                     digest: prepared.digest,
@@ -541,7 +548,7 @@ impl Run<'_> {
             .get_or_init(|| async {
                 compressed = true;
                 let prepared = self
-                    .compress_layer(&layer.src, &layer.diff_id, layer.index, None)
+                    .compress_layer(&layer.src, &layer.diff_id, layer.index, false, None)
                     .await?;
                 if prepared.digest != layer.digest || prepared.size != layer.size {
                     if let Some(cache) = &self.cache {
