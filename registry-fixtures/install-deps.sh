@@ -3,7 +3,8 @@
 # the CNCF distribution registry, skopeo (the independent client that checks
 # every push), htpasswd and openssl (auth and TLS registry fixtures), GNU
 # gzip (the fixture compresses rules_docker's layers with it, not with flate2),
-# GNU time and pigz (make bench), and cargo-fuzz from crates.io (fuzz/run.sh,
+# GNU time and pigz (make bench), the tools that build ISA-L from the
+# source isal-sys vendors (nasm, autoconf, automake, libtool, make), and cargo-fuzz from crates.io (fuzz/run.sh,
 # the bounded fuzz run of CI).
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt.
 set -euo pipefail
@@ -18,6 +19,13 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/time ] || need+=(time)
 command -v pigz >/dev/null 2>&1 || need+=(pigz)
 command -v gzip >/dev/null 2>&1 || need+=(gzip)
+# Building kvpush: isal-sys compiles ISA-L (igzip) with autotools and nasm.
+command -v nasm >/dev/null 2>&1 || need+=(nasm)
+command -v autoreconf >/dev/null 2>&1 || need+=(autoconf)
+command -v automake >/dev/null 2>&1 || need+=(automake)
+command -v libtoolize >/dev/null 2>&1 || need+=(libtool)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]} with apt-get" >&2

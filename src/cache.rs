@@ -4,7 +4,8 @@
 //!
 //! - `layers/<settings>/<diff_id hex>`: the compressed digest and size that
 //!   a layer (known by its uncompressed digest) gets under the compressor
-//!   settings `<settings>` (format id and level);
+//!   settings `<settings>` (format id, level and, for igzip, the CPU class:
+//!   see `compress::settings_id`);
 //! - `blobs/<host>/<digest hex>`: a repository of that registry known to
 //!   hold the blob, the source of a cross-repository mount.
 //!

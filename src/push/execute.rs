@@ -1156,11 +1156,7 @@ pub async fn execute(
             permits: Semaphore::new(options.jobs.max(1)),
             cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
             cache: options.cache_dir.clone().map(Cache::new),
-            settings: format!(
-                "{}-l{}",
-                crate::compress::SETTINGS_ID,
-                options.compression_level
-            ),
+            settings: crate::compress::settings_id(options.compression_level),
             options,
             spool_dir,
             spool_seq: AtomicU64::new(0),

@@ -7,15 +7,18 @@
 //! are spotted by their byte entropy and written as stored deflate blocks,
 //! spending no deflate effort on them, as klauspost/compress does.
 //!
-//! The output depends only on the input, the level and [`BLOCK_SIZE`], never
-//! on the number of threads or on timing: the same layer gives the same
-//! digest on every machine. [`SETTINGS_ID`] names these parameters for the
-//! persistent digest cache.
+//! Deflating is igzip's (ISA-L, [`isal`]) for levels 1 to 3 and zlib-rs's
+//! for 4 to 9. The output depends only on the input, the level,
+//! [`BLOCK_SIZE`] and, for igzip, the class of CPU (see [`settings_id`]),
+//! never on the number of threads or on timing. [`settings_id`] names these
+//! parameters for the persistent digest cache.
 
 use std::io::{self, Read, Write};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 use rayon::prelude::*;
+
+mod isal;
 
 /// Uncompressed bytes per independently deflated block.
 pub const BLOCK_SIZE: usize = 256 * 1024;
@@ -30,44 +33,90 @@ const STORED_MAX: usize = 65_535;
 /// Above this many bits of entropy per byte a block is stored, not deflated.
 const STORE_ENTROPY_BITS: f64 = 7.9;
 
-/// Identifies the compressor's output format; part of every cache key, so
-/// a change here must change this string.
-pub const SETTINGS_ID: &str = "pgz2-256k-4k";
+/// Identifies the compressor's output format; part of every cache key
+/// (through [`settings_id`]), so a change here must change this string.
+pub const SETTINGS_ID: &str = "pgz3-256k-4k";
+
+/// The cache key's name for what `level` produces on this machine.
+///
+/// igzip picks its code at run time by CPU features, and its paths are not
+/// all the same algorithm (level 3 matches lazily from AVX2 on, greedily
+/// below), so its output, and a layer's digest, is only the same on
+/// machines of one class. A cache shared between CI runners of different
+/// CPUs then keeps one entry per class instead of promising a digest the
+/// other class would not produce. zlib-rs output does not depend on them.
+pub fn settings_id(level: u32) -> String {
+    if level <= ISAL_MAX_LEVEL {
+        format!("{SETTINGS_ID}-l{level}-isal-{}", isal::cpu_class())
+    } else {
+        format!("{SETTINGS_ID}-l{level}")
+    }
+}
 
 /// The gzip header kvpush writes: no name, mtime 0, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// Shannon entropy of a block in bits per byte (0 to 8), as
-/// `log2(n) - sum(c * log2(c)) / n` over the byte counts `c`.
-fn entropy_bits(block: &[u8]) -> f64 {
-    if block.is_empty() {
+/// Shannon entropy in bits per byte (0 to 8) of the bytes of `parts`
+/// taken together, as `log2(n) - sum(c * log2(c)) / n` over the byte
+/// counts `c`, plus the Miller-Madow correction `(m - 1) / (2 n ln 2)` for
+/// the `m` values seen: a small sample underestimates entropy, and the
+/// correction keeps random data near 8 bits whatever the sample size.
+fn entropy_bits(parts: &[&[u8]]) -> f64 {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    if n == 0 {
         return 0.0;
     }
     // Four count tables: runs of one byte value (zero pages) would make
     // every increment wait for the one before it.
     let mut counts = [[0u32; 256]; 4];
-    let mut quads = block.chunks_exact(4);
-    for q in &mut quads {
-        counts[0][q[0] as usize] += 1;
-        counts[1][q[1] as usize] += 1;
-        counts[2][q[2] as usize] += 1;
-        counts[3][q[3] as usize] += 1;
-    }
-    for &b in quads.remainder() {
-        counts[0][b as usize] += 1;
+    for part in parts {
+        let mut quads = part.chunks_exact(4);
+        for q in &mut quads {
+            counts[0][q[0] as usize] += 1;
+            counts[1][q[1] as usize] += 1;
+            counts[2][q[2] as usize] += 1;
+            counts[3][q[3] as usize] += 1;
+        }
+        for &b in quads.remainder() {
+            counts[0][b as usize] += 1;
+        }
     }
     let table = c_log2_c_table();
+    let mut seen = 0u32;
     let sum: f64 = (0..256)
         .map(|i| {
             let c = counts[0][i] + counts[1][i] + counts[2][i] + counts[3][i];
+            seen += u32::from(c > 0);
             table
                 .get(c as usize)
                 .copied()
                 .unwrap_or_else(|| f64::from(c) * f64::from(c).log2())
         })
         .sum();
-    let n = block.len() as f64;
-    n.log2() - sum / n
+    let n = n as f64;
+    let bias = f64::from(seen.saturating_sub(1)) / (2.0 * n * std::f64::consts::LN_2);
+    n.log2() - sum / n + bias
+}
+
+/// Contiguous bytes in each sample [`looks_random`] takes of a piece.
+const SAMPLE_LEN: usize = 256;
+/// Samples per piece.
+const SAMPLES: usize = 4;
+
+/// Whether a piece will not shrink: its entropy, estimated from
+/// [`SAMPLES`] samples of [`SAMPLE_LEN`] bytes spread over it, is above
+/// [`STORE_ENTROPY_BITS`]. A quarter of the bytes costs a quarter of the
+/// time of counting them all (it was 8% of a cold push's CPU), and
+/// contiguous samples cannot be fooled by a stride in the data (every
+/// fourth byte of an array of small integers looks random).
+fn looks_random(piece: &[u8]) -> bool {
+    let step = piece.len() / SAMPLES;
+    if step < 2 * SAMPLE_LEN {
+        return entropy_bits(&[piece]) > STORE_ENTROPY_BITS;
+    }
+    let samples: [&[u8]; SAMPLES] =
+        std::array::from_fn(|i| &piece[i * step..i * step + SAMPLE_LEN]);
+    entropy_bits(&samples) > STORE_ENTROPY_BITS
 }
 
 /// `c * log2(c)` for every count a piece can have (0 for 0): a piece's
@@ -104,29 +153,68 @@ fn push_stored(out: &mut Vec<u8>, data: &[u8], last: bool) {
     }
 }
 
-thread_local! {
-    /// One raw-deflate state per worker thread, reset for every run: a
-    /// fresh state is a few hundred KiB of tables, and allocating one per
-    /// run cost more than deflating a 4 KiB run (the mmap threshold set in
-    /// main.rs hands those tables back to the system on every free).
-    static DEFLATER: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
+/// A deflate engine for one [`level`](compress): igzip for levels 1 to 3
+/// (fast), zlib-rs for 4 to 9 (smaller output, several times the CPU).
+enum Deflater {
+    Isal(isal::IsalDeflater),
+    Zlib(Compress),
 }
 
-/// Run `f` with this thread's deflater for `level`, its window wiped (see
-/// [`wipe_window`]).
-fn with_deflater<R>(level: u32, f: impl FnOnce(&mut Compress) -> io::Result<R>) -> io::Result<R> {
+/// The highest level served by igzip.
+const ISAL_MAX_LEVEL: u32 = 3;
+
+impl Deflater {
+    fn new(level: u32) -> Self {
+        if level <= ISAL_MAX_LEVEL {
+            Deflater::Isal(isal::IsalDeflater::new(level.max(1)))
+        } else {
+            Deflater::Zlib(Compress::new(Compression::new(level), false))
+        }
+    }
+
+    /// Deflate `data` primed with `dict`, appending to `out`. Not `last`:
+    /// ends byte-aligned; `last`: ends the stream. Falls back to stored
+    /// blocks when deflate did not shrink it.
+    fn run(&mut self, out: &mut Vec<u8>, dict: &[u8], data: &[u8], last: bool) -> io::Result<()> {
+        let start = out.len();
+        match self {
+            Deflater::Isal(z) => z.run(out, dict, data, last)?,
+            Deflater::Zlib(z) => zlib_run(z, out, dict, data, last)?,
+        }
+        // Deflating made it no smaller: storing is as good and decodes faster.
+        if out.len() - start >= data.len() {
+            out.truncate(start);
+            push_stored(out, data, last);
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// One deflater per worker thread, reset for every run: a fresh one
+    /// is a few hundred KiB of tables, and allocating one per run cost
+    /// more than deflating a 4 KiB run (the mmap threshold set in main.rs
+    /// hands those tables back to the system on every free).
+    static DEFLATER: std::cell::RefCell<Option<(u32, Deflater)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with this thread's deflater for `level` (a zlib one with its
+/// window wiped, see [`wipe_window`]).
+fn with_deflater<R>(level: u32, f: impl FnOnce(&mut Deflater) -> io::Result<R>) -> io::Result<R> {
     DEFLATER.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            *slot = Some((level, Compress::new(Compression::new(level), false)));
+            *slot = Some((level, Deflater::new(level)));
         }
         let (_, z) = slot.as_mut().expect("just set");
-        wipe_window(z)?;
+        if let Deflater::Zlib(z) = z {
+            wipe_window(z)?;
+        }
         f(z)
     })
 }
 
-/// Fill a reused deflater's whole window with zeros.
+/// Fill a reused zlib deflater's whole window with zeros.
 ///
 /// A reset keeps the window's bytes, and near the end of its input the
 /// matcher compares a few hundred bytes past it: leftovers of whatever
@@ -152,21 +240,20 @@ fn wipe_window(z: &mut Compress) -> io::Result<()> {
             break;
         }
     }
-    // No reset here: every run starts with one (deflate_run_with).
+    // No reset here: every run starts with one (zlib_run).
     Ok(())
 }
 
-/// Deflate `data` with `z` (reset here) primed with `dict`, appending to
-/// `out`. Not `last`: ends with a sync flush, byte-aligned; `last`: ends
-/// the stream. Falls back to stored blocks when deflate did not shrink it.
-fn deflate_run_with(
+/// Deflate `data` with zlib `z` (reset here) primed with `dict`, appending
+/// to `out`. Not `last`: ends with a sync flush, byte-aligned; `last`:
+/// ends the stream.
+fn zlib_run(
     z: &mut Compress,
     out: &mut Vec<u8>,
     dict: &[u8],
     data: &[u8],
     last: bool,
 ) -> io::Result<()> {
-    let start = out.len();
     z.reset();
     if !dict.is_empty() {
         z.set_dictionary(dict).map_err(io::Error::other)?;
@@ -198,11 +285,6 @@ fn deflate_run_with(
             break;
         }
     }
-    // Deflating made it no smaller: storing is as good and decodes faster.
-    if out.len() - start >= data.len() {
-        out.truncate(start);
-        push_stored(out, data, last);
-    }
     Ok(())
 }
 
@@ -225,10 +307,7 @@ fn deflate_block(
 ) -> io::Result<()> {
     out.clear();
     let pieces: Vec<&[u8]> = block.chunks(PIECE_SIZE).collect();
-    let stored: Vec<bool> = pieces
-        .iter()
-        .map(|p| entropy_bits(p) > STORE_ENTROPY_BITS)
-        .collect();
+    let stored: Vec<bool> = pieces.iter().map(|p| looks_random(p)).collect();
     if !pieces.is_empty() && stored.iter().all(|s| *s) {
         push_stored(out, block, last);
         return Ok(());
@@ -251,7 +330,7 @@ fn deflate_block(
                 // would cost more to prime the compressor with than they
                 // would ever match.
                 let history = if start == 0 { dict } else { &[][..] };
-                deflate_run_with(z, out, history, run, last_run)?;
+                z.run(out, history, run, last_run)?;
             }
             start = end;
         }
@@ -406,6 +485,8 @@ mod tests {
     use super::*;
     use flate2::read::GzDecoder;
 
+    const DEFAULT_LEVEL_FOR_TESTS: u32 = crate::blob::DEFAULT_COMPRESSION_LEVEL;
+
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
@@ -468,34 +549,40 @@ mod tests {
             BLOCK_SIZE + 1,
             5 * BLOCK_SIZE + 17,
         ] {
-            roundtrip(&text(len), 6);
-            roundtrip(&pseudo_random(len, len as u64 + 1), 6);
+            for level in [1, 3, 6] {
+                roundtrip(&text(len), level);
+                roundtrip(&pseudo_random(len, len as u64 + 1), level);
+            }
         }
         // Mixed: compressible and incompressible blocks interleaved.
         let mut mixed = text(3 * BLOCK_SIZE);
         mixed.extend(pseudo_random(2 * BLOCK_SIZE + 5, 9));
         mixed.extend(text(BLOCK_SIZE / 3));
-        roundtrip(&mixed, 1);
-        roundtrip(&mixed, 9);
+        for level in 1..=9 {
+            roundtrip(&mixed, level);
+        }
     }
 
     #[test]
     fn output_is_deterministic_and_independent_of_threads() {
         let mut data = text(4 * BLOCK_SIZE);
         data.extend(pseudo_random(3 * BLOCK_SIZE, 3));
-        let a = roundtrip(&data, 6);
-        let one_thread = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let b = one_thread.install(|| roundtrip(&data, 6));
-        let many = rayon::ThreadPoolBuilder::new()
-            .num_threads(5)
-            .build()
-            .unwrap();
-        let c = many.install(|| roundtrip(&data, 6));
-        assert_eq!(a, b);
-        assert_eq!(a, c);
+        data.extend(records(2 * BLOCK_SIZE, 4));
+        for level in [DEFAULT_LEVEL_FOR_TESTS, 6] {
+            let a = roundtrip(&data, level);
+            let one_thread = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let b = one_thread.install(|| roundtrip(&data, level));
+            let many = rayon::ThreadPoolBuilder::new()
+                .num_threads(5)
+                .build()
+                .unwrap();
+            let c = many.install(|| roundtrip(&data, level));
+            assert_eq!(a, b, "level {level}");
+            assert_eq!(a, c, "level {level}");
+        }
     }
 
     /// Binary records full of small integers and zero bytes, like the
@@ -534,7 +621,7 @@ mod tests {
                 .iter()
                 .map(|b| b ^ 0x5a)
                 .collect();
-            for level in [2, 6] {
+            for level in [1, 2, 3, 6] {
                 let (dict, block, other) = (dict.clone(), block.clone(), other.clone());
                 std::thread::spawn(move || {
                     let mut fresh = Vec::new();
@@ -606,8 +693,31 @@ mod tests {
 
     #[test]
     fn entropy_estimate() {
-        assert!(entropy_bits(&pseudo_random(65536, 1)) > 7.9);
-        assert!(entropy_bits(&text(65536)) < 5.0);
-        assert_eq!(entropy_bits(&[0u8; 100]), 0.0);
+        assert!(entropy_bits(&[&pseudo_random(65536, 1)]) > 7.9);
+        assert!(entropy_bits(&[&text(65536)]) < 5.0);
+        assert_eq!(entropy_bits(&[&[0u8; 100]]), 0.0);
+        // The sample's bias is corrected: 1 KiB of random bytes still
+        // reads as nearly 8 bits (uncorrected, about 7.82).
+        let random = pseudo_random(4096, 7);
+        let quarter: Vec<&[u8]> = random.chunks(256).step_by(4).collect();
+        let h = entropy_bits(&quarter);
+        assert!(h > 7.9 && h < 8.1, "{h}");
+    }
+
+    #[test]
+    fn pages_are_judged_by_samples_that_a_stride_cannot_fool() {
+        assert!(looks_random(&pseudo_random(PIECE_SIZE, 3)));
+        assert!(!looks_random(&text(PIECE_SIZE)));
+        // Little-endian u32s below 2^16: every fourth byte alone would
+        // look random, the page as a whole does not.
+        let words: Vec<u8> = pseudo_random(PIECE_SIZE / 2, 5)
+            .chunks(2)
+            .flat_map(|w| [w[0], w[1], 0, 0])
+            .collect();
+        assert_eq!(words.len(), PIECE_SIZE);
+        assert!(!looks_random(&words));
+        // A short last piece is judged on all its bytes.
+        assert!(looks_random(&pseudo_random(1500, 9)));
+        assert!(!looks_random(&[7u8; 1500]));
     }
 }
