@@ -20,8 +20,6 @@ use reqwest::header::{
     HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
 };
 use reqwest::{Method, Response, StatusCode, Url};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::auth::{challenge_error, Authenticator};
 use super::credentials::{lookup_credentials, FoundCredential};
@@ -29,8 +27,6 @@ use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use super::transport::{self, HttpClients};
 use super::{describe_error_body, error_body_text, media, Endpoint, RegistryError};
 use crate::blob::{FileRange, GrowingFile};
-
-const STREAM_BUF: usize = 256 * 1024;
 
 /// Smallest PATCH kvpush sends when a registry keeps answering 413.
 const MIN_CHUNK: u64 = 64 * 1024;
@@ -339,15 +335,12 @@ impl Client {
             Body::Empty => b.header(CONTENT_LENGTH, 0),
             Body::Bytes(bytes) => b.body(bytes.to_vec()),
             Body::File(range) => {
-                let io_error = |e: std::io::Error| RegistryError::Protocol {
-                    host: self.endpoint.host.clone(),
-                    message: format!("cannot read {} to upload it: {e}", range.path.display()),
-                };
-                let mut file = tokio::fs::File::open(&range.path).await.map_err(io_error)?;
-                file.seek(std::io::SeekFrom::Start(range.offset))
-                    .await
-                    .map_err(io_error)?;
-                let stream = ReaderStream::with_capacity(file.take(range.len), STREAM_BUF);
+                let file =
+                    std::fs::File::open(&range.path).map_err(|e| RegistryError::Protocol {
+                        host: self.endpoint.host.clone(),
+                        message: format!("cannot read {} to upload it: {e}", range.path.display()),
+                    })?;
+                let stream = crate::blob::range_chunks(file, range);
                 b.header(CONTENT_LENGTH, range.len)
                     .body(reqwest::Body::wrap_stream(progress.counting(stream)))
             }
