@@ -980,6 +980,29 @@ fn layer_users(plan: &Plan) -> HashMap<String, usize> {
 }
 
 /// Every reference an image goes to, as shown.
+/// The order in which images start, and so queue for the compression
+/// permits (a fair semaphore): the image with the largest layer to
+/// compress first, since a big layer started last leaves the other cores
+/// idle while it finishes (the bench's cold push ended on virt-launcher's
+/// 100 MB layer, a core idle for its last 0.3 s). Ties keep target order.
+fn work_order(plan: &Plan) -> Vec<usize> {
+    let largest_raw_layer = |planned: &PlannedImage| match &planned.image {
+        Ok(Artifact::Image(image)) => image
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                SourceLayer::Raw(range) => Some(range.len),
+                SourceLayer::Compressed { .. } => None,
+            })
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let mut order: Vec<usize> = (0..plan.images.len()).collect();
+    order.sort_by_key(|&id| std::cmp::Reverse(largest_raw_layer(&plan.images[id])));
+    order
+}
+
 fn references(planned: &PlannedImage) -> Vec<String> {
     planned
         .destinations
@@ -1167,15 +1190,13 @@ pub async fn execute(
             counts: &counts,
         };
         let (run, finished) = (&run, &finished);
-        join_all(
-            plan.images
-                .iter()
-                .enumerate()
-                .map(|(id, planned)| async move {
-                    run.observer.image_started(id, planned);
-                    finished.record(id, run.push_image(id, planned).await);
-                }),
-        )
+        join_all(work_order(plan).into_iter().map(|id| {
+            let planned = &plan.images[id];
+            async move {
+                run.observer.image_started(id, planned);
+                finished.record(id, run.push_image(id, planned).await);
+            }
+        }))
         .await;
         Ok::<_, String>(())
     };
