@@ -300,19 +300,6 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Reader adapter that hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Hash everything `reader` yields; returns (digest, byte count).
 fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut sink = HashingWriter {
@@ -386,32 +373,26 @@ fn prepare_layer_into(
         });
     }
 
-    let mut out = HashingWriter {
-        // Small: compressed pieces of 32 KiB or more go to the file as
-        // they are, only the small ones (headers, zero blocks) are copied
-        // to be coalesced.
-        inner: BufWriter::with_capacity(
-            32 * 1024,
-            PublishingFile {
-                file: File::create(spool)?,
-                growing,
-            },
-        ),
-        hasher: Sha256::new(),
-        count: 0,
-    };
-    let mut input = HashingReader {
-        inner: io::BufReader::with_capacity(BUF_SIZE, src.open()?),
-        hasher: Sha256::new(),
-    };
-    let stats = compress::compress(&mut input, &mut out, level)?;
+    // Small: compressed pieces of 32 KiB or more go to the file as they
+    // are, only the small ones (headers, zero blocks) are copied to be
+    // coalesced.
+    let mut out = BufWriter::with_capacity(
+        32 * 1024,
+        PublishingFile {
+            file: File::create(spool)?,
+            growing,
+        },
+    );
+    let input = io::BufReader::with_capacity(BUF_SIZE, src.open()?);
+    // Both digests come out of the compressor, computed side by side.
+    let stats = compress::compress(input, &mut out, level)?;
     if stats.input_bytes != src.len {
         return Err(truncated(&src.path));
     }
     Ok(PreparedLayer {
-        diff_id: format!("sha256:{}", hex::encode(input.hasher.finalize())),
-        digest: format!("sha256:{}", hex::encode(out.hasher.finalize())),
-        size: out.count,
+        diff_id: format!("sha256:{}", hex::encode(stats.input_sha256)),
+        digest: format!("sha256:{}", hex::encode(stats.output_sha256)),
+        size: stats.output_bytes,
         body: BlobBody::Spool(spool.to_path_buf()),
     })
 }

@@ -16,5 +16,6 @@ pub mod manifest;
 pub mod push;
 pub mod registry;
 pub mod report;
+pub mod sha256_pair;
 pub mod source;
 pub mod targets;

@@ -18,6 +18,8 @@ use std::io::{self, Read, Write};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use rayon::prelude::*;
 
+use crate::sha256_pair::Sha256Pair;
+
 mod isal;
 
 /// Uncompressed bytes per independently deflated block.
@@ -319,11 +321,20 @@ fn deflate_block(
     })
 }
 
-/// What [`compress`] measured about its input.
+/// What [`compress`] measured about its input and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompressStats {
     pub input_bytes: u64,
     pub output_bytes: u64,
+    /// SHA-256 of the input (a layer's diff_id).
+    pub input_sha256: [u8; 32],
+    /// SHA-256 of the gzip output (the blob digest).
+    pub output_sha256: [u8; 32],
+}
+
+/// Each buffer of a batch, as a slice.
+fn slices(buffers: &[Vec<u8>]) -> Vec<&[u8]> {
+    buffers.iter().map(Vec::as_slice).collect()
 }
 
 /// Read `input` to its end and write it to `output` as one gzip member,
@@ -344,8 +355,13 @@ pub fn compress(
     let mut stats = CompressStats {
         input_bytes: 0,
         output_bytes: GZIP_HEADER.len() as u64,
+        input_sha256: [0; 32],
+        output_sha256: [0; 32],
     };
+    // Input and output digests, computed side by side (see sha256_pair).
+    let mut hashes = Sha256Pair::default();
     output.write_all(&GZIP_HEADER)?;
+    hashes.update(&[], &[&GZIP_HEADER]);
 
     // Buffers are recycled from batch to batch: memory stays at a few
     // blocks per thread, and the allocator sees no churn.
@@ -356,6 +372,7 @@ pub fn compress(
     };
     read_block(&mut input, &mut reader.pending)?;
     let (mut batch, mut last) = reader.next_batch(&mut input)?;
+    hashes.update(&slices(&batch), &[]);
     let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
     // The previous batch's output, written while this batch is deflated.
     let mut written: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
@@ -391,10 +408,14 @@ pub fn compress(
                 for piece in &written[..to_write] {
                     output.write_all(piece)?;
                 }
-                if last {
-                    return Ok(None);
-                }
-                reader.next_batch(&mut input).map(Some)
+                let next = if last {
+                    None
+                } else {
+                    Some(reader.next_batch(&mut input)?)
+                };
+                let read = next.as_ref().map_or_else(Vec::new, |(b, _)| slices(b));
+                hashes.update(&read, &slices(&written[..to_write]));
+                Ok(next)
             },
         );
         let next = next?;
@@ -418,9 +439,15 @@ pub fn compress(
     for piece in &written[..to_write] {
         output.write_all(piece)?;
     }
-    output.write_all(&crc.finalize().to_le_bytes())?;
-    output.write_all(&(stats.input_bytes as u32).to_le_bytes())?;
+    let mut trailer = [0u8; 8];
+    trailer[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    trailer[4..].copy_from_slice(&(stats.input_bytes as u32).to_le_bytes());
+    output.write_all(&trailer)?;
+    let mut tail = slices(&written[..to_write]);
+    tail.push(&trailer);
+    hashes.update(&[], &tail);
     stats.output_bytes += 8;
+    (stats.input_sha256, stats.output_sha256) = hashes.finish();
     output.flush()?;
     Ok(stats)
 }
@@ -475,13 +502,14 @@ fn read_block(input: &mut impl Read, block: &mut Vec<u8>) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::read::GzDecoder;
 
     const DEFAULT_LEVEL_FOR_TESTS: u32 = crate::blob::DEFAULT_COMPRESSION_LEVEL;
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    /// Deterministic bytes that look random (xorshift).
+    pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
             .map(|_| {
