@@ -103,16 +103,14 @@ fn registry_cpu(registry: &Registry) -> f64 {
     let pid =
         std::fs::read_to_string(registry.state_dir().join("registry.pid")).unwrap_or_default();
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 14th and 15th of the whole line.
+    // The fields after the command name (which may hold spaces), the
+    // first of them being field 3: utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: Vec<f64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    match (ticks.get(11), ticks.get(12)) {
+    match (field(14), field(15)) {
         (Some(u), Some(s)) if hz > 0.0 => (u + s) / hz,
         _ => 0.0,
     }
