@@ -1214,3 +1214,73 @@ pub async fn execute(
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::FileRange;
+    use crate::push::plan::SourceKind;
+
+    fn image_with_layers(layers: Vec<SourceLayer>) -> Result<Artifact, String> {
+        Ok(Artifact::Image(Image {
+            source: PathBuf::from("image.tar"),
+            config: Vec::new(),
+            config_digest: String::new(),
+            diff_ids: Vec::new(),
+            layers,
+            expected_digest: None,
+        }))
+    }
+
+    fn raw(len: u64) -> SourceLayer {
+        SourceLayer::Raw(FileRange {
+            path: PathBuf::from("image.tar"),
+            offset: 0,
+            len,
+        })
+    }
+
+    fn planned(name: &str, image: Result<Artifact, String>) -> PlannedImage {
+        PlannedImage {
+            target: crate::targets::TARGETS[0],
+            name: name.to_string(),
+            source: SourceKind::Tarball,
+            source_file: PathBuf::from("image.tar"),
+            note: None,
+            image,
+            destinations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn images_start_largest_layer_to_compress_first_ties_in_target_order() {
+        let bazel_compressed = SourceLayer::Compressed {
+            range: FileRange {
+                path: PathBuf::from("layer.tar.gz"),
+                offset: 0,
+                len: 1 << 40,
+            },
+            digest: String::new(),
+            diff_id: String::new(),
+        };
+        let plan = Plan {
+            bazel_bin: PathBuf::from("bazel-bin"),
+            images: vec![
+                planned("small", image_with_layers(vec![raw(10), raw(20)])),
+                planned("broken", Err("no tarball".into())),
+                planned("big", image_with_layers(vec![raw(5), raw(500)])),
+                // Bazel's gzip is never compressed again: it counts for nothing.
+                planned(
+                    "prebuilt",
+                    image_with_layers(vec![bazel_compressed, raw(20)]),
+                ),
+                planned("medium", image_with_layers(vec![raw(100)])),
+            ],
+        };
+        let names: Vec<&str> = work_order(&plan)
+            .into_iter()
+            .map(|id| plan.images[id].name.as_str())
+            .collect();
+        assert_eq!(names, ["big", "medium", "small", "prebuilt", "broken"]);
+    }
+}
