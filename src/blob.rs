@@ -299,7 +299,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Reader adapter that hashes what is read through it.
 /// Hash everything `reader` yields; returns (digest, byte count).
 fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut sink = HashingWriter {

@@ -32,7 +32,8 @@ const PIECE_SIZE: usize = 4 * 1024;
 const DICT_SIZE: usize = 32 * 1024;
 /// Largest stored (uncompressed) deflate block.
 const STORED_MAX: usize = 65_535;
-/// Above this many bits of entropy per byte a block is stored, not deflated.
+/// Above this many bits of (collision) entropy per byte a page is stored,
+/// not deflated.
 const STORE_ENTROPY_BITS: f64 = 7.9;
 
 /// Identifies the compressor's output format; part of every cache key
@@ -341,10 +342,10 @@ fn slices(buffers: &[Vec<u8>]) -> Vec<&[u8]> {
 /// deflating blocks in parallel on the global rayon pool. Memory use is
 /// bounded: at most four blocks per pool thread are in flight.
 ///
-/// Reading the next batch of blocks and writing the previous one (where
-/// the caller's digests are computed, one byte after the other) overlap
-/// with deflating the current batch, so the serial work does not leave
-/// the other cores idle.
+/// Reading the next batch of blocks, writing the previous one and hashing
+/// both (the input's and the output's SHA-256, side by side) overlap with
+/// deflating the current batch, so the serial work does not leave the
+/// other cores idle.
 pub fn compress(
     mut input: impl Read + Send,
     mut output: impl Write + Send,

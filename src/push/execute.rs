@@ -979,10 +979,10 @@ fn layer_users(plan: &Plan) -> HashMap<String, usize> {
     users
 }
 
-/// Every reference an image goes to, as shown.
 /// The order in which images start, and so queue for the compression
-/// permits (a fair semaphore): the image with the largest layer to
-/// compress first, since a big layer started last leaves the other cores
+/// permits (a fair semaphore): the image with the largest layer kvpush
+/// may compress (a raw one; Bazel's gzip files are never recompressed)
+/// first, since a big layer started last leaves the other cores
 /// idle while it finishes (the bench's cold push ended on virt-launcher's
 /// 100 MB layer, a core idle for its last 0.3 s). Ties keep target order.
 fn work_order(plan: &Plan) -> Vec<usize> {
@@ -1003,6 +1003,7 @@ fn work_order(plan: &Plan) -> Vec<usize> {
     order
 }
 
+/// Every reference an image goes to, as shown.
 fn references(planned: &PlannedImage) -> Vec<String> {
     planned
         .destinations
