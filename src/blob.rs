@@ -382,9 +382,9 @@ fn prepare_layer_into(
             growing,
         },
     );
-    let input = io::BufReader::with_capacity(BUF_SIZE, src.open()?);
-    // Both digests come out of the compressor, computed side by side.
-    let stats = compress::compress(input, &mut out, level)?;
+    // Unbuffered: the compressor reads whole 256 KiB blocks itself.
+    // Both digests come out of it, computed side by side.
+    let stats = compress::compress(src.open()?, &mut out, level)?;
     if stats.input_bytes != src.len {
         return Err(truncated(&src.path));
     }
