@@ -151,12 +151,29 @@ impl Registry {
             .unwrap_or_else(|e| panic!("cannot start a {} registry: {e}", kind.as_str()))
     }
 
+    /// Like [`Registry::start`], with the registry's state (config and
+    /// blob storage) in a fresh directory under `parent`.
+    pub fn start_in(kind: RegistryKind, parent: &Path) -> Registry {
+        Self::try_start_in(kind, parent).unwrap_or_else(|e| {
+            panic!(
+                "cannot start a {} registry in {}: {e}",
+                kind.as_str(),
+                parent.display()
+            )
+        })
+    }
+
     /// Like [`Registry::start`], returning the error instead.
     pub fn try_start(kind: RegistryKind) -> Result<Registry, String> {
+        Self::try_start_in(kind, &std::env::temp_dir())
+    }
+
+    /// Like [`Registry::start_in`], returning the error instead.
+    pub fn try_start_in(kind: RegistryKind, parent: &Path) -> Result<Registry, String> {
         let state = tempfile::Builder::new()
             .prefix("kvpush-registry-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
+            .tempdir_in(parent)
+            .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
         let mut cmd = Command::new(Self::script_dir().join("start-registry.sh"));
         cmd.arg(kind.as_str()).arg(state.path());
         cmd.env("KVPUSH_REGISTRY_WATCH_PID", std::process::id().to_string());
