@@ -2,14 +2,15 @@
 //!
 //! Knows nothing of images or registries. A layer is read once: its
 //! uncompressed digest (the diff_id), its compressed digest and size all come
-//! out of the same pass, and compressed bytes go to a spool file so that an
-//! upload (or a retried upload) never compresses again.
+//! out of the same pass. Compressed bytes go to a spool file, so that an
+//! upload (or a retried upload) never compresses again, or, for a layer
+//! uploaded as it is compressed, through memory to that upload.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::Stream;
@@ -109,7 +110,15 @@ pub struct PreparedLayer {
     pub digest: String,
     /// Size of the gzip blob in bytes.
     pub size: u64,
-    pub body: BlobBody,
+    /// None when the bytes went only to a [`GrowingBlob`]'s stream.
+    pub body: Option<BlobBody>,
+}
+
+impl PreparedLayer {
+    /// Whether kvpush made the gzip bytes (else they are Bazel's).
+    pub fn compressed_here(&self) -> bool {
+        !matches!(self.body, Some(BlobBody::Range(_)))
+    }
 }
 
 /// Largest upload chunk read from a file.
@@ -145,14 +154,20 @@ impl Drop for PooledChunk {
     }
 }
 
-/// `len` (at most [`UPLOAD_CHUNK`]) bytes of `file` from `offset`, read
-/// into a pooled buffer.
-fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
-    let buf = CHUNK_POOL
+/// A buffer from the pool (of any length), or a new empty one.
+fn pooled_buffer() -> Vec<u8> {
+    CHUNK_POOL
         .lock()
         .ok()
         .and_then(|mut pool| pool.pop())
-        .unwrap_or_else(|| vec![0; UPLOAD_CHUNK]);
+        .unwrap_or_default()
+}
+
+/// `len` (at most [`UPLOAD_CHUNK`]) bytes of `file` from `offset`, read
+/// into a pooled buffer.
+fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
+    let mut buf = pooled_buffer();
+    buf.resize(UPLOAD_CHUNK, 0);
     let mut chunk = PooledChunk { buf, len };
     file.read_exact_at(&mut chunk.buf[..len], offset)?;
     Ok(bytes::Bytes::from_owner(chunk))
@@ -178,105 +193,331 @@ pub fn range_chunks(
     })
 }
 
-/// A spool file still being written, that an upload may read as it grows:
-/// the writer publishes how many bytes the file holds, and when it is done.
+/// Bytes of streamed blobs held in memory at once, over every stream of the
+/// process; past it a blob's writer spills the rest of it to its file.
+const STREAM_MEMORY: usize = 4 << 20;
+static STREAM_QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// A blob still being compressed, that an upload reads as it grows.
+///
+/// Its bytes pass through memory, not a spool file: writing every layer
+/// to the page cache and reading it back was a tenth of a cold push's CPU.
+/// When the upload falls behind (a slow network) by more than
+/// [`STREAM_MEMORY`] over all streams, the writer goes on into a spill file
+/// (at each byte's offset in the blob) which the upload reads next, so
+/// compression never waits for the network. Once a stream has taken bytes
+/// nothing is kept: a blob needed again (a failed stream) is compressed
+/// again, to the same bytes. A blob no stream read is kept whole, see
+/// [`GrowingBlob::keep`].
 #[derive(Debug)]
-pub struct GrowingFile {
-    path: PathBuf,
-    written: AtomicU64,
-    state: AtomicU8,
+pub struct GrowingBlob {
+    spill_path: PathBuf,
+    inner: std::sync::Mutex<Growing>,
     more: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct Growing {
+    /// Written, not yet streamed, in order; all before the spill file.
+    queue: std::collections::VecDeque<bytes::Bytes>,
+    /// Offset in the blob of the queue's first byte.
+    queue_start: u64,
+    /// Offset in the blob from which bytes are in the spill file.
+    spill_start: Option<u64>,
+    written: u64,
+    state: u8,
+    /// A stream took bytes: the blob can no longer be kept whole.
+    taken: bool,
+    /// A stream that took bytes stopped: what is written is dropped.
+    dropping: bool,
+    /// The spill file holds the whole blob and outlives this.
+    kept: bool,
 }
 
 const WRITING: u8 = 0;
 const FINISHED: u8 = 1;
 const FAILED: u8 = 2;
 
-/// Bytes per chunk of a [`GrowingFile::stream`].
-const STREAM_CHUNK: usize = 64 * 1024;
-
-impl GrowingFile {
-    pub fn new(path: PathBuf) -> Arc<GrowingFile> {
-        Arc::new(GrowingFile {
-            path,
-            written: AtomicU64::new(0),
-            state: AtomicU8::new(WRITING),
+impl GrowingBlob {
+    /// A blob that spills, if it must, to `spill_path`.
+    pub fn new(spill_path: PathBuf) -> Arc<GrowingBlob> {
+        Arc::new(GrowingBlob {
+            spill_path,
+            inner: std::sync::Mutex::new(Growing {
+                queue: Default::default(),
+                queue_start: 0,
+                spill_start: None,
+                written: 0,
+                state: WRITING,
+                taken: false,
+                dropping: false,
+                kept: false,
+            }),
             more: tokio::sync::Notify::new(),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Growing> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Acquire)
+        self.lock().written
     }
 
-    fn wrote(&self, n: usize) {
-        self.written.fetch_add(n as u64, Ordering::Release);
-        self.more.notify_one();
-    }
-
-    /// The writer is done: every byte is in the file if `ok`, else the
-    /// file is unfinished and must not be used.
+    /// The writer is done: every byte was written if `ok`, else the blob
+    /// is unfinished and its stream ends with an error.
     pub fn finish(&self, ok: bool) {
-        self.state
-            .store(if ok { FINISHED } else { FAILED }, Ordering::Release);
+        self.lock().state = if ok { FINISHED } else { FAILED };
         self.more.notify_one();
     }
 
-    /// The file's bytes as they are written, ending once the writer has
-    /// finished, or with an error if it failed. One reader at a time.
+    /// No stream will read the rest. If one took bytes, what is queued is
+    /// freed and what comes dropped; else the rest goes to the spill file,
+    /// for [`GrowingBlob::keep`].
+    pub fn abandon(&self) {
+        let mut g = self.lock();
+        if g.taken {
+            g.dropping = true;
+            let queued: usize = g.queue.drain(..).map(|c| c.len()).sum();
+            STREAM_QUEUED.fetch_sub(queued, Ordering::Relaxed);
+        } else if g.spill_start.is_none() {
+            g.spill_start = Some(g.written);
+        }
+    }
+
+    /// Once the writer has finished: if no stream took any of the blob,
+    /// write what is still in memory to the spill file, which then holds
+    /// the whole blob, and return that file (left in place when this is
+    /// dropped); else None.
+    pub fn keep(&self) -> io::Result<Option<PathBuf>> {
+        let mut g = self.lock();
+        if g.taken || g.state != FINISHED {
+            return Ok(None);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&self.spill_path)?;
+        let mut at = g.queue_start;
+        while let Some(chunk) = g.queue.pop_front() {
+            STREAM_QUEUED.fetch_sub(chunk.len(), Ordering::Relaxed);
+            file.write_all_at(&chunk, at)?;
+            at += chunk.len() as u64;
+        }
+        g.queue_start = at;
+        g.kept = true;
+        Ok(Some(self.spill_path.clone()))
+    }
+
+    /// The writer that feeds this blob.
+    fn writer(&self) -> GrowingWriter<'_> {
+        GrowingWriter {
+            blob: self,
+            chunk: Vec::new(),
+            spill: None,
+        }
+    }
+
+    /// Queue `chunk`, or write it to the spill file once memory is short.
+    fn push(&self, chunk: bytes::Bytes, spill: &mut Option<File>) -> io::Result<()> {
+        let len = chunk.len();
+        let at = {
+            let mut g = self.lock();
+            if g.dropping {
+                g.written += len as u64;
+                return Ok(());
+            }
+            let in_memory = g.spill_start.is_none()
+                && STREAM_QUEUED.fetch_add(len, Ordering::Relaxed) + len <= STREAM_MEMORY;
+            if in_memory {
+                g.queue.push_back(chunk);
+                g.written += len as u64;
+                drop(g);
+                self.more.notify_one();
+                return Ok(());
+            }
+            if g.spill_start.is_none() {
+                STREAM_QUEUED.fetch_sub(len, Ordering::Relaxed);
+                g.spill_start = Some(g.written);
+                tracing::debug!(
+                    "upload behind by {} MiB of compressed layers: spilling to {}",
+                    STREAM_MEMORY >> 20,
+                    self.spill_path.display()
+                );
+            }
+            g.written
+        };
+        let file = match spill {
+            Some(f) => f,
+            None => spill.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(false)
+                    .open(&self.spill_path)?,
+            ),
+        };
+        file.write_all_at(&chunk, at)?;
+        self.lock().written += len as u64;
+        self.more.notify_one();
+        Ok(())
+    }
+
+    /// The blob's bytes as they are written, ending once the writer has
+    /// finished, or with an error if it failed. One reader at a time; a
+    /// reader dropped before the end abandons the blob.
     pub fn stream(
         self: Arc<Self>,
     ) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-        futures::stream::unfold(Some((self, None::<File>, 0u64)), |state| async move {
-            let (growing, file, offset) = state?;
+        let reader = GrowingReader {
+            blob: self,
+            file: None,
+            offset: 0,
+            done: false,
+        };
+        futures::stream::unfold(Some(reader), |state| async move {
+            let mut reader = state?;
             loop {
-                // The state first: once it says finished, `written` is final.
-                let state = growing.state.load(Ordering::Acquire);
-                let available = growing.written();
-                if offset < available {
-                    let len = (available - offset).min(STREAM_CHUNK as u64) as usize;
-                    let read = match file {
-                        Some(f) => Ok(f),
-                        None => File::open(&growing.path),
+                let next = reader.blob.next_read(reader.offset);
+                let (at, len) = match next {
+                    Next::Queued(chunk) => {
+                        reader.offset += chunk.len() as u64;
+                        return Some((Ok(chunk), Some(reader)));
                     }
-                    .and_then(|f| read_chunk(&f, offset, len).map(|chunk| (f, chunk)));
-                    return Some(match read {
-                        Ok((f, chunk)) => {
-                            (Ok(chunk), Some((growing, Some(f), offset + len as u64)))
-                        }
-                        Err(e) => (Err(e), None),
-                    });
-                }
-                match state {
-                    FINISHED => return None,
-                    FAILED => {
+                    Next::Spilled { at, len } => (at, len),
+                    Next::End => {
+                        reader.done = true;
+                        return None;
+                    }
+                    Next::Failed => {
                         let e = io::Error::other("the blob could not be written");
                         return Some((Err(e), None));
                     }
-                    _ => growing.more.notified().await,
+                    Next::Wait => {
+                        reader.blob.more.notified().await;
+                        continue;
+                    }
+                };
+                let read = match reader.file.take() {
+                    Some(f) => Ok(f),
+                    None => File::open(&reader.blob.spill_path),
                 }
+                .and_then(|f| read_chunk(&f, at, len).map(|chunk| (f, chunk)));
+                return Some(match read {
+                    Ok((f, chunk)) => {
+                        reader.file = Some(f);
+                        reader.offset += len as u64;
+                        (Ok(chunk), Some(reader))
+                    }
+                    Err(e) => (Err(e), None),
+                });
             }
         })
     }
+
+    /// What a reader at `offset` gets next.
+    fn next_read(&self, offset: u64) -> Next {
+        let mut g = self.lock();
+        if let Some(chunk) = g.queue.pop_front() {
+            STREAM_QUEUED.fetch_sub(chunk.len(), Ordering::Relaxed);
+            g.queue_start += chunk.len() as u64;
+            g.taken = true;
+            return Next::Queued(chunk);
+        }
+        match g.spill_start {
+            Some(_) if offset < g.written => {
+                g.taken = true;
+                Next::Spilled {
+                    at: offset,
+                    len: (g.written - offset).min(UPLOAD_CHUNK as u64) as usize,
+                }
+            }
+            _ if g.state == FINISHED => Next::End,
+            _ if g.state == FAILED => Next::Failed,
+            _ => Next::Wait,
+        }
+    }
 }
 
-/// The spool file under its buffer, telling a [`GrowingFile`] what it holds.
-struct PublishingFile<'a> {
-    file: File,
-    growing: Option<&'a GrowingFile>,
+/// See [`GrowingBlob::next_read`].
+enum Next {
+    Queued(bytes::Bytes),
+    /// `len` bytes of the spill file, from `at` (an offset in the blob).
+    Spilled {
+        at: u64,
+        len: usize,
+    },
+    End,
+    Failed,
+    Wait,
 }
 
-impl Write for PublishingFile<'_> {
+impl Drop for GrowingBlob {
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let queued: usize = g.queue.drain(..).map(|c| c.len()).sum();
+        STREAM_QUEUED.fetch_sub(queued, Ordering::Relaxed);
+        if let (Some(start), false) = (g.spill_start, g.kept) {
+            tracing::debug!(
+                "{} of {} bytes went through {}",
+                g.written - start,
+                g.written,
+                self.spill_path.display()
+            );
+            let _ = std::fs::remove_file(&self.spill_path);
+        }
+    }
+}
+
+/// A [`GrowingBlob::stream`]'s place in the blob.
+struct GrowingReader {
+    blob: Arc<GrowingBlob>,
+    file: Option<File>,
+    offset: u64,
+    done: bool,
+}
+
+impl Drop for GrowingReader {
+    fn drop(&mut self) {
+        if !self.done {
+            self.blob.abandon();
+        }
+    }
+}
+
+/// Fills pooled upload chunks and hands each full one to its blob.
+struct GrowingWriter<'a> {
+    blob: &'a GrowingBlob,
+    chunk: Vec<u8>,
+    spill: Option<File>,
+}
+
+impl Write for GrowingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        if let Some(g) = self.growing {
-            g.wrote(n);
+        if self.chunk.capacity() == 0 {
+            self.chunk = pooled_buffer();
+            self.chunk.clear();
+            self.chunk.reserve_exact(UPLOAD_CHUNK);
+        }
+        let n = buf.len().min(UPLOAD_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == UPLOAD_CHUNK {
+            self.flush()?;
         }
         Ok(n)
     }
+
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.chunk);
+        let len = buf.len();
+        let chunk = bytes::Bytes::from_owner(PooledChunk { buf, len });
+        self.blob.push(chunk, &mut self.spill)
     }
 }
 
@@ -331,20 +572,19 @@ pub fn is_gzip(range: &FileRange) -> io::Result<bool> {
 /// Prepare one layer for upload in a single read of its bytes.
 ///
 /// Gzip layers are hashed as they are and decompressed once to learn their
-/// diff_id; uncompressed layers are gzip-compressed into `spool` while both
-/// digests are computed.
-///
-/// With `growing`, the spool's bytes are published as they are written
-/// (an upload may stream them), and it is finished when this returns.
+/// diff_id; uncompressed layers are gzip-compressed while both digests are
+/// computed, into `spool`, or with `growing` into that blob's stream
+/// (finished when this returns), and then into no file: the result has no
+/// body.
 pub fn prepare_layer(
     src: &FileRange,
     spool: &Path,
     level: u32,
-    growing: Option<&GrowingFile>,
+    growing: Option<&GrowingBlob>,
 ) -> io::Result<PreparedLayer> {
     let prepared = prepare_layer_into(src, spool, level, growing);
     if let Some(g) = growing {
-        g.finish(matches!(&prepared, Ok(p) if matches!(p.body, BlobBody::Spool(_))));
+        g.finish(matches!(&prepared, Ok(p) if p.body.is_none()));
     }
     prepared
 }
@@ -353,7 +593,7 @@ fn prepare_layer_into(
     src: &FileRange,
     spool: &Path,
     level: u32,
-    growing: Option<&GrowingFile>,
+    growing: Option<&GrowingBlob>,
 ) -> io::Result<PreparedLayer> {
     if is_gzip(src)? {
         let (digest, size) = hash_reader(io::BufReader::with_capacity(BUF_SIZE, src.open()?))?;
@@ -368,23 +608,23 @@ fn prepare_layer_into(
             diff_id,
             digest,
             size,
-            body: BlobBody::Range(src.clone()),
+            body: Some(BlobBody::Range(src.clone())),
         });
     }
 
-    // Small: compressed pieces of 32 KiB or more go to the file as they
-    // are, only the small ones (headers, zero blocks) are copied to be
-    // coalesced.
-    let mut out = BufWriter::with_capacity(
-        32 * 1024,
-        PublishingFile {
-            file: File::create(spool)?,
-            growing,
-        },
-    );
-    // Unbuffered: the compressor reads whole 256 KiB blocks itself.
+    // Unbuffered input: the compressor reads whole 256 KiB blocks itself.
     // Both digests come out of it, computed side by side.
-    let stats = compress::compress(src.open()?, &mut out, level)?;
+    let (stats, body) = match growing {
+        Some(g) => (compress::compress(src.open()?, g.writer(), level)?, None),
+        None => {
+            // Small: compressed pieces of 32 KiB or more go to the file as
+            // they are, only the small ones (headers, zero blocks) are
+            // copied to be coalesced.
+            let out = BufWriter::with_capacity(32 * 1024, File::create(spool)?);
+            let stats = compress::compress(src.open()?, out, level)?;
+            (stats, Some(BlobBody::Spool(spool.to_path_buf())))
+        }
+    };
     if stats.input_bytes != src.len {
         return Err(truncated(&src.path));
     }
@@ -392,7 +632,7 @@ fn prepare_layer_into(
         diff_id: format!("sha256:{}", hex::encode(stats.input_sha256)),
         digest: format!("sha256:{}", hex::encode(stats.output_sha256)),
         size: stats.output_bytes,
-        body: BlobBody::Spool(spool.to_path_buf()),
+        body,
     })
 }
 
@@ -436,10 +676,10 @@ mod tests {
         assert_eq!(back, content);
     }
 
-    /// Everything a [`GrowingFile::stream`] yields, read while `write`
+    /// Everything a [`GrowingBlob::stream`] yields, read while `write`
     /// runs on another thread.
     fn stream_while(
-        growing: &Arc<GrowingFile>,
+        growing: &Arc<GrowingBlob>,
         write: impl FnOnce() + Send + 'static,
     ) -> io::Result<Vec<u8>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -498,30 +738,121 @@ mod tests {
         assert_eq!(got.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
+    /// Bytes that do not compress: stored, so the output is as large.
+    fn noise(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_growing_spool_streams_every_byte_of_the_layer_as_it_is_compressed() {
+    fn a_growing_blob_streams_the_bytes_a_spool_would_hold() {
         let dir = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..3_000_000u32)
             .map(|i| ((i % 251) ^ (i / 7)) as u8)
             .collect();
         let src = range_of(&content, dir.path(), "layer");
         let spool = dir.path().join("spool.gz");
-        let growing = GrowingFile::new(spool.clone());
-        let (g, s) = (Arc::clone(&growing), spool.clone());
+        let spooled = prepare_layer(&src, &spool, 6, None).unwrap();
+        let spill = dir.path().join("spill.gz");
+        let growing = GrowingBlob::new(spill.clone());
+        let g = Arc::clone(&growing);
+        let (tx, rx) = std::sync::mpsc::channel();
         let streamed = stream_while(&growing, move || {
-            prepare_layer(&src, &s, 6, Some(&g)).unwrap();
+            tx.send(prepare_layer(&src, &spill, 6, Some(&g)).unwrap())
+                .unwrap();
         })
         .unwrap();
+        let prepared = rx.recv().unwrap();
         assert_eq!(streamed, std::fs::read(&spool).unwrap());
         assert_eq!(growing.written(), streamed.len() as u64);
+        assert_eq!(
+            (&prepared.digest, &prepared.diff_id, prepared.size),
+            (&spooled.digest, &spooled.diff_id, spooled.size)
+        );
+        assert_eq!(prepared.body, None, "a streamed layer keeps no copy");
+        assert!(prepared.compressed_here());
     }
 
     #[test]
-    fn a_growing_spool_whose_writer_fails_ends_its_stream_with_an_error() {
+    fn a_blob_the_upload_lags_behind_spills_to_its_file_and_streams_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three times what all streams may hold in memory, written before
+        // the stream reads anything.
+        let content = noise(3 * STREAM_MEMORY, 7);
+        let src = range_of(&content, dir.path(), "layer");
+        let spool = dir.path().join("spool.gz");
+        prepare_layer(&src, &spool, 1, None).unwrap();
+        let spill = dir.path().join("spill.gz");
+        let growing = GrowingBlob::new(spill.clone());
+        prepare_layer(&src, &spill, 1, Some(&growing)).unwrap();
+        assert!(spill.exists(), "the rest of the blob went to its file");
+        let streamed = stream_while(&growing, || {}).unwrap();
+        assert_eq!(streamed, std::fs::read(&spool).unwrap());
+        drop(growing);
+        assert!(!spill.exists(), "the spill file goes with its blob");
+    }
+
+    #[test]
+    fn a_blob_no_stream_read_is_kept_whole_as_its_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        // One that fits in memory, and one that spills part of itself.
+        for (name, len) in [("small", 100_000), ("large", 3 * STREAM_MEMORY)] {
+            let src = range_of(&noise(len, 5), dir.path(), name);
+            let spool = dir.path().join(format!("{name}.gz"));
+            let expected = prepare_layer(&src, &spool, 1, None).unwrap();
+            let spill = dir.path().join(format!("{name}-spill.gz"));
+            let growing = GrowingBlob::new(spill.clone());
+            let prepared = prepare_layer(&src, &spill, 1, Some(&growing)).unwrap();
+            // The registry turned out to have the image: nobody streams.
+            growing.abandon();
+            assert_eq!(growing.keep().unwrap(), Some(spill.clone()));
+            drop(growing);
+            assert_eq!(prepared.digest, expected.digest);
+            assert_eq!(
+                std::fs::read(&spill).unwrap(),
+                std::fs::read(&spool).unwrap(),
+                "{name}: the spill file holds the whole blob"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reader_that_stops_abandons_the_blob_which_then_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = range_of(&noise(2 << 20, 3), dir.path(), "layer");
+        let spill = dir.path().join("spill.gz");
+        let growing = GrowingBlob::new(spill.clone());
+        let g = Arc::clone(&growing);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let writer = std::thread::spawn(move || prepare_layer(&src, &spill, 1, Some(&g)));
+        runtime.block_on(async {
+            use futures::StreamExt as _;
+            let mut stream = std::pin::pin!(Arc::clone(&growing).stream());
+            let first = stream.next().await.unwrap().unwrap();
+            assert!(!first.is_empty());
+        });
+        let prepared = writer.join().unwrap().unwrap();
+        assert!(growing.lock().dropping);
+        assert!(growing.lock().queue.is_empty(), "memory given back");
+        assert_eq!(growing.written(), prepared.size, "counted all the same");
+        assert_eq!(growing.keep().unwrap(), None, "its start is gone");
+    }
+
+    #[test]
+    fn a_growing_blob_whose_writer_fails_ends_its_stream_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut src = range_of(&[7u8; 100_000], dir.path(), "layer");
         src.len = 200_000; // truncated
-        let growing = GrowingFile::new(dir.path().join("spool.gz"));
+        let growing = GrowingBlob::new(dir.path().join("spool.gz"));
         let g = Arc::clone(&growing);
         let spool = dir.path().join("spool.gz");
         let streamed = stream_while(&growing, move || {
@@ -543,7 +874,7 @@ mod tests {
         assert_eq!(p.digest, sha256_digest(&gz));
         assert_eq!(p.diff_id, sha256_digest(&content));
         assert_eq!(p.size, gz.len() as u64);
-        assert_eq!(p.body, BlobBody::Range(src));
+        assert_eq!(p.body, Some(BlobBody::Range(src)));
         assert!(!dir.path().join("unused").exists());
     }
 

@@ -30,7 +30,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use super::events::{Observer, Stage};
 use super::plan::{Destination, Plan, PlannedImage};
-use crate::blob::{prepare_layer, BlobBody, FileRange, GrowingFile, PreparedLayer};
+use crate::blob::{prepare_layer, BlobBody, FileRange, GrowingBlob, PreparedLayer};
 use crate::cache::{Cache, CachedLayer};
 use crate::interrupt::Stop;
 use crate::manifest::{image_manifest, BlobRef};
@@ -274,6 +274,8 @@ struct Layer {
     src: FileRange,
     index: usize,
     body: OnceCell<Result<BlobBody, String>>,
+    /// The digest came from the cache (else from compressing it this run).
+    digest_from_cache: bool,
     /// A layer Bazel gzipped, whose digest its digest file claims: hashed
     /// once, before its first upload (a re-push that uploads nothing reads
     /// nothing).
@@ -324,6 +326,7 @@ fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
         src: range.clone(),
         index,
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
+        digest_from_cache: false,
         claimed: Some(claimed.clone()),
         verified: OnceCell::new(),
     }))
@@ -335,9 +338,9 @@ impl Run<'_> {
     /// cache here, before a streamed upload is completed, so that a run
     /// killed once that upload landed leaves a re-run the digest to find
     /// the blob by. With `stream`, the gzip bytes are uploaded there as
-    /// they are made and, once that upload lands, the blob counts as placed
-    /// there (else it is uploaded from the spool file later, the ordinary
-    /// way).
+    /// they are made, through memory, not the spool, and, once that upload
+    /// lands, the blob counts as placed there; else it is compressed again
+    /// when it is uploaded the ordinary way (rarely: a failed stream).
     async fn compress_layer(
         &self,
         src: &FileRange,
@@ -358,7 +361,7 @@ impl Run<'_> {
         let level = self.options.compression_level;
         let src_for_task = src.clone();
         let started = std::time::Instant::now();
-        let growing = stream.as_ref().map(|_| GrowingFile::new(spool.clone()));
+        let growing = stream.as_ref().map(|_| GrowingBlob::new(spool.clone()));
         let for_task = growing.clone();
         let task = tokio::task::spawn_blocking(move || {
             prepare_layer(&src_for_task, &spool, level, for_task.as_deref())
@@ -367,18 +370,24 @@ impl Run<'_> {
             (Some(to), Some(growing)) => {
                 let upload = async {
                     // Asked while the compression runs, not before it.
-                    match to.client.blob_exists(to.repo, &to.config).await {
+                    let sent = match to.client.blob_exists(to.repo, &to.config).await {
                         Ok(false) => to.client.stream_upload(to.repo, growing).await.map(Some),
                         Ok(true) => Ok(None),
                         Err(e) => Err(e),
+                    };
+                    if !matches!(sent, Ok(Some(_))) {
+                        // Nobody reads the rest: the compression goes on
+                        // for the digests only.
+                        growing.abandon();
                     }
+                    sent
                 };
                 let (prepared, streamed) = tokio::join!(task, upload);
                 (prepared, streamed.transpose())
             }
             _ => (task.await, None),
         };
-        let prepared = prepared
+        let mut prepared = prepared
             .map_err(|e| format!("layer task failed: {e}"))?
             .map_err(|e| {
                 format!(
@@ -387,6 +396,15 @@ impl Run<'_> {
                     src.path.display()
                 )
             })?;
+        if let (Some(growing), false) = (&growing, matches!(streamed, Some(Ok(_)))) {
+            // Not streamed after all (the registry has the image's config,
+            // or the upload failed): if no stream read any of it, keep
+            // the whole blob as the spool file.
+            let growing = Arc::clone(growing);
+            if let Ok(Ok(Some(path))) = tokio::task::spawn_blocking(move || growing.keep()).await {
+                prepared.body = prepared.body.or(Some(BlobBody::Spool(path)));
+            }
+        }
         tracing::debug!(
             "layer {} of {}: {} bytes -> {} in {} ms",
             index + 1,
@@ -403,7 +421,7 @@ impl Run<'_> {
                 prepared.diff_id
             ));
         }
-        if let (true, Some(cache), BlobBody::Spool(_)) = (learn, &self.cache, &prepared.body) {
+        if let (true, Some(cache), true) = (learn, &self.cache, prepared.compressed_here()) {
             let entry = CachedLayer {
                 digest: prepared.digest.clone(),
                 size: prepared.size,
@@ -419,11 +437,15 @@ impl Run<'_> {
                 {
                     Ok(()) => self.streamed(&to, &prepared),
                     Err(e) => {
-                        tracing::debug!("streamed upload not completed ({e}); uploading again")
+                        tracing::debug!(
+                            "streamed upload not completed ({e}); compressing it again to upload it"
+                        )
                     }
                 }
             }
-            (_, Some(Err(e))) => tracing::debug!("streamed upload failed ({e}); uploading again"),
+            (_, Some(Err(e))) => {
+                tracing::debug!("streamed upload failed ({e}); compressing it again to upload it")
+            }
             _ => {}
         }
         Ok(prepared)
@@ -436,7 +458,8 @@ impl Run<'_> {
     /// pushed there. A layer whose digest kvpush does not know may well be
     /// in the registry already (a CI runner starts with an empty cache),
     /// and uploading it blind would cost its bytes; a new build's own layer
-    /// is the case this is for. Holds one network permit, if one is free.
+    /// is the case this is for; and only if the image goes to no other
+    /// registry. Holds one network permit, if one is free.
     fn stream_target<'p>(
         &'p self,
         id: usize,
@@ -447,10 +470,13 @@ impl Run<'_> {
         let dest = planned.destinations.first()?;
         let home = self.homes.get(&(dest.host.clone(), diff_id.to_string()))?;
         let client = &self.clients[&dest.host];
+        // A streamed layer's bytes are not kept: an image going to another
+        // registry too would have to compress it twice.
         if self.layer_users.get(diff_id) != Some(&1)
             || home.image != id
             || home.repo != dest.repo
             || !client.takes_whole_bodies()
+            || planned.destinations.iter().any(|d| d.host != dest.host)
         {
             return None;
         }
@@ -498,6 +524,7 @@ impl Run<'_> {
                         src,
                         index,
                         body: OnceCell::new(),
+                        digest_from_cache: true,
                         claimed: None,
                         verified: OnceCell::new(),
                     }));
@@ -506,14 +533,20 @@ impl Run<'_> {
                 let prepared = self
                     .compress_layer(&src, &declared, index, true, stream)
                     .await?;
-                compressed = matches!(prepared.body, BlobBody::Spool(_));
+                compressed = prepared.compressed_here();
                 Ok(Arc::new(Layer {
                     diff_id: declared,
                     digest: prepared.digest,
                     size: prepared.size,
                     src,
                     index,
-                    body: OnceCell::new_with(Some(Ok(prepared.body))),
+                    // A streamed layer's bytes were not kept: made
+                    // again on first need.
+                    body: match prepared.body {
+                        Some(body) => OnceCell::new_with(Some(Ok(body))),
+                        None => OnceCell::new(),
+                    },
+                    digest_from_cache: false,
                     claimed: None,
                     verified: OnceCell::new(),
                 }))
@@ -550,6 +583,17 @@ impl Run<'_> {
                 let prepared = self
                     .compress_layer(&layer.src, &layer.diff_id, layer.index, false, None)
                     .await?;
+                if (prepared.digest != layer.digest || prepared.size != layer.size)
+                    && !layer.digest_from_cache
+                {
+                    return Err(format!(
+                        "layer {} of {} compressed to {} earlier in this run and to {} now: the compression is not deterministic here, please report it to kvpush",
+                        layer.index + 1,
+                        layer.src.path.display(),
+                        layer.digest,
+                        prepared.digest
+                    ));
+                }
                 if prepared.digest != layer.digest || prepared.size != layer.size {
                     if let Some(cache) = &self.cache {
                         cache.remove_layer(&self.settings, &layer.diff_id);
@@ -562,7 +606,13 @@ impl Run<'_> {
                         prepared.digest
                     ));
                 }
-                Ok(prepared.body)
+                prepared.body.ok_or_else(|| {
+                    format!(
+                        "layer {} of {} was compressed for an upload only",
+                        layer.index + 1,
+                        layer.src.path.display()
+                    )
+                })
             })
             .await
             .as_ref()

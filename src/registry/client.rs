@@ -26,7 +26,7 @@ use super::credentials::{lookup_credentials, FoundCredential};
 use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use super::transport::{self, HttpClients};
 use super::{describe_error_body, error_body_text, media, Endpoint, RegistryError};
-use crate::blob::{FileRange, GrowingFile};
+use crate::blob::{FileRange, GrowingBlob};
 
 /// Smallest PATCH kvpush sends when a registry keeps answering 413.
 const MIN_CHUNK: u64 = 64 * 1024;
@@ -154,7 +154,7 @@ enum Body<'a> {
     Bytes(&'a [u8]),
     File(&'a FileRange),
     /// A file still being written: sent as it grows, without a length.
-    Growing(&'a Arc<GrowingFile>),
+    Growing(&'a Arc<GrowingBlob>),
 }
 
 /// One request as `execute` needs it to (re)send it.
@@ -629,7 +629,7 @@ impl Client {
     pub async fn stream_upload(
         &self,
         repo: &str,
-        growing: &Arc<GrowingFile>,
+        growing: &Arc<GrowingBlob>,
     ) -> Result<Url, RegistryError> {
         let session = self.start_upload(repo).await?;
         let op = format!("PATCH streamed blob to {repo}");
