@@ -121,7 +121,8 @@ impl PreparedLayer {
     }
 }
 
-/// Largest upload chunk read from a file.
+/// Largest upload chunk: read from a file, or filled by a streamed blob's
+/// writer.
 pub const UPLOAD_CHUNK: usize = 256 * 1024;
 /// Chunk buffers kept for reuse: at most 4 MiB.
 const POOLED_CHUNKS: usize = 16;
@@ -234,6 +235,14 @@ struct Growing {
     kept: bool,
 }
 
+impl Growing {
+    /// Drop what is queued and give its bytes back to [`STREAM_MEMORY`].
+    fn free_queue(&mut self) {
+        let queued: usize = self.queue.drain(..).map(|c| c.len()).sum();
+        STREAM_QUEUED.fetch_sub(queued, Ordering::Relaxed);
+    }
+}
+
 const WRITING: u8 = 0;
 const FINISHED: u8 = 1;
 const FAILED: u8 = 2;
@@ -280,8 +289,7 @@ impl GrowingBlob {
         let mut g = self.lock();
         if g.taken {
             g.dropping = true;
-            let queued: usize = g.queue.drain(..).map(|c| c.len()).sum();
-            STREAM_QUEUED.fetch_sub(queued, Ordering::Relaxed);
+            g.free_queue();
         } else if g.spill_start.is_none() {
             g.spill_start = Some(g.written);
         }
@@ -296,11 +304,7 @@ impl GrowingBlob {
         if g.taken || g.state != FINISHED {
             return Ok(None);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&self.spill_path)?;
+        let file = self.open_spill()?;
         let mut at = g.queue_start;
         while let Some(chunk) = g.queue.pop_front() {
             STREAM_QUEUED.fetch_sub(chunk.len(), Ordering::Relaxed);
@@ -310,6 +314,16 @@ impl GrowingBlob {
         g.queue_start = at;
         g.kept = true;
         Ok(Some(self.spill_path.clone()))
+    }
+
+    /// The spill file, for writing at blob offsets: created if need be,
+    /// never truncated (the writer and [`GrowingBlob::keep`] both fill it).
+    fn open_spill(&self) -> io::Result<File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&self.spill_path)
     }
 
     /// The writer that feeds this blob.
@@ -352,13 +366,7 @@ impl GrowingBlob {
         };
         let file = match spill {
             Some(f) => f,
-            None => spill.insert(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(false)
-                    .open(&self.spill_path)?,
-            ),
+            None => spill.insert(self.open_spill()?),
         };
         file.write_all_at(&chunk, at)?;
         self.lock().written += len as u64;
@@ -458,8 +466,7 @@ enum Next {
 impl Drop for GrowingBlob {
     fn drop(&mut self) {
         let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        let queued: usize = g.queue.drain(..).map(|c| c.len()).sum();
-        STREAM_QUEUED.fetch_sub(queued, Ordering::Relaxed);
+        g.free_queue();
         if let (Some(start), false) = (g.spill_start, g.kept) {
             tracing::debug!(
                 "{} of {} bytes went through {}",
@@ -639,6 +646,8 @@ fn prepare_layer_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Bytes that do not compress: stored, so the output is as large.
+    use crate::compress::tests::pseudo_random;
 
     fn range_of(bytes: &[u8], dir: &Path, name: &str) -> FileRange {
         // Surround the member with other bytes, as inside a tarball.
@@ -738,19 +747,6 @@ mod tests {
         assert_eq!(got.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
-    /// Bytes that do not compress: stored, so the output is as large.
-    fn noise(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn a_growing_blob_streams_the_bytes_a_spool_would_hold() {
         let dir = tempfile::tempdir().unwrap();
@@ -785,7 +781,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Three times what all streams may hold in memory, written before
         // the stream reads anything.
-        let content = noise(3 * STREAM_MEMORY, 7);
+        let content = pseudo_random(3 * STREAM_MEMORY, 7);
         let src = range_of(&content, dir.path(), "layer");
         let spool = dir.path().join("spool.gz");
         prepare_layer(&src, &spool, 1, None).unwrap();
@@ -804,7 +800,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // One that fits in memory, and one that spills part of itself.
         for (name, len) in [("small", 100_000), ("large", 3 * STREAM_MEMORY)] {
-            let src = range_of(&noise(len, 5), dir.path(), name);
+            let src = range_of(&pseudo_random(len, 5), dir.path(), name);
             let spool = dir.path().join(format!("{name}.gz"));
             let expected = prepare_layer(&src, &spool, 1, None).unwrap();
             let spill = dir.path().join(format!("{name}-spill.gz"));
@@ -826,7 +822,7 @@ mod tests {
     #[test]
     fn a_reader_that_stops_abandons_the_blob_which_then_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let src = range_of(&noise(2 << 20, 3), dir.path(), "layer");
+        let src = range_of(&pseudo_random(2 << 20, 3), dir.path(), "layer");
         let spill = dir.path().join("spill.gz");
         let growing = GrowingBlob::new(spill.clone());
         let g = Arc::clone(&growing);
