@@ -583,36 +583,24 @@ impl Run<'_> {
                 let prepared = self
                     .compress_layer(&layer.src, &layer.diff_id, layer.index, false, None)
                     .await?;
-                if (prepared.digest != layer.digest || prepared.size != layer.size)
-                    && !layer.digest_from_cache
-                {
-                    return Err(format!(
-                        "layer {} of {} compressed to {} earlier in this run and to {} now: the compression is not deterministic here, please report it to kvpush",
-                        layer.index + 1,
-                        layer.src.path.display(),
-                        layer.digest,
-                        prepared.digest
-                    ));
-                }
+                let what = format!("layer {} of {}", layer.index + 1, layer.src.path.display());
                 if prepared.digest != layer.digest || prepared.size != layer.size {
+                    let (was, now) = (&layer.digest, &prepared.digest);
+                    if !layer.digest_from_cache {
+                        return Err(format!(
+                            "{what} compressed to {was} earlier in this run and to {now} now: the compression is not deterministic here, please report it to kvpush"
+                        ));
+                    }
                     if let Some(cache) = &self.cache {
                         cache.remove_layer(&self.settings, &layer.diff_id);
                     }
                     return Err(format!(
-                        "the digest cache says layer {} of {} compresses to {} but it compresses to {}; the entry was removed, run kvpush again (or pass --no-cache)",
-                        layer.index + 1,
-                        layer.src.path.display(),
-                        layer.digest,
-                        prepared.digest
+                        "the digest cache says {what} compresses to {was} but it compresses to {now}; the entry was removed, run kvpush again (or pass --no-cache)"
                     ));
                 }
-                prepared.body.ok_or_else(|| {
-                    format!(
-                        "layer {} of {} was compressed for an upload only",
-                        layer.index + 1,
-                        layer.src.path.display()
-                    )
-                })
+                prepared
+                    .body
+                    .ok_or_else(|| format!("{what} was compressed for an upload only"))
             })
             .await
             .as_ref()
