@@ -59,44 +59,68 @@ pub fn settings_id(level: u32) -> String {
 /// The gzip header kvpush writes: no name, mtime 0, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// Collision (Renyi order 2) entropy in bits per byte of the bytes of
-/// `parts` taken together: `-log2(p)`, where `p`, the chance that two bytes
-/// drawn apart are equal, is estimated without bias from the byte counts
-/// `c` as `sum(c * (c - 1)) / (n * (n - 1))`. Random bytes give 8 bits
-/// (give or take 0.03 for 1 KiB), whatever the sample size; it is never
-/// above Shannon's entropy, so no compressible page reads as random. Integer
-/// sums only: no logarithm per byte value.
-fn entropy_bits(parts: &[&[u8]]) -> f64 {
-    let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    if n < 2 {
-        return 0.0;
-    }
-    // Four count tables: runs of one byte value (zero pages) would make
-    // every increment wait for the one before it.
-    let mut counts = [[0u32; 256]; 4];
-    for part in parts {
-        let mut quads = part.chunks_exact(4);
-        for q in &mut quads {
-            counts[0][q[0] as usize] += 1;
-            counts[1][q[1] as usize] += 1;
-            counts[2][q[2] as usize] += 1;
-            counts[3][q[3] as usize] += 1;
-        }
-        for &b in quads.remainder() {
-            counts[0][b as usize] += 1;
-        }
-    }
-    let pairs: u64 = (0..256)
-        .map(|i| {
-            let c = u64::from(counts[0][i] + counts[1][i] + counts[2][i] + counts[3][i]);
-            c * c.saturating_sub(1)
-        })
-        .sum();
+/// Collision (Renyi order 2) entropy in bits per byte of `n` bytes that
+/// hold `pairs` ordered pairs of equal bytes: `-log2(p)`, where `p`, the
+/// chance that two bytes drawn apart are equal, is estimated without bias
+/// as `pairs / (n * (n - 1))`. Random bytes give 8 bits (give or take 0.03
+/// for 1 KiB), whatever the sample size; it is never above Shannon's
+/// entropy, so no compressible page reads as random.
+fn entropy_of(pairs: u64, n: u64) -> f64 {
     if pairs == 0 {
         // No two bytes alike: as random as such a sample can show.
         return 8.0;
     }
     -(pairs as f64 / (n * (n - 1)) as f64).log2()
+}
+
+/// Ordered pairs of equal bytes among the bytes of `parts` taken together
+/// (`sum(c * (c - 1))` over the byte counts `c`), counted as the bytes come:
+/// each byte pairs with the ones of its value before it. Counting stops
+/// once `stop` pairs are reached, which a compressible page does within a
+/// few hundred bytes: more bytes only add pairs, so the page's verdict is
+/// already known (zeros: 128 bytes of 1024).
+fn equal_pairs(parts: &[&[u8]], stop: u64) -> u64 {
+    let mut counts = [0u32; 256];
+    // Unordered: each counted once, doubled at the end.
+    let mut pairs = 0u64;
+    for part in parts {
+        for chunk in part.chunks(64) {
+            for &b in chunk {
+                let count = &mut counts[usize::from(b)];
+                pairs += u64::from(*count);
+                *count += 1;
+            }
+            if 2 * pairs >= stop {
+                return 2 * pairs;
+            }
+        }
+    }
+    2 * pairs
+}
+
+/// Entropy of the bytes of `parts` taken together, counted in full.
+#[cfg(test)]
+fn entropy_bits(parts: &[&[u8]]) -> f64 {
+    let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    if n < 2 {
+        return 0.0;
+    }
+    entropy_of(equal_pairs(parts, u64::MAX), n)
+}
+
+/// The fewest pairs of equal bytes that make `n` bytes read as not random
+/// ([`entropy_of`] at most [`STORE_ENTROPY_BITS`]), found with that very
+/// function so the early stop of [`equal_pairs`] changes no verdict.
+fn random_pairs_limit(n: u64) -> u64 {
+    let reads_random = |pairs| entropy_of(pairs, n) > STORE_ENTROPY_BITS;
+    let mut limit = ((n * (n - 1)) as f64 * (-STORE_ENTROPY_BITS).exp2()) as u64;
+    while reads_random(limit) {
+        limit += 1;
+    }
+    while limit > 0 && !reads_random(limit - 1) {
+        limit -= 1;
+    }
+    limit
 }
 
 /// Contiguous bytes in each sample [`looks_random`] takes of a piece.
@@ -111,13 +135,22 @@ const SAMPLES: usize = 4;
 /// contiguous samples cannot be fooled by a stride in the data (every
 /// fourth byte of an array of small integers looks random).
 fn looks_random(piece: &[u8]) -> bool {
+    /// The limit for a whole piece's samples, computed once.
+    static SAMPLED_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let step = piece.len() / SAMPLES;
     if step < 2 * SAMPLE_LEN {
-        return entropy_bits(&[piece]) > STORE_ENTROPY_BITS;
+        // A short last piece is judged on all its bytes.
+        let n = piece.len() as u64;
+        if n < 2 {
+            return false;
+        }
+        let limit = random_pairs_limit(n);
+        return equal_pairs(&[piece], limit) < limit;
     }
+    let limit = *SAMPLED_LIMIT.get_or_init(|| random_pairs_limit((SAMPLES * SAMPLE_LEN) as u64));
     let samples: [&[u8]; SAMPLES] =
         std::array::from_fn(|i| &piece[i * step..i * step + SAMPLE_LEN]);
-    entropy_bits(&samples) > STORE_ENTROPY_BITS
+    equal_pairs(&samples, limit) < limit
 }
 
 /// Append `data` as stored deflate blocks (the stream is byte-aligned here).
@@ -742,5 +775,50 @@ pub(crate) mod tests {
         // A short last piece is judged on all its bytes.
         assert!(looks_random(&pseudo_random(1500, 9)));
         assert!(!looks_random(&[7u8; 1500]));
+    }
+
+    #[test]
+    fn the_pairs_limit_gives_the_verdict_of_the_entropy() {
+        for n in [2u64, 3, 100, 1024, 1500, 2047] {
+            let limit = random_pairs_limit(n);
+            assert!(entropy_of(limit, n) <= STORE_ENTROPY_BITS, "n={n}");
+            assert!(
+                limit == 0 || entropy_of(limit - 1, n) > STORE_ENTROPY_BITS,
+                "n={n}"
+            );
+        }
+        // 1 KiB of samples: random bytes hold about n*(n-1)/256 = 4092
+        // pairs, the limit (2^-7.9 of them) is 7% above that.
+        assert_eq!(random_pairs_limit(1024), 4386);
+    }
+
+    #[test]
+    fn counting_stops_early_only_past_the_limit() {
+        let limit = random_pairs_limit(1024);
+        let zeros = [0u8; 1024];
+        // 128 zeros already hold 128 * 127 pairs.
+        assert_eq!(equal_pairs(&[&zeros], limit), 128 * 127);
+        let random = pseudo_random(1024, 13);
+        let full = equal_pairs(&[&random], u64::MAX);
+        assert!(full < limit, "{full}");
+        assert_eq!(equal_pairs(&[&random], limit), full);
+        // Pages around the threshold (random bytes, every k-th one zeroed)
+        // get the verdict of the full count.
+        for k in 2..200 {
+            let mut page = pseudo_random(PIECE_SIZE, k as u64);
+            page.iter_mut().step_by(k).for_each(|b| *b = 0);
+            let samples: Vec<&[u8]> = page
+                .chunks(SAMPLE_LEN)
+                .step_by(PIECE_SIZE / SAMPLES / SAMPLE_LEN)
+                .collect();
+            assert_eq!(
+                looks_random(&page),
+                entropy_bits(&samples) > STORE_ENTROPY_BITS,
+                "k={k}"
+            );
+        }
+        // Counted across parts as one sequence.
+        let (a, b) = random.split_at(300);
+        assert_eq!(equal_pairs(&[a, b], u64::MAX), full);
     }
 }
