@@ -355,6 +355,26 @@ fn deflate_block(
     })
 }
 
+/// Where [`compress`] writes: any writer, and, for one that can keep a
+/// compressed block's buffer as it is (a streamed blob's queue), without
+/// copying its bytes again.
+pub trait GzipSink: Write {
+    /// Write all of `piece`. The sink may take the buffer, leaving an
+    /// empty one (of any capacity) in its place.
+    fn write_piece(&mut self, piece: &mut Vec<u8>) -> io::Result<()> {
+        self.write_all(piece)
+    }
+}
+
+impl GzipSink for Vec<u8> {}
+impl GzipSink for io::Sink {}
+impl<W: Write> GzipSink for io::BufWriter<W> {}
+impl<S: GzipSink + ?Sized> GzipSink for &mut S {
+    fn write_piece(&mut self, piece: &mut Vec<u8>) -> io::Result<()> {
+        (**self).write_piece(piece)
+    }
+}
+
 /// What [`compress`] measured about its input and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompressStats {
@@ -381,7 +401,7 @@ fn slices(buffers: &[Vec<u8>]) -> Vec<&[u8]> {
 /// other cores idle.
 pub fn compress(
     mut input: impl Read + Send,
-    mut output: impl Write + Send,
+    mut output: impl GzipSink + Send,
     level: u32,
 ) -> io::Result<CompressStats> {
     let batch_len = 2 * rayon::current_num_threads().max(1);
@@ -439,16 +459,17 @@ pub fn compress(
                     .collect::<Vec<io::Result<crc32fast::Hasher>>>()
             },
             || -> io::Result<Option<(Vec<Vec<u8>>, bool)>> {
-                for piece in &written[..to_write] {
-                    output.write_all(piece)?;
-                }
                 let next = if last {
                     None
                 } else {
                     Some(reader.next_batch(&mut input)?)
                 };
                 let read = next.as_ref().map_or_else(Vec::new, |(b, _)| slices(b));
+                // Hashed before they are written: the sink may take them.
                 hashes.update(&read, &slices(&written[..to_write]));
+                for piece in &mut written[..to_write] {
+                    output.write_piece(piece)?;
+                }
                 Ok(next)
             },
         );
@@ -470,16 +491,16 @@ pub fn compress(
             None => break,
         }
     }
-    for piece in &written[..to_write] {
-        output.write_all(piece)?;
-    }
     let mut trailer = [0u8; 8];
     trailer[..4].copy_from_slice(&crc.finalize().to_le_bytes());
     trailer[4..].copy_from_slice(&(stats.input_bytes as u32).to_le_bytes());
-    output.write_all(&trailer)?;
     let mut tail = slices(&written[..to_write]);
     tail.push(&trailer);
     hashes.update(&[], &tail);
+    for piece in &mut written[..to_write] {
+        output.write_piece(piece)?;
+    }
+    output.write_all(&trailer)?;
     stats.output_bytes += 8;
     (stats.input_sha256, stats.output_sha256) = hashes.finish();
     output.flush()?;
