@@ -771,9 +771,12 @@ mod tests {
     #[test]
     fn a_growing_blob_streams_the_bytes_a_spool_would_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let content: Vec<u8> = (0..3_000_000u32)
+        // Blocks that shrink to small pieces (copied into upload chunks)
+        // and random ones (stored: queued in their own buffers).
+        let mut content: Vec<u8> = (0..3_000_000u32)
             .map(|i| ((i % 251) ^ (i / 7)) as u8)
             .collect();
+        content.extend(pseudo_random(1_000_000, 3));
         let src = range_of(&content, dir.path(), "layer");
         let spool = dir.path().join("spool.gz");
         let spooled = prepare_layer(&src, &spool, 6, None).unwrap();
