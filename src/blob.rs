@@ -17,6 +17,7 @@ use futures::Stream;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::buffers;
 use crate::compress;
 
 /// gzip level for layers kvpush compresses itself: igzip's best, about
@@ -124,15 +125,8 @@ impl PreparedLayer {
 /// Largest upload chunk: read from a file, or filled by a streamed blob's
 /// writer.
 pub const UPLOAD_CHUNK: usize = 256 * 1024;
-/// Chunk buffers kept for reuse: at most 4 MiB.
-const POOLED_CHUNKS: usize = 16;
-
-static CHUNK_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-
-/// Upload bytes in a buffer that goes back to a small pool once the HTTP
-/// client has sent and dropped it. A fresh 256 KiB buffer per chunk is a
-/// fresh mapping (main.rs sets the mmap threshold at 128 KiB), and its page
-/// faults and zeroing were ~3% of a cold push's CPU.
+/// Upload bytes in a buffer that goes back to the [`buffers`] pool once
+/// the HTTP client has sent and dropped it.
 struct PooledChunk {
     buf: Vec<u8>,
     len: usize,
@@ -146,28 +140,14 @@ impl AsRef<[u8]> for PooledChunk {
 
 impl Drop for PooledChunk {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if let Ok(mut pool) = CHUNK_POOL.lock() {
-            if pool.len() < POOLED_CHUNKS {
-                pool.push(buf);
-            }
-        }
+        buffers::give(std::mem::take(&mut self.buf));
     }
-}
-
-/// A buffer from the pool (of any length), or a new empty one.
-fn pooled_buffer() -> Vec<u8> {
-    CHUNK_POOL
-        .lock()
-        .ok()
-        .and_then(|mut pool| pool.pop())
-        .unwrap_or_default()
 }
 
 /// `len` (at most [`UPLOAD_CHUNK`]) bytes of `file` from `offset`, read
 /// into a pooled buffer.
 fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
-    let mut buf = pooled_buffer();
+    let mut buf = buffers::take();
     buf.resize(UPLOAD_CHUNK, 0);
     let mut chunk = PooledChunk { buf, len };
     file.read_exact_at(&mut chunk.buf[..len], offset)?;
@@ -570,7 +550,7 @@ struct GrowingWriter<'a> {
 impl Write for GrowingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.chunk.capacity() == 0 {
-            self.chunk = pooled_buffer();
+            self.chunk = buffers::take();
             self.chunk.clear();
             self.chunk.reserve_exact(UPLOAD_CHUNK);
         }
@@ -606,7 +586,7 @@ impl compress::GzipSink for GrowingWriter<'_> {
             return self.write_all(piece);
         }
         self.flush()?;
-        let buf = std::mem::replace(piece, pooled_buffer());
+        let buf = std::mem::replace(piece, buffers::take());
         let len = buf.len();
         piece.clear();
         let chunk = bytes::Bytes::from_owner(PooledChunk { buf, len });
@@ -822,7 +802,7 @@ mod tests {
             assert_eq!(&chunks.concat(), bytes);
         }
         let range = range_of(&content, dir.path(), "blob");
-        assert!(CHUNK_POOL.lock().unwrap().len() <= POOLED_CHUNKS);
+        assert!(buffers::kept() <= buffers::KEPT);
         let too_long = FileRange {
             len: range.len + 10,
             ..range.clone()

@@ -7,6 +7,7 @@
 //! [`registry`], and [`report`] tells the user what happened.
 
 pub mod blob;
+pub mod buffers;
 pub mod cache;
 pub mod cli;
 pub mod commands;

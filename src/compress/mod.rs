@@ -18,6 +18,7 @@ use std::io::{self, Read, Write};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use rayon::prelude::*;
 
+use crate::buffers;
 use crate::sha256_pair::Sha256Pair;
 
 mod isal;
@@ -417,19 +418,20 @@ pub fn compress(
     output.write_all(&GZIP_HEADER)?;
     hashes.update(&[], &[&GZIP_HEADER]);
 
-    // Buffers are recycled from batch to batch: memory stays at a few
-    // blocks per thread, and the allocator sees no churn.
+    // Buffers are recycled from batch to batch, and from layer to layer
+    // through the pool: memory stays at a few blocks per thread, and the
+    // allocator sees no churn.
     let mut reader = BatchReader {
-        pending: Vec::with_capacity(BLOCK_SIZE),
+        pending: buffers::take(),
         spare: Vec::new(),
         batch_len,
     };
     read_block(&mut input, &mut reader.pending)?;
     let (mut batch, mut last) = reader.next_batch(&mut input)?;
     hashes.update(&slices(&batch), &[]);
-    let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
+    let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| buffers::take()).collect();
     // The previous batch's output, written while this batch is deflated.
-    let mut written: Vec<Vec<u8>> = (0..batch_len).map(|_| Vec::new()).collect();
+    let mut written: Vec<Vec<u8>> = (0..batch_len).map(|_| buffers::take()).collect();
     let mut to_write = 0;
     let mut dict: Vec<u8> = Vec::with_capacity(DICT_SIZE);
     loop {
@@ -504,6 +506,15 @@ pub fn compress(
     stats.output_bytes += 8;
     (stats.input_sha256, stats.output_sha256) = hashes.finish();
     output.flush()?;
+    let BatchReader { pending, spare, .. } = reader;
+    for buf in outs
+        .into_iter()
+        .chain(written)
+        .chain(spare)
+        .chain([pending])
+    {
+        buffers::give(buf);
+    }
     Ok(stats)
 }
 
@@ -524,10 +535,7 @@ impl BatchReader {
         let mut batch = Vec::with_capacity(self.batch_len);
         let mut last = false;
         while batch.len() < self.batch_len && !last {
-            let mut next = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+            let mut next = self.spare.pop().unwrap_or_else(buffers::take);
             read_block(input, &mut next)?;
             last = next.is_empty();
             batch.push(std::mem::replace(&mut self.pending, next));
