@@ -11,51 +11,94 @@
 
 use std::sync::Mutex;
 
-/// Buffers kept for reuse: at most about 16 MiB.
+/// Buffers the process keeps for reuse: at most about 16 MiB.
 pub const KEPT: usize = 64;
 
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static POOL: Pool = Pool::new(KEPT);
 
 /// A buffer from the pool, of any length and contents, or a new empty one.
 pub fn take() -> Vec<u8> {
-    POOL.lock()
-        .ok()
-        .and_then(|mut pool| pool.pop())
-        .unwrap_or_default()
+    POOL.take()
 }
 
 /// Give `buf` back for reuse, if the pool has room and it is worth keeping.
 pub fn give(buf: Vec<u8>) {
-    if buf.capacity() == 0 {
-        return;
-    }
-    if let Ok(mut pool) = POOL.lock() {
-        if pool.len() < KEPT {
-            pool.push(buf);
-        }
-    }
+    POOL.give(buf)
 }
 
 /// Buffers in the pool now.
 #[cfg(test)]
 pub fn kept() -> usize {
-    POOL.lock().map(|pool| pool.len()).unwrap_or(0)
+    POOL.len()
+}
+
+/// At most `kept` buffers, last given first taken.
+struct Pool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+    kept: usize,
+}
+
+impl Pool {
+    const fn new(kept: usize) -> Pool {
+        Pool {
+            bufs: Mutex::new(Vec::new()),
+            kept,
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.bufs
+            .lock()
+            .ok()
+            .and_then(|mut bufs| bufs.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        if let Ok(mut bufs) = self.bufs.lock() {
+            if bufs.len() < self.kept {
+                bufs.push(buf);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.bufs.lock().map(|bufs| bufs.len()).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Pool;
+
     #[test]
     fn a_buffer_given_back_is_taken_again_as_it_was() {
+        let pool = Pool::new(2);
         let mut buf = Vec::with_capacity(1 << 20);
         buf.extend_from_slice(b"left over");
         let ptr = buf.as_ptr();
-        super::give(buf);
-        // Other tests share the pool: look for this buffer among a few.
-        let taken: Vec<Vec<u8>> = (0..super::KEPT).map(|_| super::take()).collect();
-        let again = taken.iter().find(|b| b.as_ptr() == ptr).expect("reused");
-        assert_eq!(&again[..], b"left over");
-        assert!(super::kept() <= super::KEPT);
-        taken.into_iter().for_each(super::give);
-        assert!(super::kept() <= super::KEPT);
+        pool.give(buf);
+        let again = pool.take();
+        assert_eq!((again.as_ptr(), &again[..]), (ptr, &b"left over"[..]));
+        assert_eq!(
+            pool.take().capacity(),
+            0,
+            "an empty pool gives a new buffer"
+        );
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_limit_and_no_empty_buffers() {
+        let pool = Pool::new(2);
+        pool.give(Vec::new());
+        assert_eq!(pool.len(), 0);
+        for _ in 0..3 {
+            pool.give(Vec::with_capacity(4096));
+        }
+        assert_eq!(pool.len(), 2);
     }
 }
