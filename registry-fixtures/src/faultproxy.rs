@@ -18,13 +18,14 @@
 //! // push to proxy.addr(), verify against registry.addr()
 //! ```
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::chunked;
 use crate::prng::Rng;
 
 /// What the proxy may do to one request instead of passing it on faithfully.
@@ -372,37 +373,41 @@ impl Conn {
     fn read_chunked(&mut self, bandwidth: Option<u64>) -> io::Result<Vec<u8>> {
         let started = Instant::now();
         let mut body = Vec::new();
-        loop {
+        chunked::read_chunked(self, |data| {
+            body.extend_from_slice(data);
             throttle(started, body.len() as u64, bandwidth);
-            let line = self.read_line()?;
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
-            }
-            self.read_body(size as u64 + 2, None, |b| {
-                body.extend_from_slice(b);
-                Ok(())
-            })?;
-            body.truncate(body.len() - 2);
+            Ok(())
+        })?;
+        Ok(body)
+    }
+}
+
+/// What was read past the current request first, then the socket.
+impl Read for Conn {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let buf = self.fill_buf()?;
+            let n = buf.len().min(out.len());
+            out[..n].copy_from_slice(&buf[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Conn {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.buf.is_empty() {
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            self.buf.extend_from_slice(&chunk[..n]);
         }
+        Ok(&self.buf)
     }
 
-    fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                self.buf.drain(..end + 2);
-                return Ok(line);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk)? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
     }
 }
 
@@ -664,7 +669,7 @@ fn reframe(
         k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
     });
     if is_chunked {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked answer"))?;
+        body = chunked::dechunk(&body).map_err(|e| bad(&format!("bad chunked answer: {e}")))?;
     }
     let no_body = req.method == "HEAD" || status == 204 || status == 304;
     headers.retain(|(k, _)| {
@@ -699,33 +704,9 @@ fn reframe(
     Ok((out, status))
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = find(data, b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&data[..end]);
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(
-            dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").unwrap(),
-            b"hello world"
-        );
-        assert!(dechunk(b"zz\r\n").is_none());
-    }
 
     #[test]
     fn flaky_plans_fault_about_their_rate() {

@@ -15,6 +15,7 @@
 //! * [`FaultProxy`]: a fault-injecting HTTP proxy to put in front of a
 //!   [`Registry`] (errors, resets, stalls, truncated answers, 413s, slowness).
 
+mod chunked;
 pub mod content;
 pub mod docker;
 pub mod faultproxy;

@@ -10,6 +10,7 @@
 //! carry its own. One request per connection (`Connection: close`); TLS
 //! handshakes (kvpush tries HTTPS first) are refused by closing.
 
+use crate::chunked;
 use crate::Registry;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -168,31 +169,6 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Head> {
     })
 }
 
-/// A `Transfer-Encoding: chunked` body, decoded (trailers dropped).
-fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        if size == 0 {
-            while !line.trim().is_empty() {
-                line.clear();
-                if r.read_line(&mut line)? == 0 {
-                    break;
-                }
-            }
-            return Ok(body);
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        r.read_exact(&mut body[start..])?;
-        let mut crlf = [0u8; 2];
-        r.read_exact(&mut crlf)?;
-    }
-}
-
 fn serve(mut conn: TcpStream, origin: Origin, shared: &Shared) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut first = [0u8; 1];
@@ -215,7 +191,7 @@ fn serve(mut conn: TcpStream, origin: Origin, shared: &Shared) -> io::Result<()>
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         // Passed on with its length: the registry sees an ordinary body.
-        let body = read_chunked(&mut reader)?;
+        let body = chunked::read_body(&mut reader)?;
         head.set("transfer-encoding", None);
         head.set("content-length", Some(body.len().to_string()));
         body
