@@ -76,10 +76,15 @@ impl IsalDeflater {
         // igzip reads the input only; the pointer is mut in its C header.
         s.next_in = data.as_ptr().cast_mut();
         s.avail_in = len;
+        // igzip's choices depend on the room it is given for its output
+        // (a full buffer ends a block early), so the room is a function of
+        // the input alone, never of the buffer's capacity: enough for
+        // deflate's worst case (9-bit literals), so one call does it.
+        let window = data.len() + data.len() / 8 + 1024;
+        let room = u32::try_from(window).map_err(io::Error::other)?;
         loop {
-            out.reserve(data.len() / 4 + 1024);
-            let spare = out.spare_capacity_mut();
-            let room = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+            out.reserve(window);
+            let spare = &mut out.spare_capacity_mut()[..window];
             s.next_out = spare.as_mut_ptr().cast::<u8>();
             s.avail_out = room;
             // SAFETY: next_in/avail_in describe `data`, next_out/avail_out
