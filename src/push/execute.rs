@@ -19,7 +19,7 @@
 //! while waiting on a cell, so waiting can never starve the workers.
 //! A signal ([`Stop`]) drops everything in flight at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,6 +234,10 @@ struct Run<'o> {
     spool_seq: AtomicU64,
     /// diff_id -> the layer as the push knows it.
     layers: Cells<String, Result<Arc<Layer>, String>>,
+    /// diff_ids whose digest-cache entry turned out wrong: put right in
+    /// `layers` (and the cache), for one more try of the images that had
+    /// them.
+    repaired: Mutex<HashSet<String>>,
     /// (host, blob key) -> the home repository of the blob (see [`homes`]).
     homes: HashMap<(String, String), Home>,
     /// diff_id -> how many images of the run have the layer.
@@ -591,11 +595,9 @@ impl Run<'_> {
                             "{what} compressed to {was} earlier in this run and to {now} now: the compression is not deterministic here, please report it to kvpush"
                         ));
                     }
-                    if let Some(cache) = &self.cache {
-                        cache.remove_layer(&self.settings, &layer.diff_id);
-                    }
+                    self.repair(layer, &prepared);
                     return Err(format!(
-                        "the digest cache says {what} compresses to {was} but it compresses to {now}; the entry was removed, run kvpush again (or pass --no-cache)"
+                        "the digest cache says {what} compresses to {was} but it compresses to {now}; the entry was put right, run kvpush again (or pass --no-cache)"
                     ));
                 }
                 prepared
@@ -606,6 +608,55 @@ impl Run<'_> {
             .as_ref()
             .map_err(Clone::clone)?;
         Ok((body.range(layer.size), compressed))
+    }
+
+    /// `layer`'s digest came from a wrong cache entry and compresses to
+    /// `prepared`: correct the entry, and give the images that fail on it
+    /// the layer as it is (its body included: no compressing it again).
+    fn repair(&self, layer: &Layer, prepared: &PreparedLayer) {
+        tracing::warn!(
+            "the digest cache said layer {} of {} compresses to {}, but it compresses to {}: entry corrected, pushing the layer's own digest",
+            layer.index + 1,
+            layer.src.path.display(),
+            layer.digest,
+            prepared.digest
+        );
+        if let Some(cache) = &self.cache {
+            let entry = CachedLayer {
+                digest: prepared.digest.clone(),
+                size: prepared.size,
+            };
+            cache.put_layer(&self.settings, &layer.diff_id, &entry);
+        }
+        let body = prepared.body.clone().map(Ok);
+        let corrected = Arc::new(Layer {
+            diff_id: layer.diff_id.clone(),
+            digest: prepared.digest.clone(),
+            size: prepared.size,
+            src: layer.src.clone(),
+            index: layer.index,
+            body: body.map_or_else(OnceCell::new, |b| OnceCell::new_with(Some(b))),
+            digest_from_cache: false,
+            claimed: None,
+            verified: OnceCell::new(),
+        });
+        self.layers.lock().expect("cell map poisoned").insert(
+            layer.diff_id.clone(),
+            Arc::new(OnceCell::new_with(Some(Ok(corrected)))),
+        );
+        self.repaired
+            .lock()
+            .expect("repaired poisoned")
+            .insert(layer.diff_id.clone());
+    }
+
+    /// Whether image `planned` has a layer [`Run::repair`] put right.
+    fn has_repaired_layer(&self, planned: &PlannedImage) -> bool {
+        let Ok(Artifact::Image(image)) = &planned.image else {
+            return false;
+        };
+        let repaired = self.repaired.lock().expect("repaired poisoned");
+        image.diff_ids.iter().any(|d| repaired.contains(d))
     }
 
     /// Record a blob uploaded while it was made as placed where `to` says,
@@ -730,7 +781,14 @@ impl Run<'_> {
 
     async fn push_image(&self, id: usize, planned: &PlannedImage) -> ImageResult {
         let mut result = ImageResult::new(planned.target, &planned.name, references(planned));
-        if let Err(e) = self.push_image_inner(id, planned, &mut result).await {
+        let mut outcome = self.push_image_inner(id, planned, &mut result).await;
+        if outcome.is_err() && self.stop.received().is_none() && self.has_repaired_layer(planned) {
+            // Planned with a wrong cached digest: once more, with the
+            // layer as it is.
+            result = ImageResult::new(planned.target, &planned.name, references(planned));
+            outcome = self.push_image_inner(id, planned, &mut result).await;
+        }
+        if let Err(e) = outcome {
             result.status = match self.stop.received() {
                 Some(_) => Status::Interrupted,
                 None => Status::Failed(e),
@@ -1223,6 +1281,7 @@ pub async fn execute(
             spool_dir,
             spool_seq: AtomicU64::new(0),
             layers: Mutex::default(),
+            repaired: Mutex::default(),
             homes: homes(plan),
             layer_users: layer_users(plan),
             placed: Mutex::default(),
