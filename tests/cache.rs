@@ -102,30 +102,34 @@ fn a_cached_digest_pushed_to_an_empty_registry_is_compressed_again_and_verifies(
     );
 }
 
+/// Make the cache entry of `diff_id` name a digest of `fill` characters
+/// that the layer does not compress to (as an entry of a kvpush whose
+/// compressor changed its output would); returns the entry and what it
+/// held.
+fn lie_in_cache_entry(fx: &Fixture, diff_id: &str, fill: char) -> (std::path::PathBuf, Vec<u8>) {
+    let hex = diff_id.trim_start_matches("sha256:");
+    let entry = walk(&fx.home().join(".cache/kvpush/layers"))
+        .into_iter()
+        .find(|p| p.ends_with(hex))
+        .expect("an entry for the layer");
+    let right = std::fs::read(&entry).unwrap();
+    let lie = fill.to_string().repeat(64);
+    std::fs::write(&entry, format!(r#"{{"digest":"sha256:{lie}","size":3}}"#)).unwrap();
+    (entry, right)
+}
+
 #[test]
 fn a_wrong_cache_entry_is_put_right_and_the_image_pushed_with_the_real_digest() {
     let fx = Fixture::small();
     let registry = Registry::start(RegistryKind::Plain);
     let prefix = format!("{}/kv", registry.addr());
     let image = fx.image("virt-controller");
-    let top = image.diff_ids.last().unwrap().trim_start_matches("sha256:");
     let entries: Vec<_> = walk(&fx.home().join(".cache/kvpush/layers"));
     assert!(entries.is_empty());
 
     let run = fx.kvpush(&["virt-controller", "--registry", &prefix]);
     assert_eq!(run.code, 0);
-    let entry = walk(&fx.home().join(".cache/kvpush/layers"))
-        .into_iter()
-        .find(|p| p.ends_with(top))
-        .expect("entry for the top layer");
-    let right = std::fs::read(&entry).unwrap();
-    // A lie: the entry names a digest the layer does not compress to (as
-    // an entry of a kvpush whose compressor changed its output would).
-    std::fs::write(
-        &entry,
-        format!(r#"{{"digest":"sha256:{}","size":3}}"#, "0".repeat(64)),
-    )
-    .unwrap();
+    let (entry, right) = lie_in_cache_entry(&fx, image.diff_ids.last().unwrap(), '0');
     let other = Registry::start(RegistryKind::Plain);
     let other_prefix = format!("{}/kv", other.addr());
     let run = fx.kvpush(&["virt-controller", "--registry", &other_prefix]);
@@ -147,16 +151,7 @@ fn a_wrong_cache_entry_is_put_right_and_the_image_pushed_with_the_real_digest() 
     );
 
     // A shared base layer: every image that has it is put right.
-    let base = image.diff_ids[0].trim_start_matches("sha256:");
-    let base_entry = walk(&fx.home().join(".cache/kvpush/layers"))
-        .into_iter()
-        .find(|p| p.ends_with(base))
-        .expect("entry for the base layer");
-    std::fs::write(
-        &base_entry,
-        format!(r#"{{"digest":"sha256:{}","size":3}}"#, "1".repeat(64)),
-    )
-    .unwrap();
+    lie_in_cache_entry(&fx, &image.diff_ids[0], '1');
     let third = Registry::start(RegistryKind::Plain);
     let third_prefix = format!("{}/kv", third.addr());
     let run = fx.kvpush(&["all", "--registry", &third_prefix]);
