@@ -1,5 +1,6 @@
 //! HTTP/1.1 `Transfer-Encoding: chunked` bodies, decoded: the one decoder
-//! behind the fault proxy and the relay, for requests and answers alike.
+//! behind the fault proxy and the relay, for requests and answers alike,
+//! and the sized read that a chunk (or a `Content-Length` body) is.
 
 use std::io::{self, BufRead};
 
@@ -18,21 +19,32 @@ pub(crate) fn read_chunked(
             while !read_line(r)?.is_empty() {}
             return Ok(());
         }
-        let mut left = size;
-        while left > 0 {
-            let buf = r.fill_buf()?;
-            if buf.is_empty() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let n = buf.len().min(left as usize);
-            sink(&buf[..n])?;
-            r.consume(n);
-            left -= n as u64;
-        }
+        read_sized(r, size, &mut sink)?;
         if !read_line(r)?.is_empty() {
             return Err(bad("chunk data longer than its size"));
         }
     }
+}
+
+/// Pass the next `n` bytes of `r` to `sink`, piece by piece as they
+/// arrive; an error if `r` ends before.
+pub(crate) fn read_sized(
+    r: &mut impl BufRead,
+    n: u64,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let got = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        sink(&buf[..got])?;
+        r.consume(got);
+        left -= got as u64;
+    }
+    Ok(())
 }
 
 /// Decode a whole chunked body from `r`.

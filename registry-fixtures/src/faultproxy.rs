@@ -347,25 +347,12 @@ impl Conn {
     ) -> io::Result<()> {
         let started = Instant::now();
         let mut done = 0u64;
-        let mut chunk = vec![0u8; 16 * 1024];
-        while done < n {
-            let want = (n - done).min(chunk.len() as u64) as usize;
-            let got = if !self.buf.is_empty() {
-                let k = want.min(self.buf.len());
-                chunk[..k].copy_from_slice(&self.buf[..k]);
-                self.buf.drain(..k);
-                k
-            } else {
-                match self.stream.read(&mut chunk[..want])? {
-                    0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    k => k,
-                }
-            };
-            sink(&chunk[..got])?;
-            done += got as u64;
+        chunked::read_sized(self, n, |data| {
+            sink(data)?;
+            done += data.len() as u64;
             throttle(started, done, bandwidth);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// A `Transfer-Encoding: chunked` body, decoded, read at most
