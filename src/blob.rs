@@ -579,6 +579,13 @@ impl Write for GrowingWriter<'_> {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.chunk);
+        self.send(buf)
+    }
+}
+
+impl GrowingWriter<'_> {
+    /// Hand all of `buf` to the blob as one chunk.
+    fn send(&mut self, buf: Vec<u8>) -> io::Result<()> {
         let len = buf.len();
         let chunk = bytes::Bytes::from_owner(PooledChunk { buf, len });
         self.blob.push(chunk, &mut self.spill)
@@ -599,10 +606,8 @@ impl compress::GzipSink for GrowingWriter<'_> {
         }
         self.flush()?;
         let buf = std::mem::replace(piece, buffers::take());
-        let len = buf.len();
         piece.clear();
-        let chunk = bytes::Bytes::from_owner(PooledChunk { buf, len });
-        self.blob.push(chunk, &mut self.spill)
+        self.send(buf)
     }
 }
 
@@ -857,15 +862,26 @@ mod tests {
         assert!(prepared.compressed_here());
     }
 
+    /// `len` random bytes as layer `name` in `dir`, and that layer compressed
+    /// at level 1 to the spool file `name.gz` the ordinary way.
+    fn spooled_random_layer(
+        dir: &Path,
+        name: &str,
+        len: usize,
+        seed: u64,
+    ) -> (FileRange, PathBuf, PreparedLayer) {
+        let src = range_of(&pseudo_random(len, seed), dir, name);
+        let spool = dir.join(format!("{name}.gz"));
+        let prepared = prepare_layer(&src, &spool, 1, None).unwrap();
+        (src, spool, prepared)
+    }
+
     #[test]
     fn a_blob_the_upload_lags_behind_spills_to_its_file_and_streams_in_order() {
         let dir = tempfile::tempdir().unwrap();
         // Three times what all streams may hold in memory, written before
         // the stream reads anything.
-        let content = pseudo_random(3 * STREAM_MEMORY, 7);
-        let src = range_of(&content, dir.path(), "layer");
-        let spool = dir.path().join("spool.gz");
-        prepare_layer(&src, &spool, 1, None).unwrap();
+        let (src, spool, _) = spooled_random_layer(dir.path(), "layer", 3 * STREAM_MEMORY, 7);
         let spill = dir.path().join("spill.gz");
         // An upload that keeps no pace at all: no waiting for it.
         let impatient = Pace {
@@ -884,10 +900,7 @@ mod tests {
     #[test]
     fn an_upload_that_keeps_pace_is_waited_for_and_nothing_spills() {
         let dir = tempfile::tempdir().unwrap();
-        let content = pseudo_random(3 * STREAM_MEMORY, 9);
-        let src = range_of(&content, dir.path(), "layer");
-        let spool = dir.path().join("spool.gz");
-        prepare_layer(&src, &spool, 1, None).unwrap();
+        let (src, spool, _) = spooled_random_layer(dir.path(), "layer", 3 * STREAM_MEMORY, 9);
         let spill = dir.path().join("spill.gz");
         let patient = Pace {
             rate: 1.0,
@@ -915,9 +928,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // One that fits in memory, and one that spills part of itself.
         for (name, len) in [("small", 100_000), ("large", 3 * STREAM_MEMORY)] {
-            let src = range_of(&pseudo_random(len, 5), dir.path(), name);
-            let spool = dir.path().join(format!("{name}.gz"));
-            let expected = prepare_layer(&src, &spool, 1, None).unwrap();
+            let (src, spool, expected) = spooled_random_layer(dir.path(), name, len, 5);
             let spill = dir.path().join(format!("{name}-spill.gz"));
             let growing = GrowingBlob::new(spill.clone());
             let prepared = prepare_layer(&src, &spill, 1, Some(&growing)).unwrap();
