@@ -287,6 +287,29 @@ struct Layer {
     verified: OnceCell<Result<(), String>>,
 }
 
+impl Layer {
+    /// The layer at `src` (layer `index` of its image), as kvpush
+    /// compressed it this run.
+    fn compressed(diff_id: String, src: FileRange, index: usize, prepared: PreparedLayer) -> Layer {
+        Layer {
+            diff_id,
+            digest: prepared.digest,
+            size: prepared.size,
+            src,
+            index,
+            // A streamed layer's bytes were not kept: made again on first
+            // need.
+            body: match prepared.body {
+                Some(body) => OnceCell::new_with(Some(Ok(body))),
+                None => OnceCell::new(),
+            },
+            digest_from_cache: false,
+            claimed: None,
+            verified: OnceCell::new(),
+        }
+    }
+}
+
 /// Where a blob's bytes come from.
 enum Source {
     Ready(FileRange),
@@ -538,22 +561,7 @@ impl Run<'_> {
                     .compress_layer(&src, &declared, index, true, stream)
                     .await?;
                 compressed = prepared.compressed_here();
-                Ok(Arc::new(Layer {
-                    diff_id: declared,
-                    digest: prepared.digest,
-                    size: prepared.size,
-                    src,
-                    index,
-                    // A streamed layer's bytes were not kept: made
-                    // again on first need.
-                    body: match prepared.body {
-                        Some(body) => OnceCell::new_with(Some(Ok(body))),
-                        None => OnceCell::new(),
-                    },
-                    digest_from_cache: false,
-                    claimed: None,
-                    verified: OnceCell::new(),
-                }))
+                Ok(Arc::new(Layer::compressed(declared, src, index, prepared)))
             })
             .await
             .clone()?;
@@ -595,10 +603,11 @@ impl Run<'_> {
                             "{what} compressed to {was} earlier in this run and to {now} now: the compression is not deterministic here, please report it to kvpush"
                         ));
                     }
-                    self.repair(layer, &prepared);
-                    return Err(format!(
+                    let mismatch = format!(
                         "the digest cache says {what} compresses to {was} but it compresses to {now}; the entry was put right, run kvpush again (or pass --no-cache)"
-                    ));
+                    );
+                    self.repair(layer, prepared);
+                    return Err(mismatch);
                 }
                 prepared
                     .body
@@ -613,7 +622,7 @@ impl Run<'_> {
     /// `layer`'s digest came from a wrong cache entry and compresses to
     /// `prepared`: correct the entry, and give the images that fail on it
     /// the layer as it is (its body included: no compressing it again).
-    fn repair(&self, layer: &Layer, prepared: &PreparedLayer) {
+    fn repair(&self, layer: &Layer, prepared: PreparedLayer) {
         tracing::warn!(
             "the digest cache said layer {} of {} compresses to {}, but it compresses to {}: entry corrected, pushing the layer's own digest",
             layer.index + 1,
@@ -628,18 +637,12 @@ impl Run<'_> {
             };
             cache.put_layer(&self.settings, &layer.diff_id, &entry);
         }
-        let body = prepared.body.clone().map(Ok);
-        let corrected = Arc::new(Layer {
-            diff_id: layer.diff_id.clone(),
-            digest: prepared.digest.clone(),
-            size: prepared.size,
-            src: layer.src.clone(),
-            index: layer.index,
-            body: body.map_or_else(OnceCell::new, |b| OnceCell::new_with(Some(b))),
-            digest_from_cache: false,
-            claimed: None,
-            verified: OnceCell::new(),
-        });
+        let corrected = Arc::new(Layer::compressed(
+            layer.diff_id.clone(),
+            layer.src.clone(),
+            layer.index,
+            prepared,
+        ));
         self.layers.lock().expect("cell map poisoned").insert(
             layer.diff_id.clone(),
             Arc::new(OnceCell::new_with(Some(Ok(corrected)))),
