@@ -3,7 +3,7 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET]     (default 30)
 #
-# Needs cargo-fuzz (registry-fixtures/install-deps.sh installs it). The
+# Installs cargo-fuzz from crates.io when it is missing (a few minutes, once). The
 # targets are built with AddressSanitizer, cargo-fuzz's default, which wants
 # nightly's -Z flags: on a stable toolchain RUSTC_BOOTSTRAP=1 allows them
 # (stable ships the sanitizer runtimes). KVPUSH_FUZZ_SANITIZER=none builds
@@ -17,8 +17,8 @@ cd "$(dirname "$0")"
 secs=${1:-30}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz/run.sh: cargo-fuzz not found; run registry-fixtures/install-deps.sh (or cargo install cargo-fuzz --locked)" >&2
-    exit 1
+    echo "fuzz/run.sh: installing cargo-fuzz with cargo install (a few minutes, once)" >&2
+    cargo install cargo-fuzz --locked --quiet
 fi
 if ! rustc --version | grep -q nightly; then
     export RUSTC_BOOTSTRAP=1

@@ -3,9 +3,10 @@
 # the CNCF distribution registry, skopeo (the independent client that checks
 # every push), htpasswd and openssl (auth and TLS registry fixtures), GNU
 # gzip (the fixture compresses rules_docker's layers with it, not with flate2),
-# GNU time and pigz (make bench), the tools that build ISA-L from the
-# source isal-sys vendors (nasm, autoconf, automake, libtool, make), and cargo-fuzz from crates.io (fuzz/run.sh,
-# the bounded fuzz run of CI).
+# GNU time and pigz (make bench), and the tools that build ISA-L from the
+# source isal-sys vendors (nasm, autoconf, automake, libtool, make).
+# cargo-fuzz is not installed here: only CI's fuzz step needs it, and
+# fuzz/run.sh installs it itself.
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -42,9 +43,4 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "install-deps: cargo not found: install a Rust toolchain (rustup, Rust >= 1.85) first" >&2
     exit 1
-fi
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "install-deps: installing cargo-fuzz with cargo install (a few minutes, once)" >&2
-    cargo install cargo-fuzz --locked --quiet
 fi
