@@ -9,7 +9,9 @@ pub mod events;
 pub mod execute;
 pub mod manifest_list;
 pub mod plan;
+pub mod result;
 
 pub use events::{Observer, Stage};
-pub use execute::{execute, BlobCounts, ImageResult, Options, Placement, Status};
+pub use execute::{execute, Options};
 pub use plan::{plan, Destination, Plan, PlanInput, PlannedImage, SourceChoice, SourceKind};
+pub use result::{BlobCounts, ImageResult, Placement, Status};
