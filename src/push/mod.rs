@@ -3,7 +3,8 @@
 //! layer prepared once, every blob placed once per repository, manifests
 //! after their blobs, tags after manifests; [`manifest_list`] stitches the
 //! images of several architectures into manifest lists. Progress goes to
-//! an [`Observer`] ([`events`]); output is left to `report`.
+//! an [`Observer`] ([`events`]), outcomes are plain data ([`result`]);
+//! output is left to `report`.
 
 pub mod events;
 pub mod execute;

@@ -30,7 +30,8 @@ use crate::registry::client::{Client, MountOutcome};
 use crate::source::oci_layout::{LayoutBlob, LayoutRoot};
 use crate::source::Artifact;
 
-/// Where a blob's bytes come from.
+/// Where a blob's bytes come from; a new kind of blob body is a new variant
+/// here (see the file's doc).
 pub(super) enum Source {
     Ready(FileRange),
     Layer(Arc<Layer>),
