@@ -3,8 +3,8 @@
 //! [`Observer`] for terminals, CI logs and JSON; the push itself never
 //! formats output.
 
-use super::execute::{ImageResult, Placement};
 use super::plan::PlannedImage;
+use super::result::{ImageResult, Placement};
 
 /// Where an image is in its push.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

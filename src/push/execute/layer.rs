@@ -1,0 +1,93 @@
+//! A layer as the push knows it ([`Layer`]): its registry identity (digest,
+//! size) and where its gzip bytes are, or how to make them on first need.
+//! Built from what kvpush compressed ([`Layer::compressed`]) or from a layer
+//! Bazel gzipped ([`prebuilt`]); `prepare` builds the ones the digest cache
+//! knows. Plain data: it knows nothing of the run, the registry, or where
+//! blobs go.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use crate::blob::{BlobBody, FileRange, PreparedLayer};
+use crate::source::{Image, Layer as SourceLayer};
+
+/// A layer's registry identity and where its gzip bytes are, or, when its
+/// digest came from the cache, how to make them on first need.
+pub(super) struct Layer {
+    pub(super) diff_id: String,
+    pub(super) digest: String,
+    pub(super) size: u64,
+    /// The layer inside its tarball, for (re)compression and messages.
+    pub(super) src: FileRange,
+    pub(super) index: usize,
+    pub(super) body: OnceCell<Result<BlobBody, String>>,
+    /// The digest came from the cache (else from compressing it this run).
+    pub(super) digest_from_cache: bool,
+    /// A layer Bazel gzipped, whose digest its digest file claims: hashed
+    /// once, before its first upload (a re-push that uploads nothing reads
+    /// nothing).
+    pub(super) claimed: Option<SourceLayer>,
+    pub(super) verified: OnceCell<Result<(), String>>,
+}
+
+impl Layer {
+    /// The layer at `src` (layer `index` of its image), as kvpush
+    /// compressed it this run.
+    pub(super) fn compressed(
+        diff_id: String,
+        src: FileRange,
+        index: usize,
+        prepared: PreparedLayer,
+    ) -> Layer {
+        Layer {
+            diff_id,
+            digest: prepared.digest,
+            size: prepared.size,
+            src,
+            index,
+            // A streamed layer's bytes were not kept: made again on first
+            // need.
+            body: match prepared.body {
+                Some(body) => OnceCell::new_with(Some(Ok(body))),
+                None => OnceCell::new(),
+            },
+            digest_from_cache: false,
+            claimed: None,
+            verified: OnceCell::new(),
+        }
+    }
+}
+
+/// A layer Bazel already gzipped: its digest and diff_id come from Bazel's
+/// files, its bytes are pushed as they are.
+pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
+    let claimed = &image.layers[index];
+    let SourceLayer::Compressed {
+        range,
+        digest,
+        diff_id,
+    } = claimed
+    else {
+        unreachable!("only called for compressed layers");
+    };
+    if *diff_id != image.diff_ids[index] {
+        return Err(format!(
+            "layer {} of {}: its diff_id file says {diff_id} but the image config's diff_ids[{index}] says {}: the push target's parts are inconsistent, rebuild them with bazel",
+            index + 1,
+            image.source.display(),
+            image.diff_ids[index]
+        ));
+    }
+    Ok(Arc::new(Layer {
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
+        size: range.len,
+        src: range.clone(),
+        index,
+        body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
+        digest_from_cache: false,
+        claimed: Some(claimed.clone()),
+        verified: OnceCell::new(),
+    }))
+}
