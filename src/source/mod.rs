@@ -9,10 +9,13 @@
 //!   digest files, pushed byte for byte so digests stay Bazel's.
 //! - [`oci_layout`]: OCI image layouts (rules_oci's `oci_image`, a directory
 //!   or a tar), manifests and blobs pushed byte for byte.
+//! - [`remote`]: blobs whose bytes live in another registry (rules_img's
+//!   shallow base layers), as [`oci_layout::LayoutBlob::remote`] carries them.
 
 pub mod docker_archive;
 pub mod fuzzing;
 pub mod oci_layout;
+pub mod remote;
 pub mod rules_docker;
 pub mod tar_index;
 
