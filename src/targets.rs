@@ -90,6 +90,27 @@ pub fn layout_paths(bazel_bin: &Path, label: &str) -> [PathBuf; 2] {
     [dir.join(&name), dir.join(format!("{name}.oci.tar"))]
 }
 
+/// Which rule set declared a push target, and so what Bazel leaves for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// rules_docker's `container_push` / `docker_push` (and the built-in
+    /// table): tarballs, push-target parts or OCI layouts of the image.
+    RulesDocker,
+    /// rules_img's `image_push`: a deploy manifest `bazel-bin/push-X.json`
+    /// and the runfiles of `push-X.exe` (see `source::rules_img`).
+    RulesImg,
+}
+
+impl Kind {
+    /// The rule, for `kvpush list` and messages.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Kind::RulesDocker => "rules_docker container_push",
+            Kind::RulesImg => "rules_img image_push",
+        }
+    }
+}
+
 /// A `push-*` target of KubeVirt's root BUILD.bazel.
 ///
 /// `Copy` with `'static` strings so that plans and results can carry it
@@ -113,6 +134,8 @@ pub struct Target {
     /// Bundle targets: the images of the bundle in BUILD order; empty when
     /// unknown (the bundle is defined outside the root BUILD.bazel).
     pub images: &'static [BundleImage],
+    /// The rule that declared it.
+    pub kind: Kind,
 }
 
 /// The seven targets, in the order KubeVirt's hack/bazel-push-images.sh
@@ -126,6 +149,7 @@ pub const TARGETS: [Target; 7] = [
         bundle: true,
         image: "",
         images: &BUNDLE_IMAGES,
+        kind: Kind::RulesDocker,
     },
     single(
         "virt-operator",
@@ -179,6 +203,7 @@ const fn single(
         bundle: false,
         image: name,
         images: &[],
+        kind: Kind::RulesDocker,
     }
 }
 
@@ -192,6 +217,13 @@ impl Target {
     /// its parts (config, gzipped layers, digest files, runfiles).
     pub fn parts_build_command(&self) -> String {
         format!("bazel build //:{}", self.push)
+    }
+
+    /// rules_img targets: the deploy manifest `bazel build //:push-X` writes,
+    /// `bazel-bin/push-X.json` (the targets are read from the root
+    /// BUILD.bazel, so the package is the root); `None` for other kinds.
+    pub fn deploy_manifest_path(&self, bazel_bin: &Path) -> Option<PathBuf> {
+        (self.kind == Kind::RulesImg).then(|| bazel_bin.join(format!("{}.json", self.push)))
     }
 
     /// `bazel-bin/push-<name>`, the script `bazel run` would execute.
@@ -276,7 +308,7 @@ impl Catalog {
         let targets = build_file::push_targets(&path, &text)?;
         if targets.is_empty() {
             return Ok(Catalog::builtin(format!(
-                "{} declares no container_push or docker_push target",
+                "{} declares no container_push, docker_push or image_push target",
                 path.display()
             )));
         }

@@ -5,6 +5,9 @@
 //!   builds (go-containerregistry's legacy or compressed tarball writer), with
 //!   deterministic content of a chosen total size; optionally also the
 //!   push-target parts `bazel build //:push-*` leaves (`push_parts`).
+//! * [`generate_rules_img_workspace`]: a rules_img workspace (`image_push`
+//!   targets, deploy manifests, runfiles in the three layouts) whose shallow
+//!   base layers come from an origin registry seeded from [`base_images`].
 //! * [`docker`]: helpers to hand-craft (broken) tarballs: [`build_archive`],
 //!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
@@ -39,6 +42,10 @@ pub use registry::{
 };
 pub use relay::{Origin, Relay, Seen};
 pub use token::{TokenPolicy, TokenRequest, TokenUser};
+pub use workspace::rules_img::{
+    base_images, generate_rules_img_workspace, write_base_layouts, RulesImgLayout, RulesImgSpec,
+    RulesImgTarget, RulesImgWorkspace,
+};
 pub use workspace::{
     bin_dir, generate_workspace, go_manifest_json, GeneratedImage, Workspace, WorkspaceSpec,
     OTHER_IMAGES, SINGLE_IMAGES,

@@ -3,6 +3,7 @@
 //! push-target parts `bazel build //:push-*` leaves ([`push_parts`]).
 
 mod push_parts;
+pub mod rules_img;
 
 pub use push_parts::go_manifest_json;
 

@@ -9,11 +9,17 @@
 //!   digest files, pushed byte for byte so digests stay Bazel's.
 //! - [`oci_layout`]: OCI image layouts (rules_oci's `oci_image`, a directory
 //!   or a tar), manifests and blobs pushed byte for byte.
+//! - [`rules_img`]: rules_img `image_push` targets (deploy manifest and
+//!   runfiles), as OCI-layout-like artifacts whose base layers may be remote.
+//! - [`remote`]: blobs whose bytes live in another registry (rules_img's
+//!   shallow base layers), as [`oci_layout::LayoutBlob::remote`] carries them.
 
 pub mod docker_archive;
 pub mod fuzzing;
 pub mod oci_layout;
+pub mod remote;
 pub mod rules_docker;
+pub mod rules_img;
 pub mod tar_index;
 
 use std::path::PathBuf;

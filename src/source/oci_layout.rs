@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::remote::RemoteBlob;
 use super::tar_index::TarIndex;
 use crate::blob::{is_sha256_digest, sha256_digest, FileRange};
 use crate::manifest::{Descriptor, Parsed, Platform};
@@ -24,7 +25,47 @@ pub struct LayoutBlob {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
+    /// Where the bytes are on disk. Empty (no path, length 0) when `remote`
+    /// is set: reading it then fails rather than pushing other bytes.
     pub range: FileRange,
+    /// Set for a blob that is not on disk (a rules_img shallow base layer):
+    /// it must be mounted or copied from one of its origins, its bytes
+    /// checked against `digest` and `size` on the way. `None` for every blob
+    /// of an OCI layout.
+    pub remote: Option<RemoteBlob>,
+}
+
+impl LayoutBlob {
+    /// A blob whose bytes are in `range`.
+    pub fn local(media_type: &str, digest: &str, size: u64, range: FileRange) -> LayoutBlob {
+        LayoutBlob {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size,
+            range,
+            remote: None,
+        }
+    }
+
+    /// A blob to be taken from another registry.
+    pub fn remote(media_type: &str, digest: &str, size: u64, remote: RemoteBlob) -> LayoutBlob {
+        LayoutBlob {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size,
+            range: FileRange {
+                path: PathBuf::new(),
+                offset: 0,
+                len: 0,
+            },
+            remote: Some(remote),
+        }
+    }
+
+    /// The bytes on disk, unless the blob is remote.
+    pub fn local_range(&self) -> Option<&FileRange> {
+        self.remote.is_none().then_some(&self.range)
+    }
 }
 
 /// A manifest (image or index) exactly as the layout stores it.
@@ -344,23 +385,23 @@ impl Layout {
             .platform
             .clone()
             .or_else(|| Platform::from_config(&config_bytes).ok());
-        let config = LayoutBlob {
-            media_type: config_desc.media_type.clone(),
-            digest: config_desc.digest.clone(),
-            size: config_desc.size,
-            range: self.blob(config_desc, "config")?,
-        };
+        let config = LayoutBlob::local(
+            &config_desc.media_type,
+            &config_desc.digest,
+            config_desc.size,
+            self.blob(config_desc, "config")?,
+        );
         let layers = parsed
             .layers
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                Ok(LayoutBlob {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    range: self.blob(l, &format!("layer {}", i + 1))?,
-                })
+                Ok(LayoutBlob::local(
+                    &l.media_type,
+                    &l.digest,
+                    l.size,
+                    self.blob(l, &format!("layer {}", i + 1))?,
+                ))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(LayoutImage {

@@ -8,7 +8,14 @@
 //!   rules_docker's `contrib/push-all.bzl`): a bundle's images;
 //! - `container_bundle(name, images = {key: label})`: the bundle's images,
 //!   named by the last path component of each key's repository with
-//!   `$(image_prefix)` removed, in the order written.
+//!   `$(image_prefix)` removed, in the order written;
+//! - `image_push(name, image, ...)` loaded from rules_img's
+//!   `@rules_img//img:push.bzl`: one image named by the target without
+//!   `push-`. Its `registry`, `repository` and `tag`/`tag_list` are not
+//!   read: the deploy manifest Bazel writes holds them, stamped, and kvpush
+//!   overrides them at run time as KubeVirt's push script does.
+//!
+//! A file may mix the rule sets; each target records its [`Kind`].
 //!
 //! Values may be string literals, `+` concatenations, top-level variables
 //! and `select()` (its `//conditions:default` branch). Nothing is executed;
@@ -23,7 +30,7 @@ use starlark_syntax::syntax::ast::{
 };
 use starlark_syntax::syntax::{AstModule, Dialect};
 
-use super::{BundleImage, Target};
+use super::{BundleImage, Kind, Target};
 
 /// A value kvpush can compute from the file without running it.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,6 +244,16 @@ fn image_name(template: &str) -> Option<String> {
 
 const PUSH_RULES: [&str; 3] = ["container_push", "docker_push", "oci_push"];
 
+/// rules_img's push rule: `image_push`, loaded from `@rules_img//img:push.bzl`
+/// (or not loaded at all, as in a macro-free test file).
+fn is_image_push(call: &Call) -> bool {
+    call.rule == "image_push"
+        && call
+            .module
+            .as_deref()
+            .is_none_or(|m| m.ends_with("img:push.bzl") || m.starts_with("@rules_img"))
+}
+
 /// Parse `text` (the content of `path`) and return its push targets in file
 /// order; an empty list when it has none.
 pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
@@ -358,9 +375,13 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
     let mut targets = Vec::new();
     for call in calls
         .iter()
-        .filter(|c| PUSH_RULES.contains(&c.rule.as_str()))
+        .filter(|c| PUSH_RULES.contains(&c.rule.as_str()) || is_image_push(c))
     {
         let push = file.required(call, "name")?;
+        if is_image_push(call) {
+            targets.push(image_push(&file, call, push)?);
+            continue;
+        }
         let from_push_all = call
             .module
             .as_deref()
@@ -394,6 +415,7 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
                 bundle: true,
                 image: "",
                 images: Box::leak(images.into_boxed_slice()),
+                kind: Kind::RulesDocker,
             });
         } else if from_push_all {
             return Err(format!(
@@ -418,10 +440,34 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
                 bundle: false,
                 image: leak(image),
                 images: &[],
+                kind: Kind::RulesDocker,
             });
         }
     }
     Ok(targets)
+}
+
+/// An `image_push`: the image is named by the target (`push-virt-api` ->
+/// `virt-api`), as KubeVirt's `--repository ${image_prefix}X` override does.
+fn image_push(file: &File, call: &Call, push: String) -> Result<Target, String> {
+    let name = push.strip_prefix("push-").unwrap_or(&push).to_string();
+    if name.is_empty() {
+        return Err(format!(
+            "{}: cannot name the image of {push:?}: expected push-NAME",
+            file.at(call.span)
+        ));
+    }
+    let (label, tarball) = label_and_tarball(&file.required(call, "image")?);
+    Ok(Target {
+        name: leak(name.clone()),
+        push: leak(push),
+        tarball: leak(tarball),
+        label: leak(label),
+        bundle: false,
+        image: leak(name),
+        images: &[],
+        kind: Kind::RulesImg,
+    })
 }
 
 #[cfg(test)]
@@ -504,6 +550,71 @@ genrule(name = "unrelated", cmd = some_function(1, 2))
             )
         );
         assert_eq!(t[2].tarball, "tests/conformance_image.tar");
+    }
+
+    const RULES_IMG: &str = r#"
+load("@rules_img//img:push.bzl", "image_push")
+load("@io_bazel_rules_docker//container:container.bzl", "container_push")
+
+image_push(
+    name = "push-virt-api",
+    image = "//cmd/virt-api:virt-api-image",
+    registry = "quay.io",
+    repository = "kubevirt/virt-api",
+)
+
+container_push(
+    name = "push-virt-handler",
+    format = "Docker",
+    image = "//cmd/virt-handler:virt-handler-image",
+    registry = "$(container_prefix)",
+    repository = "$(image_prefix)virt-handler",
+    tag = "$(container_tag)",
+)
+
+image_push(
+    name = "push-conformance",
+    testonly = True,
+    image = "//tests:conformance_image",
+    registry = "quay.io",
+    repository = "kubevirt/conformance",
+    tag_list = ["a", "b"],
+)
+"#;
+
+    #[test]
+    fn image_push_targets_mix_with_rules_docker_ones() {
+        let t = push_targets(Path::new("/ws/BUILD.bazel"), RULES_IMG).unwrap();
+        let seen: Vec<_> = t.iter().map(|t| (t.name, t.image, t.kind)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("virt-api", "virt-api", Kind::RulesImg),
+                ("virt-handler", "virt-handler", Kind::RulesDocker),
+                ("conformance", "conformance", Kind::RulesImg),
+            ]
+        );
+        assert_eq!(t[0].label, "//cmd/virt-api:virt-api-image");
+        assert_eq!(t[0].push, "push-virt-api");
+        assert_eq!(t[0].parts_build_command(), "bazel build //:push-virt-api");
+        assert_eq!(
+            t[0].deploy_manifest_path(Path::new("/ws/bazel-bin")),
+            Some(Path::new("/ws/bazel-bin/push-virt-api.json").to_path_buf())
+        );
+        assert_eq!(t[1].deploy_manifest_path(Path::new("/b")), None);
+        assert_eq!(t[2].kind.rule(), "rules_img image_push");
+    }
+
+    #[test]
+    fn image_push_from_another_rule_set_is_not_rules_img() {
+        let text = "load(\"//my:push.bzl\", \"image_push\")\nimage_push(name = \"push-x\", image = \"//a:b\")\n";
+        assert!(push_targets(Path::new("/ws/BUILD"), text)
+            .unwrap()
+            .is_empty());
+        let text =
+            "load(\"@rules_img//img:push.bzl\", \"image_push\")\nimage_push(name = \"push-x\")\n";
+        let err = push_targets(Path::new("/ws/BUILD"), text).unwrap_err();
+        assert!(err.contains("image_push() has no `image`"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!  [--merged-bundle] [--dedup-layers] [--image-prefix P] [--extra-image NAME]...
 //!  [--push-parts]`
 //! `kvpush-fixtures fuzz-seeds DIR`
+//! `kvpush-fixtures gen-rules-img DIR [--scale SIZE] [--seed N] [--origin HOST:PORT]
+//!  [--arch ARCH] [--base-layouts DIR]`
 
 use kvpush_fixtures::{generate_workspace, parse_size, WorkspaceSpec};
 use std::path::PathBuf;
@@ -22,6 +24,15 @@ const USAGE: &str = "usage:
       --change-layer KEY  vary one layer's content (an image's own layer is keyed by its NAME)
       --arch ARCH         architecture written in the image configs (default amd64)
       --push-parts        also write rules_docker push-target parts (bazel build //:push-*)
+  kvpush-fixtures gen-rules-img DIR [options]
+      a rules_img workspace: 12 image_push targets, deploy manifests and runfiles
+      in the three layouts; base layers are shallow (to be served by --origin)
+      --scale SIZE        total size of all layers (default 4MiB)
+      --seed N            content seed (default 1)
+      --origin HOST:PORT  registry the base images come from (default 127.0.0.1:5001)
+      --arch ARCH         architecture in the configs (default amd64)
+      --base-layouts DIR  also write the base images as OCI layouts DIR/<n>, and
+                          print `skopeo copy` lines that seed the origin with them
   kvpush-fixtures fuzz-seeds DIR
       writes the seed corpus of the fuzz targets to DIR/tarball and DIR/manifest
 
@@ -47,6 +58,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             return kvpush_fixtures::fuzzcorpus::write_seeds(std::path::Path::new(&dir))
                 .map_err(|e| format!("writing seeds to {dir}: {e}"));
         }
+        Some("gen-rules-img") => return gen_rules_img(it.collect()),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             return Ok(());
@@ -120,6 +132,68 @@ fn run(args: Vec<String>) -> Result<(), String> {
         human(ws.total_bytes),
         t0.elapsed()
     );
+    Ok(())
+}
+
+fn gen_rules_img(args: Vec<String>) -> Result<(), String> {
+    let mut it = args.into_iter();
+    let mut dir: Option<PathBuf> = None;
+    let mut layouts: Option<PathBuf> = None;
+    let mut spec = kvpush_fixtures::RulesImgSpec::default();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--scale" => {
+                let v = value("--scale")?;
+                spec.scale_bytes = parse_size(&v).ok_or_else(|| format!("bad size {v:?}"))?;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                spec.seed = v.parse().map_err(|_| format!("bad seed {v:?}"))?;
+            }
+            "--origin" => spec.origin_registry = value("--origin")?,
+            "--arch" => spec.arch = value("--arch")?,
+            "--base-layouts" => layouts = Some(PathBuf::from(value("--base-layouts")?)),
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => {
+                if dir.replace(PathBuf::from(s)).is_some() {
+                    return Err(format!("more than one DIR given\n{USAGE}"));
+                }
+            }
+        }
+    }
+    let dir = dir.ok_or_else(|| format!("DIR missing\n{USAGE}"))?;
+    let ws = kvpush_fixtures::generate_rules_img_workspace(&dir, &spec)
+        .map_err(|e| format!("generating {}: {e}", dir.display()))?;
+    for t in &ws.targets {
+        println!(
+            "  push-{:<26} {:?}{} {}",
+            t.name,
+            t.layout,
+            if t.manifest_runfiles {
+                " (runfiles manifest)"
+            } else {
+                ""
+            },
+            t.root_digest
+        );
+    }
+    println!(
+        "{} rules_img targets in {}",
+        ws.targets.len(),
+        ws.root.display()
+    );
+    if let Some(layouts) = layouts {
+        let written = kvpush_fixtures::write_base_layouts(&layouts, &ws.bases)
+            .map_err(|e| format!("writing {}: {e}", layouts.display()))?;
+        for (layout, repository, tag) in written {
+            println!(
+                "skopeo copy --dest-tls-verify=false oci:{}:{tag} docker://{}/{repository}:{tag}",
+                layout.display(),
+                spec.origin_registry
+            );
+        }
+    }
     Ok(())
 }
 
