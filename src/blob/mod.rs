@@ -6,11 +6,11 @@
 //! upload (or a retried upload) never compresses again, or, for a layer
 //! uploaded as it is compressed, through memory to that upload.
 //!
-//! - [`digest`]: `sha256:` digests, of bytes and of readers.
-//! - [`range`]: [`FileRange`], a member's bytes inside a source file.
-//! - [`layer`]: where a blob's bytes are, and [`prepare_layer`].
-//! - [`chunks`]: upload bodies in pooled chunks, read from a file range.
-//! - [`growing`]: a blob streamed to its upload while it is compressed.
+//! - `digest`: `sha256:` digests, of bytes and of readers.
+//! - `range`: [`FileRange`], a member's bytes inside a source file.
+//! - `layer`: where a blob's bytes are, and [`prepare_layer`].
+//! - `chunks`: upload bodies in pooled chunks, read from a file range.
+//! - `growing`: a blob streamed to its upload while it is compressed.
 
 mod chunks;
 mod digest;
