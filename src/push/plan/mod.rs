@@ -179,7 +179,7 @@ pub fn image_names(input: &PlanInput) -> Result<Vec<(Target, String)>, String> {
             (None, None) => target.image_names(),
             (None, Some(bin)) => {
                 let mut sources = TargetSources::new(target, input.source, bin, &None);
-                let present = sources.script.exists() || sources.tarball.exists();
+                let present = sources.present();
                 match sources.whole_failure() {
                     Some((_, _, e)) if !input.catalog.knows_all_images(&target) => {
                         if present {

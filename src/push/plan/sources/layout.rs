@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Found, SourceKind, TargetSources};
+use super::kind::{Found, SourceKind};
 use crate::source::oci_layout::Layout;
 use crate::source::tar_index::TarIndex;
 use crate::source::Artifact;
-use crate::targets;
+use crate::targets::{self, Target};
 
 /// The OCI layout of `label` (`//P:X`): the directory `P/X/` or the tar
 /// `P/X.oci.tar`, whichever is found first.
@@ -40,7 +40,31 @@ pub(super) fn layout_dir(bazel_bin: &Path, label: &str) -> String {
         .to_string()
 }
 
-impl TargetSources {
+/// The OCI layouts of a target, or of each image of a bundle without
+/// its tarball.
+pub(super) struct Layouts {
+    target: Target,
+    bazel_bin: PathBuf,
+    /// The bundle tarball: layouts are used without it, and messages name
+    /// it.
+    tarball: PathBuf,
+    /// Bundle image names expected, whose labels are looked at.
+    known: Vec<String>,
+    /// Without a bundle tarball: whether any bundle image has an OCI layout.
+    bundle_layouts: Option<bool>,
+}
+
+impl Layouts {
+    pub(super) fn new(target: Target, bazel_bin: &Path, known: Vec<String>) -> Layouts {
+        Layouts {
+            target,
+            bazel_bin: bazel_bin.to_path_buf(),
+            tarball: target.tarball_path(bazel_bin),
+            known,
+            bundle_layouts: None,
+        }
+    }
+
     /// Without a bundle tarball, whether the bundle's images are read from
     /// OCI layouts at their labels: when at least one of them has one.
     pub(super) fn uses_bundle_layouts(&mut self) -> bool {
@@ -61,7 +85,7 @@ impl TargetSources {
 
     /// Image `name` from the OCI layout at its label, when the tarball is
     /// not there; `None` to report the missing tarball instead.
-    pub(super) fn read_from_layout(&mut self, name: &str) -> Option<Found> {
+    pub(super) fn read(&mut self, name: &str) -> Option<Found> {
         let target = self.target;
         if !target.bundle {
             let path = find_layout(&self.bazel_bin, target.label)?;

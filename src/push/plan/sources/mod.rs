@@ -1,12 +1,14 @@
 //! Which source loads each image: the one place in `push/` that knows
 //! the kinds of Bazel output an image is read from. [`SourceChoice`] is
 //! `--source`; [`SourceKind`] is what was used; `TargetSources::find` is
-//! the dispatch between them. Adding an image source (rules_img deploy
-//! manifests, another rules_oci output) means a reader in `crate::source`,
-//! its paths in `crate::targets`, a [`SourceKind`] variant, a file beside
-//! `parts.rs`, `tarball.rs` and `layout.rs` here, and its branch in `find`
-//! (and `whole_failure` / `discovered_names` if it can hold a bundle);
-//! nothing else in `push/`. Local work only: no network, no destinations.
+//! the dispatch between them. Each kind has its reader here, owning its
+//! own state: `parts.rs`, `tarball.rs`, `layout.rs`. Adding an image
+//! source (rules_img deploy manifests, another rules_oci output) means a
+//! reader in `crate::source`, its paths in `crate::targets`, a
+//! [`SourceKind`] variant (`kind.rs`), a reader file here, and its branch
+//! in `find` (and in `whole_failure` / `discovered_names` if it can hold a
+//! bundle); nothing else in `push/`. Local work only: no network, no
+//! destinations.
 //!
 //! Where the tarball branch looks for an image, first found wins: the
 //! tarball (`P/X.tar`: a `docker save` tarball, or an OCI layout tar told
@@ -16,71 +18,26 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::source::Artifact;
 use crate::targets::{Catalog, Target};
 
+mod kind;
 mod layout;
 mod parts;
 mod tarball;
 
-use parts::Parts;
-use tarball::Opened;
+pub(super) use kind::Found;
+pub use kind::{SourceChoice, SourceKind};
+use layout::Layouts;
+use parts::PartsSource;
+use tarball::TarballSource;
 
-/// Which of Bazel's outputs images are read from (`--source`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum SourceChoice {
-    /// The push target's parts when its push script exists, else the tarball.
-    #[default]
-    Auto,
-    /// Only rules_docker push-target parts (`bazel build //:push-X`).
-    Parts,
-    /// Only image tarballs (`bazel build //X:Y.tar`) or OCI layouts.
-    Tarball,
-}
-
-/// Where one image is actually read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    /// rules_docker push-target parts: Bazel's own gzip layers and digests.
-    Parts,
-    /// A `docker save`-style tarball.
-    Tarball,
-    /// An OCI image layout (directory or tar): pushed byte for byte.
-    Layout,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Parts => "parts",
-            SourceKind::Tarball => "tarball",
-            SourceKind::Layout => "OCI layout",
-        }
-    }
-}
-
-/// The two ways a target's images can be read, each opened on first use.
+/// The ways a target's images can be read, each opened on first use.
 pub(super) struct TargetSources {
     target: Target,
     choice: SourceChoice,
-    bazel_bin: PathBuf,
-    pub(super) script: PathBuf,
-    pub(super) tarball: PathBuf,
-    /// Bundle image names expected (for matching names with build-time
-    /// prefixes).
-    known: Vec<String>,
-    parts: Option<Result<Parts, String>>,
-    archive: Option<Result<Opened, String>>,
-    /// Without a bundle tarball: whether any bundle image has an OCI layout.
-    bundle_layouts: Option<bool>,
-}
-
-/// What a source gave for one image.
-pub(super) struct Found {
-    pub(super) source: SourceKind,
-    pub(super) file: PathBuf,
-    pub(super) image: Result<Artifact, String>,
-    pub(super) note: Option<String>,
+    parts: PartsSource,
+    tarball: TarballSource,
+    layouts: Layouts,
 }
 
 impl TargetSources {
@@ -92,6 +49,8 @@ impl TargetSources {
         bazel_bin: &Path,
         names: &Option<Vec<String>>,
     ) -> TargetSources {
+        // Image names expected, for every reader (bundle images are matched
+        // by name, with build-time prefixes).
         let mut known = target.image_names();
         if !target.bundle {
             known.push(target.image.to_string());
@@ -102,22 +61,19 @@ impl TargetSources {
         TargetSources {
             target,
             choice,
-            bazel_bin: bazel_bin.to_path_buf(),
-            script: target.script_path(bazel_bin),
-            tarball: target.tarball_path(bazel_bin),
-            known,
-            parts: None,
-            archive: None,
-            bundle_layouts: None,
+            parts: PartsSource::new(target, bazel_bin, known.clone()),
+            tarball: TarballSource::new(target, choice, bazel_bin, known.clone()),
+            layouts: Layouts::new(target, bazel_bin, known),
         }
     }
 
-    fn known(&self) -> Vec<&str> {
-        self.known.iter().map(String::as_str).collect()
+    /// Whether the push script or the tarball is there at all.
+    pub(super) fn present(&self) -> bool {
+        self.parts.exist() || self.tarball.exists()
     }
 
     fn parts_exist(&self) -> bool {
-        self.script.exists()
+        self.parts.exist()
     }
 
     fn uses_parts(&self) -> bool {
@@ -132,22 +88,22 @@ impl TargetSources {
     pub(super) fn find(&mut self, name: &str) -> Found {
         match self.choice {
             SourceChoice::Tarball => self.read_from_tarball_or_layout(name),
-            SourceChoice::Parts => self.read_from_parts(name).unwrap_or_else(|| Found {
+            SourceChoice::Parts => self.parts.read(name).unwrap_or_else(|| Found {
                 source: SourceKind::Parts,
-                file: self.script.clone(),
+                file: self.parts.script.clone(),
                 image: Err(format!(
                     "{} pushes no image {name:?}: is the name right? If the push target is stale, rebuild it with `{}`",
-                    self.script.display(),
+                    self.parts.script.display(),
                     self.target.parts_build_command()
                 )),
                 note: None,
             }),
-            SourceChoice::Auto if self.parts_exist() => match self.read_from_parts(name) {
+            SourceChoice::Auto if self.parts_exist() => match self.parts.read(name) {
                 Some(found) => found,
                 None => {
                     let note = format!(
                         "{} has no push script for it; `{}` makes one",
-                        self.script.display(),
+                        self.parts.script.display(),
                         self.target.parts_build_command()
                     );
                     self.read_from_tarball_or_layout(name).noted(note)
@@ -167,48 +123,34 @@ impl TargetSources {
     /// layout(s) at the label(s), else the missing tarball is reported.
     fn read_from_tarball_or_layout(&mut self, name: &str) -> Found {
         if !self.tarball.exists() {
-            if let Some(found) = self.read_from_layout(name) {
+            if let Some(found) = self.layouts.read(name) {
                 return found;
             }
         }
-        self.read_from_tarball(name)
+        self.tarball.read(name)
     }
 
     /// The names of the images found in the source(s) in use.
     fn discovered_names(&mut self) -> Vec<String> {
         if self.uses_parts() {
-            match self.parts() {
-                Ok(Parts::Bundle(by_name)) => by_name.keys().cloned().collect(),
-                _ => Vec::new(),
-            }
+            self.parts.names()
         } else {
-            let known = self.known.clone();
-            let known: Vec<&str> = known.iter().map(String::as_str).collect();
-            match self.archive() {
-                Ok(Opened::Docker(archive)) => {
-                    archive.entries_by_name(&known).into_keys().collect()
-                }
-                _ => Vec::new(),
-            }
+            self.tarball.names()
         }
     }
 
     /// Why the target cannot be read at all, if it cannot.
     pub(super) fn whole_failure(&mut self) -> Option<(SourceKind, PathBuf, String)> {
         if self.uses_parts() {
-            let script = self.script.clone();
-            self.parts()
-                .as_ref()
-                .err()
-                .map(|e| (SourceKind::Parts, script, e.clone()))
-        } else if self.uses_bundle_layouts() {
+            let script = self.parts.script.clone();
+            self.parts.failure().map(|e| (SourceKind::Parts, script, e))
+        } else if self.layouts.uses_bundle_layouts() {
             None
         } else {
-            let tarball = self.tarball.clone();
-            self.archive()
-                .as_ref()
-                .err()
-                .map(|e| (SourceKind::Tarball, tarball, e.clone()))
+            let tarball = self.tarball.path.clone();
+            self.tarball
+                .failure()
+                .map(|e| (SourceKind::Tarball, tarball, e))
         }
     }
 
@@ -228,14 +170,5 @@ impl TargetSources {
             all.extend(extra);
         }
         all
-    }
-}
-
-impl Found {
-    /// A note on why a tarball was read rather than the parts; an OCI
-    /// layout needs none (its digests are Bazel's too).
-    fn noted(self, note: String) -> Found {
-        let note = (self.source == SourceKind::Tarball).then_some(note);
-        Found { note, ..self }
     }
 }

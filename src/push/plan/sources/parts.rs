@@ -4,29 +4,68 @@
 //! layouts or which source `--source` picks (that is `super`'s dispatch).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use super::{Found, SourceKind, TargetSources};
+use super::kind::{Found, SourceKind};
 use crate::source::rules_docker::{self, PushScript, Runfiles};
 use crate::source::Artifact;
+use crate::targets::Target;
 
 /// A target's push-target parts, read once.
-pub(super) enum Parts {
+enum Parts {
     Single(PushScript),
     /// The per-image scripts of a bundle, by image name.
     Bundle(HashMap<String, PushScript>),
 }
 
-impl TargetSources {
-    pub(super) fn rebuild_parts(&self, e: String) -> String {
+/// A target's push script and what it pushes, opened on first use.
+pub(super) struct PartsSource {
+    target: Target,
+    pub(super) script: PathBuf,
+    /// Bundle image names expected (for matching names with build-time
+    /// prefixes).
+    known: Vec<String>,
+    parts: Option<Result<Parts, String>>,
+}
+
+impl PartsSource {
+    pub(super) fn new(target: Target, bazel_bin: &Path, known: Vec<String>) -> PartsSource {
+        PartsSource {
+            target,
+            script: target.script_path(bazel_bin),
+            known,
+            parts: None,
+        }
+    }
+
+    pub(super) fn exist(&self) -> bool {
+        self.script.exists()
+    }
+
+    /// The images a bundle's push scripts push (none for a single image,
+    /// or when the parts cannot be read).
+    pub(super) fn names(&mut self) -> Vec<String> {
+        match self.parts() {
+            Ok(Parts::Bundle(by_name)) => by_name.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn rebuild_parts(&self, e: String) -> String {
         format!(
             "{e}; rebuild the push target with `{}`",
             self.target.parts_build_command()
         )
     }
 
-    pub(super) fn parts(&mut self) -> &Result<Parts, String> {
+    /// Why the parts cannot be read, if they cannot.
+    pub(super) fn failure(&mut self) -> Option<String> {
+        self.parts().as_ref().err().cloned()
+    }
+
+    fn parts(&mut self) -> &Result<Parts, String> {
         if self.parts.is_none() {
-            let opened = if !self.parts_exist() {
+            let opened = if !self.exist() {
                 Err(format!(
                     "{} not found: build the push target's parts with `{}` (or use --source tarball)",
                     self.script.display(),
@@ -40,7 +79,7 @@ impl TargetSources {
         self.parts.as_ref().expect("just set")
     }
 
-    pub(super) fn read_parts(&self) -> Result<Parts, String> {
+    fn read_parts(&self) -> Result<Parts, String> {
         let runfiles = Runfiles::of_script(&self.script);
         if !self.target.bundle {
             return PushScript::read(&self.script, &runfiles).map(Parts::Single);
@@ -51,7 +90,7 @@ impl TargetSources {
             .collect::<Result<Vec<_>, _>>()?;
         let names = crate::source::match_names(
             scripts.iter().enumerate().map(|(i, s)| (s.dst_name(), i)),
-            &self.known(),
+            &self.known.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         Ok(Parts::Bundle(
             names
@@ -61,7 +100,9 @@ impl TargetSources {
         ))
     }
 
-    pub(super) fn read_from_parts(&mut self, name: &str) -> Option<Found> {
+    /// Image `name` from the parts, or why not; `None` when a bundle has
+    /// no push script for it.
+    pub(super) fn read(&mut self, name: &str) -> Option<Found> {
         let main = self.script.clone();
         let (file, image) = match self.parts() {
             Err(e) => (main, Err(e.clone())),

@@ -5,11 +5,11 @@
 //! `--source` picks (that is `super`'s dispatch).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::kind::{Found, SourceChoice, SourceKind};
 use super::layout::layout_dir;
-use super::{Found, SourceChoice, SourceKind, TargetSources};
 use crate::source::docker_archive::DockerArchive;
 use crate::source::oci_layout::Layout;
 use crate::source::tar_index::TarIndex;
@@ -17,7 +17,7 @@ use crate::source::Artifact;
 use crate::targets::Target;
 
 /// A tarball as found: a `docker save` archive or an OCI layout in a tar.
-pub(super) enum Opened {
+enum Opened {
     Docker(Arc<DockerArchive>),
     Layout(Layout),
 }
@@ -32,25 +32,62 @@ fn open_tarball(path: &Path) -> Result<Opened, String> {
     }
 }
 
-impl TargetSources {
-    pub(super) fn archive(&mut self) -> &Result<Opened, String> {
+/// A target's tarball, indexed on first use.
+pub(super) struct TarballSource {
+    target: Target,
+    choice: SourceChoice,
+    bazel_bin: PathBuf,
+    pub(super) path: PathBuf,
+    /// Bundle image names expected (for matching names with build-time
+    /// prefixes).
+    known: Vec<String>,
+    archive: Option<Result<Opened, String>>,
+}
+
+impl TarballSource {
+    pub(super) fn new(
+        target: Target,
+        choice: SourceChoice,
+        bazel_bin: &Path,
+        known: Vec<String>,
+    ) -> TarballSource {
+        TarballSource {
+            target,
+            choice,
+            bazel_bin: bazel_bin.to_path_buf(),
+            path: target.tarball_path(bazel_bin),
+            known,
+            archive: None,
+        }
+    }
+
+    pub(super) fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    /// Why the tarball cannot be read, if it cannot.
+    pub(super) fn failure(&mut self) -> Option<String> {
+        self.archive().as_ref().err().cloned()
+    }
+
+    fn archive(&mut self) -> &Result<Opened, String> {
         if self.archive.is_none() {
             let layout = match (self.target.bundle, self.target.label) {
                 (true, _) => "one OCI layout per image at its label".to_string(),
                 (false, label) => format!("the OCI layout {}/", layout_dir(&self.bazel_bin, label)),
             };
-            let opened = if self.tarball.exists() {
-                open_tarball(&self.tarball)
+            let opened = if self.path.exists() {
+                open_tarball(&self.path)
             } else if self.choice == SourceChoice::Tarball {
                 Err(format!(
                     "{} not found: build it with `{}` (or, with rules_oci, {layout})",
-                    self.tarball.display(),
+                    self.path.display(),
                     self.target.build_command()
                 ))
             } else {
                 Err(format!(
                     "{} not found: build it with `{}`, or build the push target's parts (pushed with Bazel's own digests) with `{}` (or, with rules_oci, {layout})",
-                    self.tarball.display(),
+                    self.path.display(),
                     self.target.build_command(),
                     self.target.parts_build_command()
                 ))
@@ -60,10 +97,21 @@ impl TargetSources {
         self.archive.as_ref().expect("just set")
     }
 
+    /// The images a `docker save` tarball holds, by name (none when it
+    /// cannot be read or is a layout).
+    pub(super) fn names(&mut self) -> Vec<String> {
+        let known = self.known.clone();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        match self.archive() {
+            Ok(Opened::Docker(archive)) => archive.entries_by_name(&known).into_keys().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Image `name` from the tarball, or why not (the tarball is missing,
     /// or does not hold it).
-    pub(super) fn read_from_tarball(&mut self, name: &str) -> Found {
-        let tarball = self.tarball.clone();
+    pub(super) fn read(&mut self, name: &str) -> Found {
+        let tarball = self.path.clone();
         let target = self.target;
         let known = self.known.clone();
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
