@@ -23,9 +23,13 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{challenge_error, Authenticator};
 use super::credentials::{lookup_credentials, FoundCredential};
+use super::endpoint::Endpoint;
+use super::errors::{
+    describe_error_body, error_body_text, stall_reason, transport_reason, RegistryError,
+};
+use super::media;
 use super::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use super::transport::{self, HttpClients};
-use super::{describe_error_body, error_body_text, media, Endpoint, RegistryError};
 use crate::blob::{FileRange, GrowingBlob};
 
 /// Smallest PATCH kvpush sends when a registry keeps answering 413.
@@ -194,30 +198,6 @@ pub struct Client {
     retry: RetryPolicy,
     backoff: HostBackoff,
     chunks: ChunkPolicy,
-}
-
-/// The error text of a transport failure, with every source in the chain
-/// but no URL (upload URLs can carry session state).
-pub(super) fn transport_reason(err: reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let err = err.without_url();
-    let mut source: Option<&dyn std::error::Error> = Some(&err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
-}
-
-/// Why a request was abandoned by the stall watchdog.
-pub(super) fn stall_reason(limit: Duration) -> String {
-    format!(
-        "nothing moved for {:.0}s (stalled; see --stall-timeout)",
-        limit.as_secs_f64()
-    )
 }
 
 fn push_scopes(repo: &str) -> Vec<String> {
