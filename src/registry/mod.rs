@@ -6,8 +6,8 @@
 //! here; [`errors`] (with the classification of transport failures, over
 //! retry's idea of a transient status) is below everything that sends;
 //! [`transport`] reaches a host; [`auth`] logs in; [`client`] sends requests
-//! through all of them and speaks the protocol. Imports go one way, up
-//! this list never.
+//! through all of them and speaks the protocol. Imports only go down
+//! this list.
 
 pub mod auth;
 pub mod challenge;
