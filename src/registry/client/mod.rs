@@ -2,12 +2,12 @@
 //! mount and upload, manifest `HEAD`/`GET`/`PUT` (tags included), and the
 //! `GET`s of manifests and configs that manifest lists are built from.
 //!
-//! [`request`] holds the [`Client`] and the request loop (authentication,
+//! `request.rs` holds the [`Client`] and the request loop (authentication,
 //! retries, back-off, stalls, the rule that credentials go only to the
-//! registry's own origin); [`body`] what a request carries. The protocol
-//! operations sit on top, one file per kind: [`blobs`] reads blobs (a
-//! download from an origin registry belongs there), [`upload`] writes them
-//! into the sessions of [`session`], [`manifests`] reads and writes
+//! registry's own origin); `body.rs` what a request carries. The protocol
+//! operations sit on top, one file per kind: `blobs.rs` reads blobs (a
+//! download from an origin registry belongs there), `upload.rs` writes them
+//! into the sessions of `session.rs`, `manifests.rs` reads and writes
 //! manifests. Operations use the loop, never the other way round.
 //!
 //! Written on reqwest rather than oci-client: kvpush needs retries, a pull
