@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use reqwest::{redirect, Certificate, Url};
 
-use super::client::{stall_reason, transport_reason};
+use super::endpoint::{is_loopback, Endpoint, Security};
+use super::errors::{stall_reason, transport_reason, RegistryError};
 use super::retry::RetryPolicy;
-use super::{is_loopback, Endpoint, RegistryError, Security};
 
 const USER_AGENT: &str = concat!("kvpush/", env!("CARGO_PKG_VERSION"));
 

@@ -1,0 +1,136 @@
+//! Manifests, and so tags: the digest a tag or digest reference points at
+//! (`HEAD`), a manifest read whole and checked (`GET`), and the `PUT` that
+//! stores an image, a list or a tag, checked against the digest kvpush
+//! computed. Blobs are [`super::blobs`]' and [`super::upload`]'s; how
+//! requests are sent is [`super::request`]'s.
+
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+
+use super::body::Body;
+use super::request::{pull_scopes, push_scopes, Client, MAX_FETCH};
+use crate::registry::errors::RegistryError;
+use crate::registry::media;
+
+/// A manifest as the registry stores it.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// From `Content-Type`, else the manifest's own `mediaType`.
+    pub media_type: String,
+    /// sha256 of `bytes`, checked against `Docker-Content-Digest`.
+    pub digest: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Client {
+    /// `HEAD /v2/<repo>/manifests/<reference>`: the digest the reference
+    /// points at now, if any.
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let op = format!("HEAD manifest {repo}:{reference}");
+        let scopes = push_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::HEAD, url, &scopes);
+        req.headers
+            .push((ACCEPT, HeaderValue::from_static(media::ACCEPT_ALL)));
+        let resp = self.execute(&req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.status_error(&op, resp).await),
+        }
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>` accepting images and lists of
+    /// both Docker and OCI kinds; `None` when the registry has none there.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let op = format!("GET manifest {repo}:{reference}");
+        let scopes = pull_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::GET, url, &scopes);
+        req.headers
+            .push((ACCEPT, HeaderValue::from_static(media::ACCEPT_ALL)));
+        let resp = self.execute(&req).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(self.status_error(&op, resp).await),
+            _ => {}
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let said = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
+        let digest = crate::blob::sha256_digest(&bytes);
+        let expected = said.or_else(|| {
+            reference
+                .starts_with("sha256:")
+                .then(|| reference.to_string())
+        });
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!(
+                    "{op}: the registry says {expected} but sent a manifest hashing to {digest}"
+                ),
+            });
+        }
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+        let media_type = match content_type {
+            Some(t) if t.starts_with("application/vnd.") => t,
+            _ => declared.unwrap_or_default(),
+        };
+        Ok(Some(FetchedManifest {
+            media_type,
+            digest,
+            bytes,
+        }))
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>`; checks that the registry
+    /// stored exactly the bytes sent by comparing `Docker-Content-Digest`.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(), RegistryError> {
+        let op = format!("PUT manifest {repo}:{reference}");
+        let scopes = push_scopes(repo);
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let mut req = self.req(&op, Method::PUT, url, &scopes);
+        let content_type =
+            HeaderValue::from_str(media_type).map_err(|_| RegistryError::Protocol {
+                host: self.endpoint.host.clone(),
+                message: format!("invalid media type {media_type:?}"),
+            })?;
+        req.headers.push((CONTENT_TYPE, content_type));
+        req.body = Body::Bytes(bytes);
+        let resp = self.execute(&req).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&op, resp).await);
+        }
+        self.check_digest(&op, &resp, digest)
+    }
+}
