@@ -12,12 +12,13 @@ use clap::{Args, Parser};
 use crate::commands::{
     fatal, init_logging, run_arch_bins, run_manifest, run_push, usage_error, LogTarget,
 };
+use crate::config::{Config, OutputFormat};
 use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
 use crate::push::{self, PlanInput, SourceChoice};
 use crate::registry::credentials::{Credential, FoundCredential, Secret};
 use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
-use crate::targets::{self, Catalog, Selection};
+use crate::targets::{self, Catalog};
 use crate::{blob, registry, report};
 
 const EXAMPLES: &str = "\
@@ -160,12 +161,6 @@ struct PushArgs {
     verbose: u8,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
-
 /// `90`, `90s`, `1.5s`, `500ms`, `5m`, `1h`: a duration (bare numbers are seconds).
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -222,41 +217,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
 fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(4, 16)
-}
-
-/// A validated configuration: everything the run needs, nothing raw.
-#[derive(Debug)]
-pub struct Config {
-    pub catalog: Catalog,
-    pub selections: Vec<Selection>,
-    pub registry: String,
-    pub tags: Vec<String>,
-    pub image_prefixes: Vec<String>,
-    pub workspace: PathBuf,
-    pub jobs: usize,
-    pub dry_run: bool,
-    pub insecure: bool,
-    pub ca_certs: Vec<reqwest::Certificate>,
-    pub digests_dir: Option<PathBuf>,
-    pub compression_level: u32,
-    pub credential: Option<FoundCredential>,
-    pub retry: RetryPolicy,
-    /// `PATCH` size once a registry refuses whole blobs.
-    pub chunk_size: u64,
-    /// `None` with --no-cache (or when no home directory is known).
-    pub cache_dir: Option<PathBuf>,
-    pub output: OutputFormat,
-    pub quiet: bool,
-    pub verbose: u8,
-    pub source: SourceChoice,
-    pub format: Format,
-    /// `kvpush manifest`: GOARCH names of the architectures to list.
-    pub arches: Vec<String>,
-    /// `--arch-bin`: each architecture's bazel-bin tree.
-    pub arch_bins: Vec<(String, PathBuf)>,
-    /// Tag pattern of each architecture's image (`{tag}`, `{arch}`).
-    pub child_tag: String,
-    pub allow_missing: bool,
 }
 
 /// What the command line asks for.

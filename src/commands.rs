@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::cli::{Config, OutputFormat};
+use crate::config::{Config, OutputFormat};
 use crate::interrupt::{Interrupt, Stop};
 use crate::push::manifest_list;
 use crate::push::{self, ImageResult, Observer, Plan, PlanInput};
