@@ -26,10 +26,14 @@ Examples:
   kvpush manifest all --registry quay.io/kubevirt --tag v1.2.3 --arch amd64,arm64,s390x
   kvpush all --registry quay.io/kubevirt --tag v1.2.3 --arch-bin amd64=_out/x86_64/bazel-bin --arch-bin arm64=_out/aarch64/bazel-bin";
 
+/// `0.1.0 (c19fe38)`: the package version and the commit it was built
+/// from, as build.rs found it (`-dirty`, or `unknown commit`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KVPUSH_COMMIT"), ")");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kvpush",
-    version,
+    version = VERSION,
     about = "Push the container images Bazel built for KubeVirt to an OCI registry, all targets in one concurrent run",
     after_help = EXAMPLES,
 )]
@@ -230,6 +234,25 @@ mod tests {
         assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
         assert!(parse_size("1KiB").unwrap_err().contains("at least 64KiB"));
         assert!(parse_size("lots").is_err());
+    }
+
+    /// `0.1.0 (c19fe38)`, `0.1.0 (c19fe38-dirty)`, `0.1.0 (unknown commit)`,
+    /// or what KVPUSH_GIT_COMMIT said when the build had no git.
+    #[test]
+    fn the_version_names_the_commit_it_was_built_from() {
+        let commit = VERSION
+            .strip_prefix(concat!(env!("CARGO_PKG_VERSION"), " ("))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{VERSION:?}"));
+        let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+        let from_git = hash.len() >= 4 && hash.chars().all(|c| c.is_ascii_hexdigit());
+        let given = option_env!("KVPUSH_GIT_COMMIT").map(str::trim) == Some(commit);
+        assert!(
+            from_git || given || commit == "unknown commit",
+            "{VERSION:?}"
+        );
+        let cli = Cli::try_parse_from(["kvpush", "--version"]).unwrap_err();
+        assert_eq!(cli.to_string(), format!("kvpush {VERSION}\n"));
     }
 
     #[test]
