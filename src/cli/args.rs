@@ -71,7 +71,7 @@ pub(super) struct PushArgs {
     /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
     /// `list [TARGET...]` shows each target's images, sources and destinations;
     /// `manifest [TARGET...]` pushes multi-architecture manifest lists;
-    /// `completions SHELL` prints a completion script.
+    /// `completions SHELL` prints a completion script; `man` the manual page.
     #[arg(value_name = "TARGET")]
     pub(super) targets: Vec<String>,
     #[command(flatten)]

@@ -1,11 +1,12 @@
 //! Command line: the words among the targets (`list`, `manifest`,
-//! `completions`) and dispatch. `args` defines the flags, `validate`
+//! `completions`, `man`) and dispatch. `args` defines the flags, `validate`
 //! turns them into a [`crate::config::Config`], and [`crate::commands`]
 //! runs it. Nothing is pushed until the whole configuration is known to be
 //! valid. This module must not push or report results itself beyond
 //! `list` and the completion script.
 
 mod args;
+mod generate;
 mod validate;
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use clap::Parser;
 
 pub use args::Cli;
 use args::PushArgs;
+use generate::{run_completions, run_man};
 use validate::{validate_common, Mode};
 
 use crate::commands::{
@@ -26,10 +28,12 @@ use crate::targets::{self, Catalog};
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let mut args = Cli::parse().push;
-    // `completions`, like `list` below, is a word among the targets, so
-    // that flags may stand anywhere.
-    if args.targets.first().map(String::as_str) == Some("completions") {
-        return run_completions(&args.targets[1..]);
+    // `completions` and `man`, like `list` below, are words among the
+    // targets, so that flags may stand anywhere.
+    match args.targets.first().map(String::as_str) {
+        Some("completions") => return run_completions(&args.targets[1..]),
+        Some("man") => return run_man(&args.targets[1..]),
+        _ => {}
     }
     // The push targets: from the workspace's BUILD.bazel, else built in.
     let catalog = match Catalog::load(&args.common.workspace) {
@@ -59,24 +63,6 @@ pub fn main() -> ExitCode {
         Ok(config) if !config.arch_bins.is_empty() => run_arch_bins(config),
         Ok(config) => run_push(config),
         Err(e) => usage_error(&e),
-    }
-}
-
-/// `kvpush completions bash|zsh|fish`: a completion script on stdout.
-fn run_completions(words: &[String]) -> ExitCode {
-    use clap::CommandFactory;
-    let shell = match words {
-        [one] => one.parse::<clap_complete::Shell>(),
-        _ => Err(String::new()),
-    };
-    match shell {
-        Ok(shell) => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "kvpush", &mut script);
-            report::out(&String::from_utf8_lossy(&script));
-            ExitCode::SUCCESS
-        }
-        Err(_) => usage_error("usage: kvpush completions bash|zsh|fish|elvish|powershell"),
     }
 }
 
