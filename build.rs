@@ -15,6 +15,9 @@ const SOURCES: &[&str] = &["src", "build.rs", "Cargo.toml", "Cargo.lock"];
 
 fn main() {
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    // Naming any file turns off cargo's default of rerunning on every edit
+    // in the package (tests and docs included), each a rebuild of the crate.
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=KVPUSH_GIT_COMMIT");
     let commit = from_git(&dir)
         .or_else(|| {
@@ -40,22 +43,29 @@ fn from_git(dir: &Path) -> Option<String> {
     // and packed-refs live. A commit moves the ref (or HEAD when detached);
     // checking out another branch changes HEAD. Not the index: `git add`
     // changes nothing this script says, and each rerun rebuilds the crate.
-    // A missing path would rerun this script on every build.
-    let mut watched = vec!["HEAD".to_string(), "packed-refs".into()];
+    // A missing path would rerun this script on every build, so a packed
+    // ref is watched through the directory its loose file will appear in.
+    let mut watched = vec!["HEAD".to_string(), "packed-refs".into(), "reftable".into()];
     watched.extend(git(dir, &["symbolic-ref", "-q", "HEAD"]));
     for name in watched {
-        if let Some(path) = git(dir, &["rev-parse", "--git-path", &name]) {
-            let path = dir.join(path);
-            if path.exists() {
-                println!("cargo:rerun-if-changed={}", path.display());
-            }
+        let Some(path) = git(dir, &["rev-parse", "--git-path", &name]) else {
+            continue;
+        };
+        let path = dir.join(path);
+        let watch = if path.exists() || name.starts_with("refs/") {
+            path.ancestors().find(|p| p.exists())
+        } else {
+            None
+        };
+        if let Some(watch) = watch {
+            println!("cargo:rerun-if-changed={}", watch.display());
         }
     }
     // Edits to the sources make (or unmake) `-dirty`.
-    for source in SOURCES {
+    for source in SOURCES.iter().filter(|s| **s != "build.rs") {
         println!("cargo:rerun-if-changed={source}");
     }
-    // --no-optional-locks: status must not rewrite the index it watches.
+    // --no-optional-locks: a build must not rewrite the index.
     let mut status = vec![
         "--no-optional-locks",
         "status",
