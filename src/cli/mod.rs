@@ -3,7 +3,7 @@
 //! turns them into a [`crate::config::Config`], and [`crate::commands`]
 //! runs it. Nothing is pushed until the whole configuration is known to be
 //! valid. This module must not push or report results itself beyond
-//! `list` and the completion script.
+//! `list`; `generate` renders completions and the man page.
 
 mod args;
 mod generate;
