@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 DEMO_SCALE ?= 64MiB
 DEMO_TAG ?= devel
 
-.PHONY: all build deps demo test lint bench clean
+.PHONY: all build deps demo test lint bench man clean
 
 all: build
 
@@ -25,6 +25,12 @@ lint:
 
 demo: build
 	registry-fixtures/demo.sh "$(DEMO_DIR)" "$(DEMO_SCALE)" "$(DEMO_TAG)"
+
+# kvpush(1) from the clap definitions (`kvpush man`); generated, not committed.
+man: deps
+	mkdir -p docs
+	$(CARGO) run --quiet --bin kvpush -- man > docs/kvpush.1.tmp
+	mv docs/kvpush.1.tmp docs/kvpush.1
 
 BENCH_ARGS ?=
 

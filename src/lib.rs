@@ -1,7 +1,7 @@
 //! kvpush: push the container images Bazel built for KubeVirt straight to an
 //! OCI registry, every target in one concurrent process.
 //!
-//! Data flows one way: [`cli`] turns flags into a validated [`cli::Config`],
+//! Data flows one way: [`cli`] turns flags into a validated [`config::Config`],
 //! [`targets`] says which images and tarballs that means, [`source`] turns
 //! tarballs into [`source::Image`]s, [`push`] plans and runs the upload through
 //! [`registry`], and [`report`] tells the user what happened.
@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod compress;
+pub mod config;
 pub mod interrupt;
 pub mod manifest;
 pub mod push;

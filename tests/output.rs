@@ -273,8 +273,11 @@ fn completions_help_and_version() {
         .stdout
         .contains("kvpush all --registry quay.io/kubevirt --tag v1.2.3"));
     let run = fx.kvpush(&["--version"]);
-    assert_eq!(
-        run.stdout.trim(),
-        format!("kvpush {}", env!("CARGO_PKG_VERSION"))
+    // `kvpush 0.1.0 (c19fe38)`: the version and the commit built from.
+    let version = format!("kvpush {} (", env!("CARGO_PKG_VERSION"));
+    assert!(
+        run.stdout.trim().starts_with(&version) && run.stdout.trim().ends_with(')'),
+        "{}",
+        run.stdout
     );
 }
