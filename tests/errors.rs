@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::nobody::{self, Reachable};
 use common::{make_writable, verify_with_skopeo, Fixture};
 use kvpush::source::tar_index::TarIndex;
-use kvpush_fixtures::{Registry, RegistryKind};
+use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
 
 #[test]
 fn no_bazel_bin_says_where_it_looked() {
@@ -489,15 +490,25 @@ fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
 
 #[test]
 fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let fx = Fixture::small();
+    use std::os::unix::fs::PermissionsExt;
+    // Root reads anything whatever the mode: run kvpush as nobody then. The
+    // clone may lie where nobody cannot enter, so the binary, the fixture
+    // and TMPDIR go to a directory every user can reach.
+    let reach = Reachable::new();
+    let fx = Fixture::new_in(
+        reach.path(),
+        WorkspaceSpec {
+            scale_bytes: 6 << 20,
+            ..WorkspaceSpec::default()
+        },
+    );
     let registry = Registry::start(RegistryKind::Plain);
     let prefix = format!("{}/kubevirt", registry.addr());
     let secret = fx.image("virt-api").tarball.clone();
     let shown = fx.ws.root.join("bazel-bin/cmd/virt-api/virt-api-image.tar");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
 
-    let mut cmd = fx.command();
+    let mut cmd = fx.command_at(&reach.kvpush_binary());
     cmd.args([
         "virt-api",
         "virt-handler",
@@ -506,14 +517,9 @@ fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
         "--tag",
         "devel",
     ]);
-    // Root reads anything whatever the mode: run kvpush as nobody then, with
-    // the fixture's directories opened to it.
-    let probe = fx.dir.path().join("owner-probe");
-    std::fs::write(&probe, b"").unwrap();
-    if std::fs::metadata(&probe).unwrap().uid() == 0 {
-        use std::os::unix::process::CommandExt;
-        open_dirs_to_all(fx.dir.path());
-        cmd.uid(65534).gid(65534);
+    if nobody::running_as_root() {
+        nobody::open_dirs_to_all(fx.dir.path());
+        nobody::as_nobody(&mut cmd, &reach);
     }
     let run = common::run_command(cmd);
     assert_eq!(run.code, 1);
@@ -531,23 +537,4 @@ fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
         &format!("{prefix}/virt-handler:devel"),
         fx.image("virt-handler"),
     );
-}
-
-/// chmod a+rx every directory under `root` (and `root` itself), a+r files
-/// but those with mode 000.
-fn open_dirs_to_all(root: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(root).unwrap();
-    if meta.file_type().is_symlink() {
-        return;
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if meta.is_dir() {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
-        for entry in std::fs::read_dir(root).unwrap() {
-            open_dirs_to_all(&entry.unwrap().path());
-        }
-    } else if mode != 0 {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o444)).unwrap();
-    }
 }

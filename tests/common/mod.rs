@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod nobody;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +36,12 @@ impl Run {
 /// A kvpush command with none of the user's environment leaking in:
 /// KubeVirt's variables unset, and no docker/podman login files.
 pub fn kvpush_command(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvpush"));
+    kvpush_command_at(Path::new(env!("CARGO_BIN_EXE_kvpush")), home)
+}
+
+/// [`kvpush_command`] running the kvpush binary at `program` (a copy).
+pub fn kvpush_command_at(program: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for var in [
         "DOCKER_PREFIX",
         "DOCKER_TAG",
@@ -101,7 +108,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(spec: WorkspaceSpec) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
+        Fixture::new_in(&std::env::temp_dir(), spec)
+    }
+
+    /// [`Fixture::new`] in a fresh directory under `base`.
+    pub fn new_in(base: &Path, spec: WorkspaceSpec) -> Fixture {
+        let dir = tempfile::tempdir_in(base).unwrap();
         let ws = generate_workspace(&dir.path().join("ws"), &spec).unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         Fixture { dir, ws }
@@ -120,7 +132,12 @@ impl Fixture {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = kvpush_command(&self.home());
+        self.command_at(Path::new(env!("CARGO_BIN_EXE_kvpush")))
+    }
+
+    /// [`Fixture::command`] running the kvpush binary at `program`.
+    pub fn command_at(&self, program: &Path) -> Command {
+        let mut cmd = kvpush_command_at(program, &self.home());
         cmd.arg("--workspace").arg(&self.ws.root);
         cmd
     }
