@@ -5,6 +5,10 @@
 #![allow(dead_code)]
 
 pub mod nobody;
+mod scenario;
+
+#[allow(unused_imports)] // not every test file uses it
+pub use scenario::Scenario;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
