@@ -153,11 +153,37 @@ impl Fixture {
         run_command(cmd)
     }
 
+    /// The images of the push targets `targets` (`other-images` for the bundle).
+    pub fn images_of<'a>(
+        &'a self,
+        targets: &'a [&str],
+    ) -> impl Iterator<Item = &'a GeneratedImage> + 'a {
+        self.ws
+            .images
+            .iter()
+            .filter(move |i| targets.contains(&i.target.as_str()))
+    }
+
     pub fn image(&self, name: &str) -> &GeneratedImage {
         self.ws
             .image(name)
             .unwrap_or_else(|| panic!("fixture has no image {name}"))
     }
+}
+
+/// The distinct blobs of `images`: their layers (by diff_id) and configs.
+pub fn distinct_blobs<'a>(
+    images: impl IntoIterator<Item = &'a GeneratedImage>,
+) -> std::collections::HashSet<&'a str> {
+    images
+        .into_iter()
+        .flat_map(|i| {
+            i.diff_ids
+                .iter()
+                .map(String::as_str)
+                .chain([i.config_digest.as_str()])
+        })
+        .collect()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

@@ -8,7 +8,7 @@
 use std::ops::Deref;
 use std::process::Command;
 
-use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
+use kvpush_fixtures::{FaultPlan, FaultProxy, Registry, RegistryKind, WorkspaceSpec};
 
 use super::{run_command, verify_with_skopeo, Fixture, Run};
 
@@ -49,17 +49,41 @@ impl Scenario {
 
     /// `kvpush --workspace WS TARGETS... --registry PREFIX ARGS...`, not run.
     pub fn push_command(&self, targets: &[&str], args: &[&str]) -> Command {
+        self.command_to(&self.prefix, targets, args)
+    }
+
+    fn command_to(&self, prefix: &str, targets: &[&str], args: &[&str]) -> Command {
         let mut cmd = self.fx.command();
-        cmd.args(targets)
-            .arg("--registry")
-            .arg(&self.prefix)
-            .args(args);
+        cmd.args(targets).arg("--registry").arg(prefix).args(args);
         cmd
+    }
+
+    /// A [`FaultProxy`] following `plan` in front of the registry.
+    pub fn proxy(&self, plan: FaultPlan) -> FaultProxy {
+        FaultProxy::start(self.registry.addr(), plan)
+    }
+
+    /// [`Scenario::push`] through `proxy` (`--registry PROXY/kubevirt`);
+    /// what lands is checked at the registry itself ([`Scenario::verify`]).
+    pub fn push_through(&self, proxy: &FaultProxy, targets: &[&str], args: &[&str]) -> Run {
+        let prefix = format!("{}/kubevirt", proxy.addr());
+        run_command(self.command_to(&prefix, targets, args))
     }
 
     /// Push `targets` to the prefix, `args` after.
     pub fn push(&self, targets: &[&str], args: &[&str]) -> Run {
         run_command(self.push_command(targets, args))
+    }
+
+    /// [`Scenario::push`] from another workspace (another architecture's)
+    /// to the same registry and prefix.
+    pub fn push_from(&self, fx: &Fixture, targets: &[&str], args: &[&str]) -> Run {
+        let mut cmd = fx.command();
+        cmd.args(targets)
+            .arg("--registry")
+            .arg(&self.prefix)
+            .args(args);
+        run_command(cmd)
     }
 
     /// [`Scenario::push`] with the registry's user and password in
