@@ -51,17 +51,7 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
     let uploads = blob_uploads(&sc.registry);
     let mounts = sc.registry.count_requests("POST", "mount=");
     assert!(mounts > 0, "shared layers are mounted, not uploaded again");
-    let distinct: std::collections::HashSet<&str> = sc
-        .ws
-        .images
-        .iter()
-        .flat_map(|i| {
-            i.diff_ids
-                .iter()
-                .map(String::as_str)
-                .chain([i.config_digest.as_str()])
-        })
-        .collect();
+    let distinct = common::distinct_blobs(&sc.ws.images);
     assert_eq!(uploads, distinct.len(), "one upload per distinct blob");
 
     // A second run finds everything in place: no blob is uploaded again.
@@ -214,11 +204,7 @@ fn gzip_layers_are_pushed_as_they_are() {
     let prefix = &sc.prefix;
     let run = sc.push(&["virt-launcher", "other-images"], &["--tag", "gz"]);
     assert_eq!(run.code, 0);
-    let pushed = sc
-        .ws
-        .images
-        .iter()
-        .filter(|i| i.target == "other-images" || i.target == "virt-launcher");
+    let pushed = sc.images_of(&["virt-launcher", "other-images"]);
     for image in pushed {
         let reference = format!("{prefix}/{}:gz", image.name);
         verify_with_skopeo(&sc.registry, &reference, image);
@@ -254,12 +240,7 @@ fn bundles_with_merged_entries_aliases_prefixes_and_unknown_images_all_push() {
     );
     let run = sc.push(&["other-images"], &["--tag", "b"]);
     assert_eq!(run.code, 0);
-    let bundle: Vec<_> = sc
-        .ws
-        .images
-        .iter()
-        .filter(|i| i.target == "other-images")
-        .collect();
+    let bundle: Vec<_> = sc.images_of(&["other-images"]).collect();
     assert!(bundle.len() >= 17, "15 table images, an alias and an extra");
     for image in bundle {
         sc.verify(&image.name, "b");

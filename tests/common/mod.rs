@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: run the real `kvpush` binary
 //! with a clean environment, generate small workspaces, and check pushed
-//! images with skopeo (an independent client).
+//! images with skopeo (an independent client). Most tests start from a
+//! [`Scenario`] (scenario.rs: workspace, registry, push, verify);
+//! nobody.rs runs kvpush as an unprivileged user.
 
 #![allow(dead_code)]
 
