@@ -36,9 +36,7 @@ fn a_refused_streamed_upload_is_made_again_the_ordinary_way() {
     let run = sc.push_through(&proxy, &["all"], &["--tag", "t"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(proxy.injected() > 0, "streamed uploads were tried");
-    for image in &sc.ws.images {
-        sc.verify(&image.name, "t");
-    }
+    sc.verify_all("t");
 }
 
 #[test]

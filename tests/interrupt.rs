@@ -148,9 +148,7 @@ fn interrupt_then_finish(
     proxy.set_plan(FaultPlan::default());
     let run = sc.kvpush(&args);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    for image in &sc.ws.images {
-        sc.verify(&image.name, "devel");
-    }
+    sc.verify_all("devel");
     let uploads_after = blobs_stored(&sc.registry);
     let distinct = common::distinct_blobs(&sc.ws.images);
     assert!(uploads_before > 0);

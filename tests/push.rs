@@ -121,9 +121,7 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
         .filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/"));
     assert_eq!(heads.count(), 42, "{new:#?}");
     assert_eq!(new.len(), 63, "{new:#?}");
-    for image in &sc.ws.images {
-        sc.verify(&image.name, "v2");
-    }
+    sc.verify_all("v2");
 }
 
 #[test]
