@@ -572,38 +572,33 @@ fn a_wrong_password_names_the_registry_the_source_and_what_to_do() {
 
 #[test]
 fn a_pull_only_account_is_told_which_repository_it_may_not_push_to() {
-    let fx = Fixture::small();
-    let reg = Registry::start(RegistryKind::Token);
-    reg.update_token_policy(|p| {
+    let sc = Scenario::small(RegistryKind::Token);
+    sc.registry.update_token_policy(|p| {
         p.users.push(TokenUser {
             name: "reader".into(),
             password: "reader-password".into(),
             may_push: false,
         })
     });
-    let prefix = format!("{}/kubevirt", reg.addr());
-    let mut cmd = fx.command();
-    cmd.args(["virt-api", "--registry", &prefix])
-        .env("KVPUSH_USERNAME", "reader")
-        .env("KVPUSH_PASSWORD", "reader-password");
-    let run = run_command(cmd);
+    let run = sc.push_as("reader", "reader-password", &["virt-api"], &[]);
     assert_eq!(run.code, 1);
     for expect in [
         format!(
             "registry {} refused POST upload to kubevirt/virt-api (401",
-            reg.addr()
+            sc.registry.addr()
         ),
         "with credentials from KVPUSH_USERNAME/KVPUSH_PASSWORD".into(),
         "the account may not push to kubevirt/virt-api".into(),
     ] {
         assert!(run.stderr.contains(&expect), "{expect}: {}", run.stderr);
     }
-    assert!(reg
+    assert!(sc
+        .registry
         .token_requests()
         .iter()
         .any(|r| r.account.as_deref() == Some("reader")
             && r.granted == ["repository:kubevirt/virt-api:pull"]));
-    assert!(reg.tags("kubevirt/virt-api").is_empty());
+    assert!(sc.registry.tags("kubevirt/virt-api").is_empty());
 }
 
 #[test]

@@ -90,6 +90,12 @@ impl Scenario {
     /// `KVPUSH_USERNAME`/`KVPUSH_PASSWORD`.
     pub fn push_logged_in(&self, targets: &[&str], args: &[&str]) -> Run {
         let (user, password) = self.registry.credentials().expect("registry with a login");
+        self.push_as(user, password, targets, args)
+    }
+
+    /// [`Scenario::push`] as `user` with `password` (`KVPUSH_USERNAME`/
+    /// `KVPUSH_PASSWORD`).
+    pub fn push_as(&self, user: &str, password: &str, targets: &[&str], args: &[&str]) -> Run {
         let mut cmd = self.push_command(targets, args);
         cmd.env("KVPUSH_USERNAME", user)
             .env("KVPUSH_PASSWORD", password);
