@@ -8,7 +8,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use common::{run_command, run_command_with_stdin, verify_with_skopeo, Fixture, Run};
+use common::{run_command, run_command_with_stdin, verify_with_skopeo, Fixture, Run, Scenario};
 use kvpush_fixtures::{Origin, Registry, RegistryKind, Relay, TokenUser};
 
 fn basic_auth(user: &str, password: &str) -> String {
@@ -36,24 +36,13 @@ fn refused_api_requests(reg: &Registry) -> Vec<String> {
 
 #[test]
 fn basic_auth_behind_tls_is_checked_against_ca_cert_and_sent_on_every_request() {
-    let fx = Fixture::small();
-    let reg = Registry::start(RegistryKind::HtpasswdTls);
-    let (user, password) = reg.credentials().unwrap();
-    let prefix = format!("{}/kubevirt", reg.addr());
-    let ca = reg.ca_cert().unwrap();
-    let mut cmd = fx.command();
-    cmd.args([
-        "virt-api",
-        "virt-controller",
-        "--registry",
-        &prefix,
-        "--tag",
-        "v1",
-        "-v",
-    ])
-    .arg("--ca-cert")
-    .arg(&ca)
-    .args(["--username", user, "--password-stdin"]);
+    let sc = Scenario::small(RegistryKind::HtpasswdTls);
+    let (user, password) = sc.registry.credentials().unwrap();
+    let ca = sc.registry.ca_cert().unwrap();
+    let mut cmd = sc.push_command(&["virt-api", "virt-controller"], &["--tag", "v1", "-v"]);
+    cmd.arg("--ca-cert")
+        .arg(&ca)
+        .args(["--username", user, "--password-stdin"]);
     let run = run_command_with_stdin(cmd, &format!("{password}\n"));
     assert_eq!(run.code, 0);
     assert!(
@@ -63,24 +52,23 @@ fn basic_auth_behind_tls_is_checked_against_ca_cert_and_sent_on_every_request() 
     );
     assert!(run.stderr.contains(&format!(
         "using credentials for {} from --username/--password-stdin",
-        reg.addr()
+        sc.registry.addr()
     )));
     for name in ["virt-api", "virt-controller"] {
-        verify_with_skopeo(&reg, &format!("{prefix}/{name}:v1"), fx.image(name));
+        sc.verify(name, "v1");
     }
     // Once the challenge is known, every request carries the credentials.
-    assert_eq!(refused_api_requests(&reg), Vec::<String>::new());
+    assert_eq!(refused_api_requests(&sc.registry), Vec::<String>::new());
 
     // SSL_CERT_FILE works as --ca-cert does.
-    let mut cmd = fx.command();
-    cmd.args(["virt-api", "--registry", &prefix, "--tag", "v2"])
-        .env("SSL_CERT_FILE", &ca)
+    let mut cmd = sc.push_command(&["virt-api"], &["--tag", "v2"]);
+    cmd.env("SSL_CERT_FILE", &ca)
         .env("KVPUSH_USERNAME", user)
         .env("KVPUSH_PASSWORD", password);
     let run = run_command(cmd);
     assert_eq!(run.code, 0);
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
-    verify_with_skopeo(&reg, &format!("{prefix}/virt-api:v2"), fx.image("virt-api"));
+    sc.verify("virt-api", "v2");
 }
 
 #[test]
@@ -146,21 +134,15 @@ fn percent_decode(s: &str) -> String {
 
 #[test]
 fn token_auth_asks_for_the_scopes_of_the_work_and_shares_tokens() {
-    let fx = Fixture::small();
-    let reg = Registry::start(RegistryKind::Token);
-    let (user, password) = reg.credentials().unwrap();
-    let prefix = format!("{}/kubevirt", reg.addr());
-    let mut cmd = fx.command();
-    cmd.args(["all", "--registry", &prefix, "--tag", "v1"])
-        .env("KVPUSH_USERNAME", user)
-        .env("KVPUSH_PASSWORD", password);
-    let run = run_command(cmd);
+    let sc = Scenario::small(RegistryKind::Token);
+    let (user, _) = sc.registry.credentials().unwrap();
+    let run = sc.push_logged_in(&["all"], &["--tag", "v1"]);
     assert_eq!(run.code, 0);
     // Before skopeo asks for tokens of its own.
-    let requests = reg.token_requests();
-    let sets = scope_sets(&reg);
+    let requests = sc.registry.token_requests();
+    let sets = scope_sets(&sc.registry);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let log = reg.requests();
+    let log = sc.registry.requests();
 
     for r in &requests {
         assert_eq!(r.account.as_deref(), Some(user), "{r:?}");
@@ -180,7 +162,7 @@ fn token_auth_asks_for_the_scopes_of_the_work_and_shares_tokens() {
         log.len()
     );
     // Each repository was asked for with pull,push.
-    for image in &fx.ws.images {
+    for image in &sc.ws.images {
         let scope = format!("repository:kubevirt/{}:pull,push", image.name);
         assert!(sets.iter().any(|s| s.contains(&scope)), "{scope}");
     }
@@ -212,9 +194,9 @@ fn token_auth_asks_for_the_scopes_of_the_work_and_shares_tokens() {
         assert_eq!(line.status, 201, "{}", line.uri);
     }
     assert!(mounts > 0, "shared layers are mounted");
-    assert_eq!(refused_api_requests(&reg), Vec::<String>::new());
+    assert_eq!(refused_api_requests(&sc.registry), Vec::<String>::new());
     for name in ["virt-api", "virt-launcher", "cirros-container-disk-demo"] {
-        verify_with_skopeo(&reg, &format!("{prefix}/{name}:v1"), fx.image(name));
+        sc.verify(name, "v1");
     }
 }
 
@@ -244,28 +226,14 @@ fn a_token_service_that_fails_for_a_moment_is_tried_again() {
 
 #[test]
 fn a_token_that_expires_mid_push_is_renewed_once_for_all_its_requests() {
-    let fx = Fixture::small();
-    let reg = Registry::start(RegistryKind::Token);
-    let (user, password) = reg.credentials().unwrap();
-    let prefix = format!("{}/kubevirt", reg.addr());
+    let sc = Scenario::small(RegistryKind::Token);
     // The first token for a repository is already expired when it arrives,
     // though it claims 300 s.
-    reg.update_token_policy(|p| p.stale_tokens = 1);
-    let mut cmd = fx.command();
-    cmd.args([
-        "virt-api",
-        "virt-controller",
-        "--registry",
-        &prefix,
-        "--tag",
-        "v1",
-    ])
-    .env("KVPUSH_USERNAME", user)
-    .env("KVPUSH_PASSWORD", password);
-    let run = run_command(cmd);
+    sc.registry.update_token_policy(|p| p.stale_tokens = 1);
+    let run = sc.push_logged_in(&["virt-api", "virt-controller"], &["--tag", "v1"]);
     assert_eq!(run.code, 0);
-    let sets = scope_sets(&reg);
-    let refused = refused_api_requests(&reg);
+    let sets = scope_sets(&sc.registry);
+    let refused = refused_api_requests(&sc.registry);
     assert!(
         !refused.is_empty(),
         "the expired token was used and refused"
@@ -279,7 +247,7 @@ fn a_token_that_expires_mid_push_is_renewed_once_for_all_its_requests() {
     assert_eq!(twice.len(), 1, "{counts:?}");
     assert!(counts.values().all(|n| *n <= 2), "{counts:?}");
     for name in ["virt-api", "virt-controller"] {
-        verify_with_skopeo(&reg, &format!("{prefix}/{name}:v1"), fx.image(name));
+        sc.verify(name, "v1");
     }
 }
 
@@ -604,38 +572,33 @@ fn a_wrong_password_names_the_registry_the_source_and_what_to_do() {
 
 #[test]
 fn a_pull_only_account_is_told_which_repository_it_may_not_push_to() {
-    let fx = Fixture::small();
-    let reg = Registry::start(RegistryKind::Token);
-    reg.update_token_policy(|p| {
+    let sc = Scenario::small(RegistryKind::Token);
+    sc.registry.update_token_policy(|p| {
         p.users.push(TokenUser {
             name: "reader".into(),
             password: "reader-password".into(),
             may_push: false,
         })
     });
-    let prefix = format!("{}/kubevirt", reg.addr());
-    let mut cmd = fx.command();
-    cmd.args(["virt-api", "--registry", &prefix])
-        .env("KVPUSH_USERNAME", "reader")
-        .env("KVPUSH_PASSWORD", "reader-password");
-    let run = run_command(cmd);
+    let run = sc.push_as("reader", "reader-password", &["virt-api"], &[]);
     assert_eq!(run.code, 1);
     for expect in [
         format!(
             "registry {} refused POST upload to kubevirt/virt-api (401",
-            reg.addr()
+            sc.registry.addr()
         ),
         "with credentials from KVPUSH_USERNAME/KVPUSH_PASSWORD".into(),
         "the account may not push to kubevirt/virt-api".into(),
     ] {
         assert!(run.stderr.contains(&expect), "{expect}: {}", run.stderr);
     }
-    assert!(reg
+    assert!(sc
+        .registry
         .token_requests()
         .iter()
         .any(|r| r.account.as_deref() == Some("reader")
             && r.granted == ["repository:kubevirt/virt-api:pull"]));
-    assert!(reg.tags("kubevirt/virt-api").is_empty());
+    assert!(sc.registry.tags("kubevirt/virt-api").is_empty());
 }
 
 #[test]
@@ -707,50 +670,40 @@ fn credentials_stay_with_the_registry_host() {
 
 #[test]
 fn unusable_certificate_and_credential_settings_are_refused_with_what_to_fix() {
-    let fx = Fixture::small();
-    let reg = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", reg.addr());
-    let not_a_cert = fx.dir.path().join("not-a-cert.pem");
+    let sc = Scenario::plain();
+    let not_a_cert = sc.dir.path().join("not-a-cert.pem");
     std::fs::write(&not_a_cert, "hello\n").unwrap();
-    let missing = fx.dir.path().join("missing.pem");
+    let missing = sc.dir.path().join("missing.pem");
 
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--ca-cert",
-        missing.to_str().unwrap(),
-    ]);
+    let run = sc.push(&["virt-api"], &["--ca-cert", missing.to_str().unwrap()]);
     assert_eq!(run.code, 2);
     assert!(run
         .stderr
         .contains(&format!("--ca-cert {}: cannot read it", missing.display())));
-    let mut cmd = fx.command();
-    cmd.args(["virt-api", "--registry", &prefix])
-        .env("SSL_CERT_FILE", &not_a_cert);
+    let mut cmd = sc.push_command(&["virt-api"], &[]);
+    cmd.env("SSL_CERT_FILE", &not_a_cert);
     let run = run_command(cmd);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains(&format!(
         "SSL_CERT_FILE {}: holds no PEM certificate",
         not_a_cert.display()
     )));
-    let mut cmd = fx.command();
-    cmd.args(["virt-api", "--registry", &prefix])
-        .env("KVPUSH_USERNAME", "someone");
+    let mut cmd = sc.push_command(&["virt-api"], &[]);
+    cmd.env("KVPUSH_USERNAME", "someone");
     let run = run_command(cmd);
     assert_eq!(run.code, 1);
     assert!(run
         .stderr
         .contains("KVPUSH_USERNAME is set but KVPUSH_PASSWORD is not"));
     // A config.json that is not JSON is named, not silently skipped.
-    std::fs::create_dir_all(fx.home().join(".docker")).unwrap();
-    std::fs::write(fx.home().join(".docker/config.json"), "{\"auths\": {").unwrap();
-    let run = fx.kvpush(&["virt-api", "--registry", &prefix]);
+    std::fs::create_dir_all(sc.home().join(".docker")).unwrap();
+    std::fs::write(sc.home().join(".docker/config.json"), "{\"auths\": {").unwrap();
+    let run = sc.push(&["virt-api"], &[]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains(&format!(
         "{} is not valid JSON",
-        fx.home().join(".docker/config.json").display()
+        sc.home().join(".docker/config.json").display()
     )));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(reg.tags("kubevirt/virt-api").is_empty());
+    assert!(sc.registry.tags("kubevirt/virt-api").is_empty());
 }

@@ -4,23 +4,24 @@
 
 mod common;
 
-use common::{make_writable, parts_spec, verify_with_skopeo, Fixture};
-use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
+use common::{make_writable, parts_spec, Fixture, Scenario};
+use kvpush_fixtures::{RegistryKind, WorkspaceSpec};
 
 const NEW_IMAGE: &str = "alpine-ext-kernel-boot-demo";
 
 #[test]
 fn a_bundle_image_added_to_build_bazel_is_pushed_too() {
-    let fx = Fixture::new(WorkspaceSpec {
-        extra_bundle_images: vec![NEW_IMAGE.into()],
-        ..parts_spec()
-    });
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
+    let sc = Scenario::new(
+        WorkspaceSpec {
+            extra_bundle_images: vec![NEW_IMAGE.into()],
+            ..parts_spec()
+        },
+        RegistryKind::Plain,
+    );
 
-    let list = fx.kvpush(&["list", "other-images"]);
+    let list = sc.kvpush(&["list", "other-images"]);
     assert_eq!(list.code, 0);
-    let build = fx.ws.root.join("BUILD.bazel");
+    let build = sc.ws.root.join("BUILD.bazel");
     assert!(
         list.stdout.starts_with(&format!(
             "targets from {} (7 push targets)\n",
@@ -39,7 +40,7 @@ fn a_bundle_image_added_to_build_bazel_is_pushed_too() {
     assert_eq!(names.len(), 16, "{}", list.stdout);
     assert_eq!(&names[14..], ["winrmcli", NEW_IMAGE]);
 
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "t"]);
+    let run = sc.push(&["all"], &["--tag", "t"]);
     assert_eq!(run.code, 0);
     assert_eq!(run.pushed().len(), 22);
     assert!(
@@ -47,9 +48,9 @@ fn a_bundle_image_added_to_build_bazel_is_pushed_too() {
         "{}",
         run.stderr
     );
-    let image = fx.image(NEW_IMAGE);
+    let image = sc.image(NEW_IMAGE);
     assert_eq!(
-        &verify_with_skopeo(&registry, &format!("{prefix}/{NEW_IMAGE}:t"), image),
+        &sc.verify(NEW_IMAGE, "t"),
         image.rules_docker_digest.as_ref().unwrap(),
         "pushed from its push-other-images.15.push parts"
     );

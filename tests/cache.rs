@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{blob_uploads, make_writable, verify_with_skopeo, Fixture};
+use common::{blob_uploads, make_writable, verify_with_skopeo, Fixture, Scenario};
 use kvpush::source::tar_index::TarIndex;
 use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
 
@@ -30,16 +30,14 @@ fn compressed_count(stderr: &str) -> usize {
 
 #[test]
 fn a_warm_repush_reads_no_layer_data() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "one"]);
+    let sc = Scenario::plain();
+    let run = sc.push(&["all"], &["--tag", "one"]);
     assert_eq!(run.code, 0);
     assert!(compressed_count(&run.stderr) > 0);
-    let uploads = blob_uploads(&registry);
+    let uploads = blob_uploads(&sc.registry);
 
-    zero_all_layers(&fx);
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "two"]);
+    zero_all_layers(&sc);
+    let run = sc.push(&["all"], &["--tag", "two"]);
     assert_eq!(
         run.code, 0,
         "layers were not read, so their zeroed bytes did not matter"
@@ -50,29 +48,25 @@ fn a_warm_repush_reads_no_layer_data() {
         "new tag, same images: {}",
         run.stderr
     );
-    assert_eq!(blob_uploads(&registry), uploads);
+    assert_eq!(blob_uploads(&sc.registry), uploads);
     for name in ["virt-api", "cirros-container-disk-demo"] {
-        let one = verify_with_skopeo(&registry, &format!("{prefix}/{name}:one"), fx.image(name));
-        let two = verify_with_skopeo(&registry, &format!("{prefix}/{name}:two"), fx.image(name));
+        let one = sc.verify(name, "one");
+        let two = sc.verify(name, "two");
         assert_eq!(one, two);
     }
 
     // Without the cache the zeroed layers are read, and refused.
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--tag",
-        "three",
-        "--no-cache",
-    ]);
+    let run = sc.push(&["virt-api"], &["--tag", "three", "--no-cache"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("the tarball is corrupt"),
         "{}",
         run.stderr
     );
-    assert_eq!(registry.manifest_digest("kubevirt/virt-api", "three"), None);
+    assert_eq!(
+        sc.registry.manifest_digest("kubevirt/virt-api", "three"),
+        None
+    );
 }
 
 #[test]
@@ -178,31 +172,30 @@ fn a_wrong_cache_entry_is_put_right_and_the_image_pushed_with_the_real_digest() 
 
 #[test]
 fn extra_prefixes_and_later_runs_mount_instead_of_uploading() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let image = fx.image("virt-api");
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--image-prefix",
-        "",
-        "--image-prefix",
-        "alt-",
-        "--tag",
-        "a",
-        "--tag",
-        "b",
-    ]);
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
+    let image = sc.image("virt-api");
+    let run = sc.push(
+        &["virt-api"],
+        &[
+            "--image-prefix",
+            "",
+            "--image-prefix",
+            "alt-",
+            "--tag",
+            "a",
+            "--tag",
+            "b",
+        ],
+    );
     assert_eq!(run.code, 0);
     assert_eq!(
-        blob_uploads(&registry),
+        blob_uploads(&sc.registry),
         image.diff_ids.len() + 1,
         "every blob uploaded once"
     );
     assert_eq!(
-        registry.count_requests("POST", "mount="),
+        sc.registry.count_requests("POST", "mount="),
         image.diff_ids.len() + 1,
         "and mounted into the second prefix"
     );
@@ -212,26 +205,18 @@ fn extra_prefixes_and_later_runs_mount_instead_of_uploading() {
         "alt-virt-api:a",
         "alt-virt-api:b",
     ] {
-        verify_with_skopeo(&registry, &format!("{prefix}/{reference}"), image);
+        verify_with_skopeo(&sc.registry, &format!("{prefix}/{reference}"), image);
     }
 
     // A later run with a third prefix mounts from where the cache saw them.
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--image-prefix",
-        "third-",
-        "--tag",
-        "a",
-    ]);
+    let run = sc.push(&["virt-api"], &["--image-prefix", "third-", "--tag", "a"]);
     assert_eq!(run.code, 0);
     assert_eq!(
-        blob_uploads(&registry),
+        blob_uploads(&sc.registry),
         image.diff_ids.len() + 1,
         "no blob uploaded again"
     );
-    verify_with_skopeo(&registry, &format!("{prefix}/third-virt-api:a"), image);
+    verify_with_skopeo(&sc.registry, &format!("{prefix}/third-virt-api:a"), image);
 }
 
 #[test]

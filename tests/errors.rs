@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{make_writable, verify_with_skopeo, Fixture};
+use common::nobody::{self, Reachable};
+use common::{make_writable, verify_with_skopeo, Fixture, Scenario};
 use kvpush::source::tar_index::TarIndex;
-use kvpush_fixtures::{Registry, RegistryKind};
+use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
 
 #[test]
 fn no_bazel_bin_says_where_it_looked() {
@@ -40,21 +41,19 @@ fn dangling_bazel_bin_symlink_is_explained() {
 
 #[test]
 fn missing_and_corrupt_tarballs_fail_their_images_only() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
+    let sc = Scenario::plain();
 
     // virt-api: missing. virt-handler: truncated. conformance: not a tar.
-    std::fs::remove_file(&fx.image("virt-api").tarball).unwrap();
-    let handler = &fx.image("virt-handler").tarball;
+    std::fs::remove_file(&sc.image("virt-api").tarball).unwrap();
+    let handler = &sc.image("virt-handler").tarball;
     make_writable(handler);
     let bytes = std::fs::read(handler).unwrap();
     std::fs::write(handler, &bytes[..bytes.len() / 2]).unwrap();
-    let conformance = &fx.image("conformance").tarball;
+    let conformance = &sc.image("conformance").tarball;
     make_writable(conformance);
     std::fs::write(conformance, b"<html>not a tarball</html>\n".repeat(40)).unwrap();
 
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel"]);
+    let run = sc.push(&["all"], &["--tag", "devel"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("virt-api-image.tar not found: build it with `bazel build //cmd/virt-api:virt-api-image.tar`"),
@@ -86,7 +85,7 @@ fn missing_and_corrupt_tarballs_fail_their_images_only() {
         "{}",
         run.stderr
     );
-    let catalog = registry.catalog();
+    let catalog = sc.catalog();
     assert_eq!(
         catalog.len(),
         18,
@@ -95,19 +94,13 @@ fn missing_and_corrupt_tarballs_fail_their_images_only() {
     assert!(!catalog
         .iter()
         .any(|r| r.ends_with("/virt-api") || r.ends_with("/virt-handler")));
-    verify_with_skopeo(
-        &registry,
-        &format!("{prefix}/virt-launcher:devel"),
-        fx.image("virt-launcher"),
-    );
+    sc.verify("virt-launcher", "devel");
 }
 
 #[test]
 fn a_layer_that_does_not_match_its_diff_id_is_never_tagged() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let image = fx.image("virt-controller");
+    let sc = Scenario::plain();
+    let image = sc.image("virt-controller");
     // Flip one byte inside the image's own top layer (not a shared one).
     let index = TarIndex::build(&image.tarball).unwrap();
     let layer = index
@@ -120,14 +113,7 @@ fn a_layer_that_does_not_match_its_diff_id_is_never_tagged() {
     bytes[at] ^= 0xff;
     std::fs::write(&image.tarball, bytes).unwrap();
 
-    let run = fx.kvpush(&[
-        "virt-controller",
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--tag",
-        "devel",
-    ]);
+    let run = sc.push(&["virt-controller", "virt-api"], &["--tag", "devel"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("but the image config's diff_ids[")
@@ -136,15 +122,12 @@ fn a_layer_that_does_not_match_its_diff_id_is_never_tagged() {
         run.stderr
     );
     assert_eq!(
-        registry.manifest_digest("kubevirt/virt-controller", "devel"),
+        sc.registry
+            .manifest_digest("kubevirt/virt-controller", "devel"),
         None,
         "no tag for a corrupt image"
     );
-    verify_with_skopeo(
-        &registry,
-        &format!("{prefix}/virt-api:devel"),
-        fx.image("virt-api"),
-    );
+    sc.verify("virt-api", "devel");
 }
 
 #[test]
@@ -353,10 +336,8 @@ fn bundle_entry<'a>(manifest: &'a mut serde_json::Value, name: &str) -> &'a mut 
 
 #[test]
 fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let tarball = |name: &str| fx.image(name).tarball.clone();
+    let sc = Scenario::plain();
+    let tarball = |name: &str| sc.image(name).tarball.clone();
 
     // Whole tarballs, one per single-image target.
     let empty = tarball("virt-api");
@@ -387,7 +368,7 @@ fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
         manifest[0]["Layers"].as_array_mut().unwrap().pop();
     });
     // Images of the bundle, each broken its own way; the others must push.
-    rewrite_tarball(&fx.ws.bundle_tarball(), |entries, manifest| {
+    rewrite_tarball(&sc.ws.bundle_tarball(), |entries, manifest| {
         bundle_entry(manifest, "cirros-container-disk-demo")["Layers"][0] =
             "missing/layer.tar".into();
         bundle_entry(manifest, "alpine-container-disk-demo")["Config"] = "0000.json".into();
@@ -403,12 +384,12 @@ fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
         bundle_entry(manifest, "vm-killer")["Config"] = "norootfs.json".into();
     });
 
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel"]);
+    let run = sc.push(&["all"], &["--tag", "devel"]);
     assert_eq!(run.code, 1);
     // Paths as kvpush reaches them: through the bazel-bin symlink.
-    let bin = kvpush_fixtures::bin_dir(&fx.ws.root);
+    let bin = kvpush_fixtures::bin_dir(&sc.ws.root);
     let shown = |p: &std::path::Path| {
-        fx.ws
+        sc.ws
             .root
             .join("bazel-bin")
             .join(p.strip_prefix(&bin).unwrap())
@@ -416,7 +397,7 @@ fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
             .to_string()
     };
     let (empty, dir, fifo, operator) = (shown(&empty), shown(&dir), shown(&fifo), shown(&operator));
-    let bundle = shown(&fx.ws.bundle_tarball());
+    let bundle = shown(&sc.ws.bundle_tarball());
     for (image, problem) in [
         ("virt-api", format!("{empty} is empty")),
         (
@@ -477,27 +458,37 @@ fn every_kind_of_bad_tarball_fails_only_its_image_with_a_named_error() {
         "{}",
         run.stderr
     );
-    let catalog = registry.catalog();
+    let catalog = sc.catalog();
     assert_eq!(catalog.len(), 11, "{catalog:?}");
-    for image in &fx.ws.images {
+    for image in &sc.ws.images {
         let repo = format!("kubevirt/{}", image.name);
         if catalog.contains(&repo) {
-            verify_with_skopeo(&registry, &format!("{prefix}/{}:devel", image.name), image);
+            sc.verify(&image.name, "devel");
         }
     }
 }
 
 #[test]
 fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let fx = Fixture::small();
+    use std::os::unix::fs::PermissionsExt;
+    // Root reads anything whatever the mode: run kvpush as nobody then. The
+    // clone may lie where nobody cannot enter, so the binary, the fixture
+    // and TMPDIR go to a directory every user can reach.
+    let reach = Reachable::new();
+    let fx = Fixture::new_in(
+        reach.path(),
+        WorkspaceSpec {
+            scale_bytes: 6 << 20,
+            ..WorkspaceSpec::default()
+        },
+    );
     let registry = Registry::start(RegistryKind::Plain);
     let prefix = format!("{}/kubevirt", registry.addr());
     let secret = fx.image("virt-api").tarball.clone();
     let shown = fx.ws.root.join("bazel-bin/cmd/virt-api/virt-api-image.tar");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
 
-    let mut cmd = fx.command();
+    let mut cmd = fx.command_at(&reach.kvpush_binary());
     cmd.args([
         "virt-api",
         "virt-handler",
@@ -506,14 +497,9 @@ fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
         "--tag",
         "devel",
     ]);
-    // Root reads anything whatever the mode: run kvpush as nobody then, with
-    // the fixture's directories opened to it.
-    let probe = fx.dir.path().join("owner-probe");
-    std::fs::write(&probe, b"").unwrap();
-    if std::fs::metadata(&probe).unwrap().uid() == 0 {
-        use std::os::unix::process::CommandExt;
-        open_dirs_to_all(fx.dir.path());
-        cmd.uid(65534).gid(65534);
+    if nobody::running_as_root() {
+        nobody::open_dirs_to_all(fx.dir.path());
+        nobody::as_nobody(&mut cmd, &reach);
     }
     let run = common::run_command(cmd);
     assert_eq!(run.code, 1);
@@ -531,23 +517,4 @@ fn a_tarball_kvpush_may_not_read_is_named_and_the_others_still_push() {
         &format!("{prefix}/virt-handler:devel"),
         fx.image("virt-handler"),
     );
-}
-
-/// chmod a+rx every directory under `root` (and `root` itself), a+r files
-/// but those with mode 000.
-fn open_dirs_to_all(root: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(root).unwrap();
-    if meta.file_type().is_symlink() {
-        return;
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if meta.is_dir() {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
-        for entry in std::fs::read_dir(root).unwrap() {
-            open_dirs_to_all(&entry.unwrap().path());
-        }
-    } else if mode != 0 {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o444)).unwrap();
-    }
 }

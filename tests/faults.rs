@@ -8,10 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{make_writable, verify_with_skopeo, Fixture};
+use common::{make_writable, verify_with_skopeo, Scenario};
 use kvpush_fixtures::{
-    build_archive, layer_tar, ArchiveFormat, Fault, FaultPlan, FaultProxy, Outcome, Registry,
-    RegistryKind, TestImage,
+    build_archive, layer_tar, ArchiveFormat, Fault, FaultPlan, FaultProxy, Outcome, TestImage,
 };
 
 fn injected(proxy: &FaultProxy, want: impl Fn(&Fault) -> bool) -> usize {
@@ -24,60 +23,44 @@ fn injected(proxy: &FaultProxy, want: impl Fn(&Fault) -> bool) -> usize {
 
 #[test]
 fn a_refused_streamed_upload_is_made_again_the_ordinary_way() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let proxy = FaultProxy::start(
-        registry.addr(),
-        FaultPlan {
-            rate: 1.0,
-            faults: vec![Fault::Status {
-                code: 500,
-                retry_after: None,
-            }],
-            only: Some(("PATCH".into(), "/blobs/uploads/".into())),
-            ..FaultPlan::default()
-        },
-    );
-    let run = fx.kvpush(&[
-        "all",
-        "--registry",
-        &format!("{}/kubevirt", proxy.addr()),
-        "--tag",
-        "t",
-    ]);
+    let sc = Scenario::plain();
+    let proxy = sc.proxy(FaultPlan {
+        rate: 1.0,
+        faults: vec![Fault::Status {
+            code: 500,
+            retry_after: None,
+        }],
+        only: Some(("PATCH".into(), "/blobs/uploads/".into())),
+        ..FaultPlan::default()
+    });
+    let run = sc.push_through(&proxy, &["all"], &["--tag", "t"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(proxy.injected() > 0, "streamed uploads were tried");
-    for image in &fx.ws.images {
-        let reference = format!("{}/kubevirt/{}:t", registry.addr(), image.name);
-        verify_with_skopeo(&registry, &reference, image);
-    }
+    sc.verify_all("t");
 }
 
 #[test]
 fn a_flaky_registry_still_gets_every_image() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let proxy = FaultProxy::start(
-        registry.addr(),
-        FaultPlan {
-            stall_limit: Duration::from_secs(20),
-            ..FaultPlan::flaky(42, 0.2)
-        },
+    let sc = Scenario::plain();
+    let proxy = sc.proxy(FaultPlan {
+        stall_limit: Duration::from_secs(20),
+        ..FaultPlan::flaky(42, 0.2)
+    });
+    let digests = sc.dir.path().join("digests");
+    let run = sc.push_through(
+        &proxy,
+        &["all"],
+        &[
+            "--tag",
+            "devel",
+            "--retries",
+            "10",
+            "--stall-timeout",
+            "2s",
+            "--digests-dir",
+            digests.to_str().unwrap(),
+        ],
     );
-    let digests = fx.dir.path().join("digests");
-    let run = fx.kvpush(&[
-        "all",
-        "--registry",
-        &format!("{}/kubevirt", proxy.addr()),
-        "--tag",
-        "devel",
-        "--retries",
-        "10",
-        "--stall-timeout",
-        "2s",
-        "--digests-dir",
-        digests.to_str().unwrap(),
-    ]);
     let events = proxy.events();
     eprintln!(
         "proxy: {} requests, {} faults",
@@ -90,9 +73,9 @@ fn a_flaky_registry_still_gets_every_image() {
         "{}",
         run.stderr
     );
-    for image in &fx.ws.images {
-        let reference = format!("{}/kubevirt/{}:devel", registry.addr(), image.name);
-        let digest = verify_with_skopeo(&registry, &reference, image);
+    for image in &sc.ws.images {
+        let reference = sc.reference(&image.name, "devel");
+        let digest = verify_with_skopeo(&sc.registry, &reference, image);
         if image.target != "other-images" {
             let file = digests.join(format!("push-{}.digest", image.target));
             assert_eq!(std::fs::read_to_string(&file).unwrap(), digest);
@@ -142,39 +125,23 @@ fn a_flaky_registry_still_gets_every_image() {
 #[test]
 fn uploads_cut_off_or_stalled_mid_body_restart_from_their_post() {
     // The nightly failure: an EOF in the middle of a blob upload.
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let proxy = FaultProxy::start(
-        registry.addr(),
-        FaultPlan {
-            rate: 0.35,
-            faults: vec![Fault::Eof, Fault::Reset, Fault::Stall],
-            only: Some(("PUT".into(), "/blobs/uploads/".into())),
-            stall_limit: Duration::from_secs(20),
-            ..FaultPlan::default()
-        },
+    let sc = Scenario::plain();
+    let proxy = sc.proxy(FaultPlan {
+        rate: 0.35,
+        faults: vec![Fault::Eof, Fault::Reset, Fault::Stall],
+        only: Some(("PUT".into(), "/blobs/uploads/".into())),
+        stall_limit: Duration::from_secs(20),
+        ..FaultPlan::default()
+    });
+    let run = sc.push_through(
+        &proxy,
+        &["virt-launcher", "other-images"],
+        &["--tag", "devel", "--retries", "12", "--stall-timeout", "2s"],
     );
-    let run = fx.kvpush(&[
-        "virt-launcher",
-        "other-images",
-        "--registry",
-        &format!("{}/kubevirt", proxy.addr()),
-        "--tag",
-        "devel",
-        "--retries",
-        "12",
-        "--stall-timeout",
-        "2s",
-    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let pushed = fx
-        .ws
-        .images
-        .iter()
-        .filter(|i| i.target == "other-images" || i.target == "virt-launcher");
+    let pushed = sc.images_of(&["virt-launcher", "other-images"]);
     for image in pushed {
-        let reference = format!("{}/kubevirt/{}:devel", registry.addr(), image.name);
-        verify_with_skopeo(&registry, &reference, image);
+        sc.verify(&image.name, "devel");
     }
     let events = proxy.events();
     let cut = |kind: Fault| {
@@ -213,22 +180,15 @@ fn uploads_cut_off_or_stalled_mid_body_restart_from_their_post() {
 
 #[test]
 fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
+    let sc = Scenario::plain();
     // The probe (`GET /v2/` over plain HTTP, after HTTPS was refused) and
     // the ping get through, then every request answers 503.
-    let proxy = FaultProxy::start(registry.addr(), FaultPlan::down(2, None));
-    let prefix = format!("{}/kubevirt", proxy.addr());
-    let run = fx.kvpush(&[
-        "virt-api",
-        "virt-handler",
-        "--registry",
-        &prefix,
-        "--tag",
-        "devel",
-        "--retries",
-        "3",
-    ]);
+    let proxy = sc.proxy(FaultPlan::down(2, None));
+    let run = sc.push_through(
+        &proxy,
+        &["virt-api", "virt-handler"],
+        &["--tag", "devel", "--retries", "3"],
+    );
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
@@ -248,23 +208,17 @@ fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
         run.stderr
     );
     assert_eq!(max_tries(&proxy), 3, "no request tried more than --retries");
-    assert!(registry.catalog().is_empty(), "nothing was tagged");
+    assert!(sc.catalog().is_empty(), "nothing was tagged");
 
     // Retry-After (2s, honoured as is) beyond what --retry-time leaves:
     // give up early, not after 50 tries.
     proxy.set_plan(FaultPlan::down(2, Some(2)));
     proxy.clear_events();
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--tag",
-        "devel",
-        "--retries",
-        "50",
-        "--retry-time",
-        "3s",
-    ]);
+    let run = sc.push_through(
+        &proxy,
+        &["virt-api"],
+        &["--tag", "devel", "--retries", "50", "--retry-time", "3s"],
+    );
     assert_eq!(run.code, 1);
     assert!(
         run.stderr
@@ -273,7 +227,7 @@ fn a_registry_that_stays_down_fails_within_the_limits_and_tags_nothing() {
         run.stderr
     );
     assert!(max_tries(&proxy) <= 3, "tries: {}", max_tries(&proxy));
-    assert!(registry.catalog().is_empty(), "nothing was tagged");
+    assert!(sc.catalog().is_empty(), "nothing was tagged");
 }
 
 /// The most times one request (method and URI) reached the proxy.
@@ -287,31 +241,22 @@ fn max_tries(proxy: &FaultProxy) -> usize {
 
 #[test]
 fn bodies_refused_as_too_large_go_up_in_chunks_no_smaller_than_the_registry_asks() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
+    let sc = Scenario::plain();
     let limit = 256 << 10;
     let min_chunk = 160 << 10;
-    let proxy = FaultProxy::start(
-        registry.addr(),
-        FaultPlan {
-            body_limit: Some(limit),
-            chunk_min_length: Some(min_chunk),
-            ..FaultPlan::default()
-        },
+    let proxy = sc.proxy(FaultPlan {
+        body_limit: Some(limit),
+        chunk_min_length: Some(min_chunk),
+        ..FaultPlan::default()
+    });
+    let run = sc.push_through(
+        &proxy,
+        &["other-images"],
+        &["--tag", "devel", "--chunk-size", "64KiB"],
     );
-    let run = fx.kvpush(&[
-        "other-images",
-        "--registry",
-        &format!("{}/kubevirt", proxy.addr()),
-        "--tag",
-        "devel",
-        "--chunk-size",
-        "64KiB",
-    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    for image in fx.ws.images.iter().filter(|i| i.target == "other-images") {
-        let reference = format!("{}/kubevirt/{}:devel", registry.addr(), image.name);
-        verify_with_skopeo(&registry, &reference, image);
+    for image in sc.images_of(&["other-images"]) {
+        sc.verify(&image.name, "devel");
     }
     let events = proxy.events();
     assert!(
@@ -333,7 +278,7 @@ fn bodies_refused_as_too_large_go_up_in_chunks_no_smaller_than_the_registry_asks
 
 #[test]
 fn a_slow_upload_that_keeps_moving_is_not_taken_for_a_stall() {
-    let fx = Fixture::small();
+    let sc = Scenario::plain();
     // virt-api becomes one incompressible 12 MiB layer.
     let mut data = vec![0u8; 12 << 20];
     kvpush_fixtures::prng::Rng::new(9).fill(&mut data);
@@ -341,30 +286,22 @@ fn a_slow_upload_that_keeps_moving_is_not_taken_for_a_stall() {
         "bazel/cmd/virt-api:virt-api-image",
         vec![layer_tar(&[("./disk.img", &data)])],
     );
-    let tarball = fx.image("virt-api").tarball.clone();
+    let tarball = sc.image("virt-api").tarball.clone();
     make_writable(&tarball);
     build_archive(std::slice::from_ref(&image), ArchiveFormat::Legacy)
         .write(&tarball)
         .unwrap();
-    let registry = Registry::start(RegistryKind::Plain);
     // 3 MiB/s: the upload takes about 4s, twice the stall timeout, but
     // bytes keep moving all along.
-    let proxy = FaultProxy::start(
-        registry.addr(),
-        FaultPlan {
-            bandwidth: Some(3 << 20),
-            ..FaultPlan::default()
-        },
+    let proxy = sc.proxy(FaultPlan {
+        bandwidth: Some(3 << 20),
+        ..FaultPlan::default()
+    });
+    let run = sc.push_through(
+        &proxy,
+        &["virt-api"],
+        &["--tag", "slow", "--stall-timeout", "2s"],
     );
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &format!("{}/kubevirt", proxy.addr()),
-        "--tag",
-        "slow",
-        "--stall-timeout",
-        "2s",
-    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("stalled"), "{}", run.stderr);
     // One body carried the layer: a PUT, or the PATCH that streamed it
@@ -379,9 +316,5 @@ fn a_slow_upload_that_keeps_moving_is_not_taken_for_a_stall() {
         1,
         "uploaded once, never retried: {big_bodies:?}"
     );
-    common::verify_test_image(
-        &registry,
-        &format!("{}/kubevirt/virt-api:slow", registry.addr()),
-        &image,
-    );
+    common::verify_test_image(&sc.registry, &sc.reference("virt-api", "slow"), &image);
 }

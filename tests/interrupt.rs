@@ -11,8 +11,8 @@ use std::process::{Child, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{verify_with_skopeo, Fixture};
-use kvpush_fixtures::{FaultPlan, FaultProxy, Outcome, ProxyEvent, Registry, RegistryKind};
+use common::Scenario;
+use kvpush_fixtures::{FaultPlan, FaultProxy, Outcome, ProxyEvent, Registry};
 
 fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
@@ -80,18 +80,14 @@ fn interrupt_then_finish(
     what: &str,
     ready: impl Fn(&[ProxyEvent]) -> bool,
 ) {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let proxy = FaultProxy::start(
-        registry.addr(),
-        FaultPlan {
-            latency: Duration::from_millis(150),
-            ..FaultPlan::default()
-        },
-    );
+    let sc = Scenario::plain();
+    let proxy = sc.proxy(FaultPlan {
+        latency: Duration::from_millis(150),
+        ..FaultPlan::default()
+    });
     let prefix = format!("{}/kubevirt", proxy.addr());
     let args = ["all", "--registry", &prefix, "--tag", "devel", "-j", "4"];
-    let mut cmd = fx.command();
+    let mut cmd = sc.command();
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("kvpush starts");
     let out = reader(child.stdout.take().unwrap());
@@ -116,25 +112,24 @@ fn interrupt_then_finish(
         .filter_map(|l| l.split_once('@'))
         .map(|(reference, _)| reference)
         .collect();
-    assert!(pushed.len() < fx.ws.images.len(), "stopped mid-push");
+    assert!(pushed.len() < sc.ws.images.len(), "stopped mid-push");
     assert!(
         stderr.contains(&format!(
             "{} pushed, 0 skipped (already up to date), 0 failed, {} not pushed (interrupted)",
             pushed.len(),
-            fx.ws.images.len() - pushed.len()
+            sc.ws.images.len() - pushed.len()
         )),
         "{stderr}"
     );
     // Every tag in the registry is a whole image; every image reported
     // pushed is tagged.
     let mut tagged = 0;
-    for image in &fx.ws.images {
+    for image in &sc.ws.images {
         let repo = format!("kubevirt/{}", image.name);
         let shown = format!("{prefix}/{}:devel", image.name);
-        if registry.tags(&repo).contains(&"devel".to_string()) {
+        if sc.registry.tags(&repo).contains(&"devel".to_string()) {
             tagged += 1;
-            let reference = format!("{}/{repo}:devel", registry.addr());
-            verify_with_skopeo(&registry, &reference, image);
+            sc.verify(&image.name, "devel");
         } else {
             assert!(
                 !pushed.contains(&shown.as_str()),
@@ -148,27 +143,14 @@ fn interrupt_then_finish(
     // blobs that had landed.
     // Counted by the registry itself: a blob whose 201 never reached the
     // killed client has landed all the same.
-    let uploads_before = blobs_stored(&registry);
-    registry.clear_access_log();
+    let uploads_before = blobs_stored(&sc.registry);
+    sc.registry.clear_access_log();
     proxy.set_plan(FaultPlan::default());
-    let run = fx.kvpush(&args);
+    let run = sc.kvpush(&args);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    for image in &fx.ws.images {
-        let reference = format!("{}/kubevirt/{}:devel", registry.addr(), image.name);
-        verify_with_skopeo(&registry, &reference, image);
-    }
-    let uploads_after = blobs_stored(&registry);
-    let distinct: std::collections::HashSet<&str> = fx
-        .ws
-        .images
-        .iter()
-        .flat_map(|i| {
-            i.diff_ids
-                .iter()
-                .map(String::as_str)
-                .chain([i.config_digest.as_str()])
-        })
-        .collect();
+    sc.verify_all("devel");
+    let uploads_after = blobs_stored(&sc.registry);
+    let distinct = common::distinct_blobs(&sc.ws.images);
     assert!(uploads_before > 0);
     assert_eq!(
         uploads_after,

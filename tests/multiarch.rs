@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{blob_uploads, raw_manifest, verify_with_skopeo, Fixture};
+use common::{blob_uploads, raw_manifest, verify_with_skopeo, Fixture, Scenario};
 use kvpush_fixtures::{
     bin_dir, skopeo_copy, skopeo_inspect, Registry, RegistryKind, WorkspaceSpec,
 };
@@ -67,31 +67,22 @@ fn check_list(
 
 #[test]
 fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
-    let amd = Fixture::small();
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
     let arm = arm64_fixture();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    assert_eq!(
-        amd.kvpush(&["all", "--registry", &prefix, "--tag", "v1-amd64"])
-            .code,
-        0
-    );
-    assert_eq!(
-        arm.kvpush(&["all", "--registry", &prefix, "--tag", "v1-arm64"])
-            .code,
-        0
-    );
+    assert_eq!(sc.push(&["all"], &["--tag", "v1-amd64"]).code, 0);
+    assert_eq!(sc.push_from(&arm, &["all"], &["--tag", "v1-arm64"]).code, 0);
 
     // The final CI job: no bazel-bin, architectures from BUILD_ARCH in
     // KubeVirt's spelling, flags after the word.
-    let empty = amd.dir.path().join("no-workspace");
+    let empty = sc.dir.path().join("no-workspace");
     std::fs::create_dir_all(&empty).unwrap();
-    let digests = amd.dir.path().join("digests");
+    let digests = sc.dir.path().join("digests");
     let manifest = |extra: &[&str]| {
-        let mut cmd = common::kvpush_command(&amd.home());
+        let mut cmd = common::kvpush_command(&sc.home());
         cmd.env("BUILD_ARCH", "x86_64,aarch64")
             .arg("--registry")
-            .arg(&prefix)
+            .arg(&sc.prefix)
             .args(["manifest", "all", "--tag", "v1", "--workspace"])
             .arg(&empty)
             .arg("--digests-dir")
@@ -109,10 +100,10 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
     let pushed = run.pushed();
     assert_eq!(pushed.len(), 21);
     let docker_list = "application/vnd.docker.distribution.manifest.list.v2+json";
-    for image in &amd.ws.images {
+    for image in &sc.ws.images {
         let (_, digest) = check_list(
-            &registry,
-            &prefix,
+            &sc.registry,
+            &sc.prefix,
             &image.name,
             "v1",
             docker_list,
@@ -130,20 +121,24 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
         let list = format!("{prefix}/{name}:v1");
         for arch in ["amd64", "arm64"] {
             let child = format!("{prefix}/{name}:v1-{arch}");
-            let got = resolved(&registry, &list, arch);
+            let got = resolved(&sc.registry, &list, arch);
             assert!(got.starts_with(&format!("{arch} [")), "{got}");
-            assert_eq!(got, resolved(&registry, &child, arch), "{list} for {arch}");
+            assert_eq!(
+                got,
+                resolved(&sc.registry, &child, arch),
+                "{list} for {arch}"
+            );
         }
     }
     assert_ne!(
-        resolved(&registry, &format!("{prefix}/virt-api:v1"), "amd64"),
-        resolved(&registry, &format!("{prefix}/virt-api:v1"), "arm64"),
+        resolved(&sc.registry, &format!("{prefix}/virt-api:v1"), "amd64"),
+        resolved(&sc.registry, &format!("{prefix}/virt-api:v1"), "arm64"),
         "virt-api's arm64 binary layer differs"
     );
 
     // Again: every list is already there, nothing is written; the JSON
     // report lists them with their platforms.
-    let puts = registry.count_requests("PUT", "/manifests/");
+    let puts = sc.registry.count_requests("PUT", "/manifests/");
     let run = manifest(&["--output", "json"]);
     assert_eq!(run.code, 0);
     assert!(
@@ -152,7 +147,7 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
         run.stderr
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(registry.count_requests("PUT", "/manifests/"), puts);
+    assert_eq!(sc.registry.count_requests("PUT", "/manifests/"), puts);
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
     assert_eq!(doc["images"].as_array().unwrap().len(), 0);
     let lists = doc["manifest_lists"].as_array().unwrap();
@@ -172,25 +167,20 @@ fn two_architectures_pushed_apart_are_listed_from_the_registry_alone() {
 
 #[test]
 fn a_missing_or_mislabelled_child_fails_its_list_unless_allowed() {
-    let amd = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    assert_eq!(
-        amd.kvpush(&["virt-api", "--registry", &prefix, "--tag", "v1-amd64"])
-            .code,
-        0
-    );
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
+    assert_eq!(sc.push(&["virt-api"], &["--tag", "v1-amd64"]).code, 0);
     let args = [
         "manifest",
         "virt-api",
         "--registry",
-        &prefix,
+        &sc.prefix,
         "--tag",
         "v1",
         "--arch",
         "amd64,arm64",
     ];
-    let run = amd.kvpush(&args);
+    let run = sc.kvpush(&args);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains(&format!(
@@ -199,13 +189,14 @@ fn a_missing_or_mislabelled_child_fails_its_list_unless_allowed() {
         "{}",
         run.stderr
     );
-    assert!(!registry
+    assert!(!sc
+        .registry
         .tags("kubevirt/virt-api")
         .contains(&"v1".to_string()));
 
     let mut allowed = args.to_vec();
     allowed.push("--allow-missing");
-    let run = amd.kvpush(&allowed);
+    let run = sc.kvpush(&allowed);
     assert_eq!(run.code, 0);
     assert!(
         run.stderr.contains("WARN") && run.stderr.contains("leaves out arm64"),
@@ -213,8 +204,8 @@ fn a_missing_or_mislabelled_child_fails_its_list_unless_allowed() {
         run.stderr
     );
     check_list(
-        &registry,
-        &prefix,
+        &sc.registry,
+        &sc.prefix,
         "virt-api",
         "v1",
         "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -223,17 +214,13 @@ fn a_missing_or_mislabelled_child_fails_its_list_unless_allowed() {
 
     // An amd64 image pushed under the arm64 tag is refused, not listed.
     for tag in ["v2-amd64", "v2-arm64"] {
-        assert_eq!(
-            amd.kvpush(&["virt-api", "--registry", &prefix, "--tag", tag])
-                .code,
-            0
-        );
+        assert_eq!(sc.push(&["virt-api"], &["--tag", tag]).code, 0);
     }
-    let run = amd.kvpush(&[
+    let run = sc.kvpush(&[
         "manifest",
         "virt-api",
         "--registry",
-        &prefix,
+        &sc.prefix,
         "--tag",
         "v2",
         "--arch",
@@ -247,25 +234,25 @@ fn a_missing_or_mislabelled_child_fails_its_list_unless_allowed() {
         "{}",
         run.stderr
     );
-    assert!(!registry
+    assert!(!sc
+        .registry
         .tags("kubevirt/virt-api")
         .contains(&"v2".to_string()));
 }
 
 #[test]
 fn arch_bin_pushes_every_tree_and_the_lists_in_one_run_sharing_blobs() {
-    let amd = Fixture::small();
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
     let arm = arm64_fixture();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let digests = amd.dir.path().join("digests");
-    let amd_bin = format!("x86_64={}", amd.ws.root.display());
+    let digests = sc.dir.path().join("digests");
+    let amd_bin = format!("x86_64={}", sc.ws.root.display());
     let arm_bin = format!("arm64={}", arm.ws.root.join("bazel-bin").display());
-    let mut cmd = common::kvpush_command(&amd.home());
+    let mut cmd = common::kvpush_command(&sc.home());
     cmd.args([
         "all",
         "--registry",
-        &prefix,
+        &sc.prefix,
         "--tag",
         "v3",
         "--arch-bin",
@@ -290,25 +277,14 @@ fn arch_bin_pushes_every_tree_and_the_lists_in_one_run_sharing_blobs() {
     );
 
     // A blob common to both architectures went up once.
-    let distinct: HashSet<&str> = amd
-        .ws
-        .images
-        .iter()
-        .chain(&arm.ws.images)
-        .flat_map(|i| {
-            i.diff_ids
-                .iter()
-                .map(String::as_str)
-                .chain([i.config_digest.as_str()])
-        })
-        .collect();
+    let distinct = common::distinct_blobs(sc.ws.images.iter().chain(&arm.ws.images));
     assert_eq!(
-        blob_uploads(&registry),
+        blob_uploads(&sc.registry),
         distinct.len(),
         "one upload per distinct blob"
     );
     // And one plan: a layer both trees hold was read and compressed once.
-    let layers: HashSet<&str> = amd
+    let layers: HashSet<&str> = sc
         .ws
         .images
         .iter()
@@ -324,11 +300,11 @@ fn arch_bin_pushes_every_tree_and_the_lists_in_one_run_sharing_blobs() {
     );
 
     let docker_list = "application/vnd.docker.distribution.manifest.list.v2+json";
-    for (a, b) in amd.ws.images.iter().zip(&arm.ws.images) {
-        verify_with_skopeo(&registry, &format!("{prefix}/{}:v3-arm64", b.name), b);
+    for (a, b) in sc.ws.images.iter().zip(&arm.ws.images) {
+        verify_with_skopeo(&sc.registry, &format!("{prefix}/{}:v3-arm64", b.name), b);
         let (_, digest) = check_list(
-            &registry,
-            &prefix,
+            &sc.registry,
+            &sc.prefix,
             &a.name,
             "v3",
             docker_list,
@@ -341,7 +317,8 @@ fn arch_bin_pushes_every_tree_and_the_lists_in_one_run_sharing_blobs() {
             assert_eq!(file(&digests), digest, "the list's digest");
             assert_eq!(
                 Some(file(&digests.join("arm64"))),
-                registry.manifest_digest(&format!("kubevirt/{}", a.name), "v3-arm64"),
+                sc.registry
+                    .manifest_digest(&format!("kubevirt/{}", a.name), "v3-arm64"),
                 "the arm64 image's digest"
             );
         }
@@ -351,27 +328,18 @@ fn arch_bin_pushes_every_tree_and_the_lists_in_one_run_sharing_blobs() {
 #[test]
 fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
     // An OCI index in the registry, then a layout of it written by skopeo.
-    let amd = Fixture::small();
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
     let arm = arm64_fixture();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    for (fx, tag) in [(&amd, "v4-amd64"), (&arm, "v4-arm64")] {
-        let run = fx.kvpush(&[
-            "virt-controller",
-            "--registry",
-            &prefix,
-            "--tag",
-            tag,
-            "--format",
-            "oci",
-        ]);
+    for (fx, tag) in [(&sc.fx, "v4-amd64"), (&arm, "v4-arm64")] {
+        let run = sc.push_from(fx, &["virt-controller"], &["--tag", tag, "--format", "oci"]);
         assert_eq!(run.code, 0);
     }
-    let run = amd.kvpush(&[
+    let run = sc.kvpush(&[
         "manifest",
         "virt-controller",
         "--registry",
-        &prefix,
+        &sc.prefix,
         "--tag",
         "v4",
         "--arch",
@@ -380,16 +348,16 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
     assert_eq!(run.code, 0);
     let oci_index = "application/vnd.oci.image.index.v1+json";
     let (_, index_digest) = check_list(
-        &registry,
-        &prefix,
+        &sc.registry,
+        &sc.prefix,
         "virt-controller",
         "v4",
         oci_index,
         &["amd64", "arm64"],
     );
 
-    let layout = bin_dir(&amd.ws.root).join("cmd/virt-controller/virt-controller-image");
-    let mut args = registry.skopeo_src_args();
+    let layout = bin_dir(&sc.ws.root).join("cmd/virt-controller/virt-controller-image");
+    let mut args = sc.registry.skopeo_src_args();
     args.push("--all".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     skopeo_copy(
@@ -398,9 +366,9 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
         &args,
     )
     .unwrap();
-    std::fs::remove_file(&amd.image("virt-controller").tarball).unwrap();
+    std::fs::remove_file(&sc.image("virt-controller").tarball).unwrap();
 
-    let list = amd.kvpush(&["list", "virt-controller"]);
+    let list = sc.kvpush(&["list", "virt-controller"]);
     assert!(
         list.stdout.contains("index of linux/amd64, linux/arm64"),
         "{}",
@@ -409,7 +377,7 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
 
     let other = Registry::start(RegistryKind::Plain);
     let other_prefix = format!("{}/mirror", other.addr());
-    let run = amd.kvpush(&[
+    let run = sc.kvpush(&[
         "virt-controller",
         "--registry",
         &other_prefix,
@@ -429,7 +397,7 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
         assert_eq!(
             resolved(&other, &reference, arch),
             resolved(
-                &registry,
+                &sc.registry,
                 &format!("{prefix}/virt-controller:v4-{arch}"),
                 arch
             )
@@ -461,11 +429,9 @@ fn an_index_layout_is_pushed_children_first_with_its_own_digest() {
 fn lists_are_made_through_token_auth() {
     // Children are read with pull-scoped tokens, the list is pushed with a
     // push-scoped one.
-    let amd = Fixture::small();
+    let sc = Scenario::small(RegistryKind::Token);
     let arm = arm64_fixture();
-    let registry = Registry::start(RegistryKind::Token);
-    let (user, password) = registry.credentials().unwrap();
-    let prefix = format!("{}/kubevirt", registry.addr());
+    let (user, password) = sc.registry.credentials().unwrap();
     let run = |fx: &Fixture, args: &[&str]| {
         let mut cmd = fx.command();
         cmd.env("KVPUSH_USERNAME", user)
@@ -475,8 +441,8 @@ fn lists_are_made_through_token_auth() {
     };
     assert_eq!(
         run(
-            &amd,
-            &["virt-api", "--registry", &prefix, "--tag", "t-amd64"]
+            &sc,
+            &["virt-api", "--registry", &sc.prefix, "--tag", "t-amd64"]
         )
         .code,
         0
@@ -484,18 +450,18 @@ fn lists_are_made_through_token_auth() {
     assert_eq!(
         run(
             &arm,
-            &["virt-api", "--registry", &prefix, "--tag", "t-arm64"]
+            &["virt-api", "--registry", &sc.prefix, "--tag", "t-arm64"]
         )
         .code,
         0
     );
     let made = run(
-        &amd,
+        &sc,
         &[
             "manifest",
             "virt-api",
             "--registry",
-            &prefix,
+            &sc.prefix,
             "--tag",
             "t",
             "--arch",
@@ -505,14 +471,14 @@ fn lists_are_made_through_token_auth() {
     assert_eq!(made.code, 0);
     assert!(!made.stderr.contains(password), "no secret in the output");
     check_list(
-        &registry,
-        &prefix,
+        &sc.registry,
+        &sc.prefix,
         "virt-api",
         "t",
         "application/vnd.docker.distribution.manifest.list.v2+json",
         &["amd64", "arm64"],
     );
-    let tokens = registry.token_requests();
+    let tokens = sc.registry.token_requests();
     assert!(
         tokens
             .iter()

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{blob_uploads, parts_spec, raw_manifest, verify_as, Expect, Fixture};
+use common::{blob_uploads, parts_spec, raw_manifest, verify_as, Expect, Fixture, Scenario};
 use kvpush_fixtures::{bin_dir, skopeo_copy, GeneratedImage, Registry, RegistryKind};
 
 /// `bazel-bin/P/X` for the label `//P:X`.
@@ -107,25 +107,18 @@ fn oci_layouts_written_by_skopeo_are_pushed_byte_for_byte() {
 
 #[test]
 fn format_oci_assembles_oci_manifests_from_tarballs() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&[
-        "virt-api",
-        "cirros-container-disk-demo",
-        "--registry",
-        &prefix,
-        "--tag",
-        "o",
-        "--format",
-        "oci",
-    ]);
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
+    let run = sc.push(
+        &["virt-api", "cirros-container-disk-demo"],
+        &["--tag", "o", "--format", "oci"],
+    );
     assert_eq!(run.code, 0);
     for name in ["virt-api", "cirros-container-disk-demo"] {
-        let image = fx.image(name);
+        let image = sc.image(name);
         let reference = format!("{prefix}/{name}:o");
         let (digest, _) = verify_as(
-            &registry,
+            &sc.registry,
             &reference,
             &Expect::oci(&image.config_digest),
             &image.diff_ids,
@@ -133,10 +126,10 @@ fn format_oci_assembles_oci_manifests_from_tarballs() {
         assert!(run.pushed().contains(&(reference, digest)));
     }
     // The same tarball as Docker schema 2: same blobs, another manifest.
-    let run = fx.kvpush(&["virt-api", "--registry", &prefix, "--tag", "d"]);
+    let run = sc.push(&["virt-api"], &["--tag", "d"]);
     assert_eq!(run.code, 0);
-    let (docker, _) = raw_manifest(&registry, &format!("docker://{prefix}/virt-api:d"));
-    let (oci, _) = raw_manifest(&registry, &format!("docker://{prefix}/virt-api:o"));
+    let (docker, _) = raw_manifest(&sc.registry, &format!("docker://{prefix}/virt-api:d"));
+    let (oci, _) = raw_manifest(&sc.registry, &format!("docker://{prefix}/virt-api:o"));
     assert_eq!(
         docker["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"

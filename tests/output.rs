@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{run_command, Fixture};
+use common::{run_command, Fixture, Scenario};
 use kvpush_fixtures::{Registry, RegistryKind};
 
 /// Replace what changes from run to run: the registry's address, times.
@@ -55,24 +55,15 @@ fn sorted_lines(text: &str) -> String {
 
 #[test]
 fn ci_log_and_json_report_snapshots() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&[
-        "virt-api",
-        "virt-handler",
-        "vm-killer",
-        "--registry",
-        &prefix,
-        "--tag",
-        "snap",
-        "--output",
-        "json",
-    ]);
+    let sc = Scenario::plain();
+    let run = sc.push(
+        &["virt-api", "virt-handler", "vm-killer"],
+        &["--tag", "snap", "--output", "json"],
+    );
     assert_eq!(run.code, 0);
     insta::assert_snapshot!(
         "ci_log",
-        sorted_lines(&without_blob_split(&normalise(&run.stderr, &registry)))
+        sorted_lines(&without_blob_split(&normalise(&run.stderr, &sc.registry)))
     );
     let mut doc: serde_json::Value =
         serde_json::from_str(&run.stdout).expect("stdout is one JSON document");
@@ -88,7 +79,7 @@ fn ci_log_and_json_report_snapshots() {
     }
     insta::assert_snapshot!(
         "json_report",
-        normalise(&serde_json::to_string_pretty(&doc).unwrap(), &registry)
+        normalise(&serde_json::to_string_pretty(&doc).unwrap(), &sc.registry)
     );
 
     // The JSON agrees with what skopeo reads back.
@@ -96,7 +87,7 @@ fn ci_log_and_json_report_snapshots() {
         let reference = image["references"][0]
             .as_str()
             .unwrap()
-            .replace("REGISTRY", registry.addr());
+            .replace("REGISTRY", sc.registry.addr());
         let raw =
             kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &[]).unwrap();
         assert_eq!(image["digest"], common::sha256(raw.as_bytes()));

@@ -3,31 +3,25 @@
 
 mod common;
 
-use common::{blob_uploads, verify_with_skopeo, Fixture};
+use common::{blob_uploads, verify_with_skopeo, Fixture, Scenario};
 use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
 
 #[test]
 fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let digests = fx.dir.path().join("digests");
-    let run = fx.kvpush(&[
-        "all",
-        "--registry",
-        &prefix,
-        "--tag",
-        "devel",
-        "--digests-dir",
-        digests.to_str().unwrap(),
-    ]);
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
+    let digests = sc.dir.path().join("digests");
+    let run = sc.push(
+        &["all"],
+        &["--tag", "devel", "--digests-dir", digests.to_str().unwrap()],
+    );
     assert_eq!(run.code, 0);
-    assert_eq!(fx.ws.images.len(), 21);
+    assert_eq!(sc.ws.images.len(), 21);
     let pushed = run.pushed();
     assert_eq!(pushed.len(), 21, "one line per image");
-    for image in &fx.ws.images {
+    for image in &sc.ws.images {
         let reference = format!("{prefix}/{}:devel", image.name);
-        let digest = verify_with_skopeo(&registry, &reference, image);
+        let digest = verify_with_skopeo(&sc.registry, &reference, image);
         assert!(
             pushed.contains(&(reference.clone(), digest.clone())),
             "{reference}@{digest} printed"
@@ -54,37 +48,27 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
     );
 
     // Shared base layers go up once per registry: later repositories mount them.
-    let uploads = blob_uploads(&registry);
-    let mounts = registry.count_requests("POST", "mount=");
+    let uploads = blob_uploads(&sc.registry);
+    let mounts = sc.registry.count_requests("POST", "mount=");
     assert!(mounts > 0, "shared layers are mounted, not uploaded again");
-    let distinct: std::collections::HashSet<&str> = fx
-        .ws
-        .images
-        .iter()
-        .flat_map(|i| {
-            i.diff_ids
-                .iter()
-                .map(String::as_str)
-                .chain([i.config_digest.as_str()])
-        })
-        .collect();
+    let distinct = common::distinct_blobs(&sc.ws.images);
     assert_eq!(uploads, distinct.len(), "one upload per distinct blob");
 
     // A second run finds everything in place: no blob is uploaded again.
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel"]);
+    let run = sc.push(&["all"], &["--tag", "devel"]);
     assert_eq!(run.code, 0);
     assert_eq!(
-        blob_uploads(&registry),
+        blob_uploads(&sc.registry),
         uploads,
         "a second run uploads no blob"
     );
     assert_eq!(
-        registry.count_requests("POST", "mount="),
+        sc.registry.count_requests("POST", "mount="),
         mounts,
         "nor mounts any"
     );
     assert_eq!(
-        registry.count_requests("PUT", "/manifests/"),
+        sc.registry.count_requests("PUT", "/manifests/"),
         21,
         "nor rewrites a manifest (21 tags, all from the first run)"
     );
@@ -94,7 +78,7 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
         run.stderr
     );
     // Every blob of every image counts as present, though none was asked for.
-    let present: usize = fx
+    let present: usize = sc
         .ws
         .images
         .iter()
@@ -120,14 +104,14 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
     // A new tag for manifests the registry holds: no blob is looked at, each
     // image costs a HEAD of the tag, a HEAD of its digest and the tag's PUT.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let requests = registry.requests().len();
-    let blob_heads = registry.count_requests("HEAD", "/blobs/");
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "v2"]);
+    let requests = sc.registry.requests().len();
+    let blob_heads = sc.registry.count_requests("HEAD", "/blobs/");
+    let run = sc.push(&["all"], &["--tag", "v2"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(registry.count_requests("HEAD", "/blobs/"), blob_heads);
-    assert_eq!(registry.count_requests("PUT", "/manifests/v2"), 21);
-    let new: Vec<String> = registry.requests()[requests..]
+    assert_eq!(sc.registry.count_requests("HEAD", "/blobs/"), blob_heads);
+    assert_eq!(sc.registry.count_requests("PUT", "/manifests/v2"), 21);
+    let new: Vec<String> = sc.registry.requests()[requests..]
         .iter()
         .filter(|r| r.uri != "/v2/")
         .map(|r| format!("{} {}", r.method, r.uri))
@@ -137,70 +121,44 @@ fn all_targets_land_pullable_with_the_tarballs_configs_and_diff_ids() {
         .filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/"));
     assert_eq!(heads.count(), 42, "{new:#?}");
     assert_eq!(new.len(), 63, "{new:#?}");
-    for image in &fx.ws.images {
-        verify_with_skopeo(&registry, &format!("{prefix}/{}:v2", image.name), image);
-    }
+    sc.verify_all("v2");
 }
 
 #[test]
 fn a_single_target_or_bundle_image_pushes_only_its_images() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&["push-virt-handler", "--registry", &prefix, "--tag", "t1"]);
+    let sc = Scenario::plain();
+    let run = sc.push(&["push-virt-handler"], &["--tag", "t1"]);
     assert_eq!(run.code, 0);
-    assert_eq!(registry.catalog(), vec!["kubevirt/virt-handler"]);
-    verify_with_skopeo(
-        &registry,
-        &format!("{prefix}/virt-handler:t1"),
-        fx.image("virt-handler"),
-    );
+    assert_eq!(sc.catalog(), vec!["kubevirt/virt-handler"]);
+    sc.verify("virt-handler", "t1");
 
-    let run = fx.kvpush(&[
-        "cirros-container-disk-demo",
-        "--registry",
-        &prefix,
-        "--tag",
-        "t1",
-    ]);
+    let run = sc.push(&["cirros-container-disk-demo"], &["--tag", "t1"]);
     assert_eq!(run.code, 0);
     assert_eq!(
-        registry.catalog(),
+        sc.catalog(),
         vec![
             "kubevirt/cirros-container-disk-demo",
             "kubevirt/virt-handler"
         ]
     );
-    verify_with_skopeo(
-        &registry,
-        &format!("{prefix}/cirros-container-disk-demo:t1"),
-        fx.image("cirros-container-disk-demo"),
-    );
+    sc.verify("cirros-container-disk-demo", "t1");
 }
 
 #[test]
 fn two_tags_and_an_image_prefix_give_one_digest_and_one_upload_per_blob() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--image-prefix",
-        "kv-",
-        "--tag",
-        "a",
-        "--tag",
-        "b",
-    ]);
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
+    let run = sc.push(
+        &["virt-api"],
+        &["--image-prefix", "kv-", "--tag", "a", "--tag", "b"],
+    );
     assert_eq!(run.code, 0);
-    let image = fx.image("virt-api");
-    let a = verify_with_skopeo(&registry, &format!("{prefix}/kv-virt-api:a"), image);
-    let b = verify_with_skopeo(&registry, &format!("{prefix}/kv-virt-api:b"), image);
+    let image = sc.image("virt-api");
+    let a = verify_with_skopeo(&sc.registry, &format!("{prefix}/kv-virt-api:a"), image);
+    let b = verify_with_skopeo(&sc.registry, &format!("{prefix}/kv-virt-api:b"), image);
     assert_eq!(a, b);
     assert_eq!(
-        blob_uploads(&registry),
+        blob_uploads(&sc.registry),
         image.diff_ids.len() + 1,
         "layers and config uploaded once for both tags"
     );
@@ -208,11 +166,10 @@ fn two_tags_and_an_image_prefix_give_one_digest_and_one_upload_per_blob() {
 
 #[test]
 fn dry_run_touches_no_registry() {
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    registry.clear_access_log();
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&["all", "--registry", &prefix, "--tag", "devel", "--dry-run"]);
+    let sc = Scenario::plain();
+    let prefix = &sc.prefix;
+    sc.registry.clear_access_log();
+    let run = sc.push(&["all"], &["--tag", "devel", "--dry-run"]);
     assert_eq!(run.code, 0);
     assert_eq!(
         run.stdout
@@ -226,38 +183,29 @@ fn dry_run_touches_no_registry() {
         .contains(&format!("would push {prefix}/virt-launcher:devel")));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
-        registry.requests().is_empty(),
+        sc.registry.requests().is_empty(),
         "no request reached the registry"
     );
-    assert!(registry.catalog().is_empty());
+    assert!(sc.catalog().is_empty());
 }
 
 #[test]
 fn gzip_layers_are_pushed_as_they_are() {
-    let fx = Fixture::new(WorkspaceSpec {
-        scale_bytes: 4 << 20,
-        compressed_layers: true,
-        ..WorkspaceSpec::default()
-    });
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&[
-        "virt-launcher",
-        "other-images",
-        "--registry",
-        &prefix,
-        "--tag",
-        "gz",
-    ]);
+    let sc = Scenario::new(
+        WorkspaceSpec {
+            scale_bytes: 4 << 20,
+            compressed_layers: true,
+            ..WorkspaceSpec::default()
+        },
+        RegistryKind::Plain,
+    );
+    let prefix = &sc.prefix;
+    let run = sc.push(&["virt-launcher", "other-images"], &["--tag", "gz"]);
     assert_eq!(run.code, 0);
-    let pushed = fx
-        .ws
-        .images
-        .iter()
-        .filter(|i| i.target == "other-images" || i.target == "virt-launcher");
+    let pushed = sc.images_of(&["virt-launcher", "other-images"]);
     for image in pushed {
         let reference = format!("{prefix}/{}:gz", image.name);
-        verify_with_skopeo(&registry, &reference, image);
+        verify_with_skopeo(&sc.registry, &reference, image);
         let raw =
             kvpush_fixtures::skopeo_inspect_raw(&format!("docker://{reference}"), &[]).unwrap();
         let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
@@ -277,27 +225,23 @@ fn gzip_layers_are_pushed_as_they_are() {
 
 #[test]
 fn bundles_with_merged_entries_aliases_prefixes_and_unknown_images_all_push() {
-    let fx = Fixture::new(WorkspaceSpec {
-        scale_bytes: 4 << 20,
-        merged_bundle: true,
-        dedup_layers: true,
-        build_image_prefix: "pre-".into(),
-        extra_bundle_images: vec!["brand-new-image".into()],
-        ..WorkspaceSpec::default()
-    });
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let run = fx.kvpush(&["other-images", "--registry", &prefix, "--tag", "b"]);
+    let sc = Scenario::new(
+        WorkspaceSpec {
+            scale_bytes: 4 << 20,
+            merged_bundle: true,
+            dedup_layers: true,
+            build_image_prefix: "pre-".into(),
+            extra_bundle_images: vec!["brand-new-image".into()],
+            ..WorkspaceSpec::default()
+        },
+        RegistryKind::Plain,
+    );
+    let run = sc.push(&["other-images"], &["--tag", "b"]);
     assert_eq!(run.code, 0);
-    let bundle: Vec<_> = fx
-        .ws
-        .images
-        .iter()
-        .filter(|i| i.target == "other-images")
-        .collect();
+    let bundle: Vec<_> = sc.images_of(&["other-images"]).collect();
     assert!(bundle.len() >= 17, "15 table images, an alias and an extra");
     for image in bundle {
-        verify_with_skopeo(&registry, &format!("{prefix}/{}:b", image.name), image);
+        sc.verify(&image.name, "b");
     }
 }
 
@@ -331,26 +275,16 @@ fn pushes_are_deterministic_across_registries() {
 #[test]
 fn a_closed_stdout_does_not_stop_the_push() {
     // `kvpush all | head -1`: stdout goes away, the push must go on.
-    let fx = Fixture::small();
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let mut cmd = fx.command();
-    cmd.args([
-        "virt-api",
-        "virt-handler",
-        "--registry",
-        &prefix,
-        "--tag",
-        "t",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    let sc = Scenario::plain();
+    let mut cmd = sc.push_command(&["virt-api", "virt-handler"], &["--tag", "t"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     for name in ["virt-api", "virt-handler"] {
-        verify_with_skopeo(&registry, &format!("{prefix}/{name}:t"), fx.image(name));
+        sc.verify(name, "t");
     }
 }

@@ -6,30 +6,24 @@
 
 mod common;
 
-use common::{make_writable, parts_spec, pull_and_verify, verify_with_skopeo, Fixture};
-use kvpush_fixtures::{bin_dir, Registry, RegistryKind};
+use common::{make_writable, parts_spec, pull_and_verify, Scenario};
+use kvpush_fixtures::{bin_dir, RegistryKind};
 
 #[test]
 fn every_image_lands_with_bazels_digest_and_bazels_gzip_bytes() {
-    let fx = Fixture::new(parts_spec());
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let digests = fx.dir.path().join("digests");
-    let run = fx.kvpush(&[
-        "all",
-        "--registry",
-        &prefix,
-        "--tag",
-        "devel",
-        "--digests-dir",
-        digests.to_str().unwrap(),
-    ]);
+    let sc = Scenario::new(parts_spec(), RegistryKind::Plain);
+    let prefix = &sc.prefix;
+    let digests = sc.dir.path().join("digests");
+    let run = sc.push(
+        &["all"],
+        &["--tag", "devel", "--digests-dir", digests.to_str().unwrap()],
+    );
     assert_eq!(run.code, 0);
-    assert_eq!(fx.ws.images.len(), 21);
-    let bin = bin_dir(&fx.ws.root);
-    for image in &fx.ws.images {
+    assert_eq!(sc.ws.images.len(), 21);
+    let bin = bin_dir(&sc.ws.root);
+    for image in &sc.ws.images {
         let reference = format!("{prefix}/{}:devel", image.name);
-        let (digest, blobs) = pull_and_verify(&registry, &reference, image);
+        let (digest, blobs) = pull_and_verify(&sc.registry, &reference, image);
         let expected = image.rules_docker_digest.as_ref().unwrap();
         assert_eq!(
             &digest, expected,
@@ -65,13 +59,11 @@ fn every_image_lands_with_bazels_digest_and_bazels_gzip_bytes() {
 
 #[test]
 fn auto_picks_the_parts_and_tarball_still_works() {
-    let fx = Fixture::new(parts_spec());
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
-    let api = fx.image("virt-api");
+    let sc = Scenario::new(parts_spec(), RegistryKind::Plain);
+    let api = sc.image("virt-api");
     let rules_docker = api.rules_docker_digest.clone().unwrap();
 
-    let list = fx.kvpush(&["list", "virt-api", "vm-killer"]);
+    let list = sc.kvpush(&["list", "virt-api", "vm-killer"]);
     assert_eq!(list.code, 0);
     assert!(
         list.stdout
@@ -95,26 +87,15 @@ fn auto_picks_the_parts_and_tarball_still_works() {
         list.stdout
     );
 
-    let run = fx.kvpush(&["virt-api", "--registry", &prefix, "--tag", "auto"]);
+    let run = sc.push(&["virt-api"], &["--tag", "auto"]);
     assert_eq!(run.code, 0);
-    assert_eq!(
-        verify_with_skopeo(&registry, &format!("{prefix}/virt-api:auto"), api),
-        rules_docker
-    );
+    assert_eq!(sc.verify("virt-api", "auto"), rules_docker);
 
     // The same image from its (uncompressed) tarball: kvpush gzips the
     // layers itself, which makes a valid image with other digests.
-    let run = fx.kvpush(&[
-        "virt-api",
-        "--registry",
-        &prefix,
-        "--tag",
-        "tar",
-        "--source",
-        "tarball",
-    ]);
+    let run = sc.push(&["virt-api"], &["--tag", "tar", "--source", "tarball"]);
     assert_eq!(run.code, 0);
-    let from_tarball = verify_with_skopeo(&registry, &format!("{prefix}/virt-api:tar"), api);
+    let from_tarball = sc.verify("virt-api", "tar");
     assert_ne!(from_tarball, rules_docker);
     assert!(
         run.stderr
@@ -125,8 +106,8 @@ fn auto_picks_the_parts_and_tarball_still_works() {
 
     // Without its push script, auto falls back to the tarball and says how
     // to get the parts; --source parts refuses.
-    std::fs::remove_file(bin_dir(&fx.ws.root).join("push-virt-handler")).unwrap();
-    let list = fx.kvpush(&["list", "virt-handler"]);
+    std::fs::remove_file(bin_dir(&sc.ws.root).join("push-virt-handler")).unwrap();
+    let list = sc.kvpush(&["list", "virt-handler"]);
     assert!(
         list.stdout
             .contains("push-virt-handler  (bazel-bin/cmd/virt-handler/virt-handler-image.tar)")
@@ -137,22 +118,10 @@ fn auto_picks_the_parts_and_tarball_still_works() {
         "{}",
         list.stdout
     );
-    let run = fx.kvpush(&["virt-handler", "--registry", &prefix, "--tag", "auto"]);
+    let run = sc.push(&["virt-handler"], &["--tag", "auto"]);
     assert_eq!(run.code, 0);
-    verify_with_skopeo(
-        &registry,
-        &format!("{prefix}/virt-handler:auto"),
-        fx.image("virt-handler"),
-    );
-    let run = fx.kvpush(&[
-        "virt-handler",
-        "--registry",
-        &prefix,
-        "--tag",
-        "parts",
-        "--source",
-        "parts",
-    ]);
+    sc.verify("virt-handler", "auto");
+    let run = sc.push(&["virt-handler"], &["--tag", "parts", "--source", "parts"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("push-virt-handler not found: build the push target's parts with `bazel build //:push-virt-handler`"),
@@ -163,22 +132,20 @@ fn auto_picks_the_parts_and_tarball_still_works() {
 
 #[test]
 fn a_layer_changed_since_the_build_fails_its_image_before_upload() {
-    let fx = Fixture::new(parts_spec());
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
+    let sc = Scenario::new(parts_spec(), RegistryKind::Plain);
     // virt-api's own top layer: only virt-api uses it.
-    let layer = fx.image("virt-api").parts_layers.last().unwrap().clone();
+    let layer = sc.image("virt-api").parts_layers.last().unwrap().clone();
     make_writable(&layer);
     let mut bytes = std::fs::read(&layer).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&layer, bytes).unwrap();
     // virt-controller's digest file no longer matches its parts.
-    let digest_file = bin_dir(&fx.ws.root).join("push-virt-controller.digest");
+    let digest_file = bin_dir(&sc.ws.root).join("push-virt-controller.digest");
     make_writable(&digest_file);
     std::fs::write(&digest_file, format!("sha256:{}", "0".repeat(64))).unwrap();
     // virt-launcher's script pushes another image than its target says.
-    let script = bin_dir(&fx.ws.root).join("push-virt-launcher");
+    let script = bin_dir(&sc.ws.root).join("push-virt-launcher");
     make_writable(&script);
     let text = std::fs::read_to_string(&script).unwrap();
     std::fs::write(
@@ -187,21 +154,20 @@ fn a_layer_changed_since_the_build_fails_its_image_before_upload() {
     )
     .unwrap();
 
-    let run = fx.kvpush(&[
-        "virt-api",
-        "virt-controller",
-        "virt-handler",
-        "virt-launcher",
-        "--registry",
-        &prefix,
-        "--tag",
-        "t",
-    ]);
+    let run = sc.push(
+        &[
+            "virt-api",
+            "virt-controller",
+            "virt-handler",
+            "virt-launcher",
+        ],
+        &["--tag", "t"],
+    );
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains(&format!(
             "virt-api (push-virt-api): layer {}",
-            fx.ws
+            sc.ws
                 .root
                 .join("bazel-bin/push-virt-api.runfiles/kubevirt/cmd/virt-api/virt-api-image-layer.tar.gz")
                 .display()
@@ -228,36 +194,30 @@ fn a_layer_changed_since_the_build_fails_its_image_before_upload() {
     assert!(run
         .stderr
         .contains("1 pushed, 0 skipped (already up to date), 3 failed"));
-    assert_eq!(registry.manifest_digest("kubevirt/virt-api", "t"), None);
+    assert_eq!(sc.registry.manifest_digest("kubevirt/virt-api", "t"), None);
     assert_eq!(
-        registry.tags("kubevirt/virt-controller"),
+        sc.registry.tags("kubevirt/virt-controller"),
         Vec::<String>::new()
     );
     let claimed = std::fs::read_to_string(layer.with_extension("gz.sha256")).unwrap();
     assert_eq!(
-        registry.count_requests("PUT", &claimed),
+        sc.registry.count_requests("PUT", &claimed),
         0,
         "the changed layer was never uploaded"
     );
-    verify_with_skopeo(
-        &registry,
-        &format!("{prefix}/virt-handler:t"),
-        fx.image("virt-handler"),
-    );
+    sc.verify("virt-handler", "t");
 }
 
 #[test]
 fn the_runfiles_manifest_stands_in_for_a_missing_symlink_tree() {
-    let fx = Fixture::new(parts_spec());
-    let registry = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", registry.addr());
+    let sc = Scenario::new(parts_spec(), RegistryKind::Plain);
     // `bazel build --nobuild_runfile_links` leaves only the manifest.
-    std::fs::remove_dir_all(bin_dir(&fx.ws.root).join("push-virt-launcher.runfiles")).unwrap();
-    let run = fx.kvpush(&["virt-launcher", "--registry", &prefix, "--tag", "t"]);
+    std::fs::remove_dir_all(bin_dir(&sc.ws.root).join("push-virt-launcher.runfiles")).unwrap();
+    let run = sc.push(&["virt-launcher"], &["--tag", "t"]);
     assert_eq!(run.code, 0);
-    let image = fx.image("virt-launcher");
+    let image = sc.image("virt-launcher");
     assert_eq!(
-        &verify_with_skopeo(&registry, &format!("{prefix}/virt-launcher:t"), image),
+        &sc.verify("virt-launcher", "t"),
         image.rules_docker_digest.as_ref().unwrap()
     );
 }

@@ -1,8 +1,16 @@
 //! Shared helpers for the integration tests: run the real `kvpush` binary
 //! with a clean environment, generate small workspaces, and check pushed
-//! images with skopeo (an independent client).
+//! images with skopeo (an independent client). Most tests start from a
+//! [`Scenario`] (scenario.rs: workspace, registry, push, verify);
+//! nobody.rs runs kvpush as an unprivileged user.
 
 #![allow(dead_code)]
+
+pub mod nobody;
+mod scenario;
+
+#[allow(unused_imports)] // not every test file uses it
+pub use scenario::Scenario;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,7 +42,12 @@ impl Run {
 /// A kvpush command with none of the user's environment leaking in:
 /// KubeVirt's variables unset, and no docker/podman login files.
 pub fn kvpush_command(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvpush"));
+    kvpush_command_at(Path::new(env!("CARGO_BIN_EXE_kvpush")), home)
+}
+
+/// [`kvpush_command`] running the kvpush binary at `program` (a copy).
+pub fn kvpush_command_at(program: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for var in [
         "DOCKER_PREFIX",
         "DOCKER_TAG",
@@ -101,7 +114,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(spec: WorkspaceSpec) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
+        Fixture::new_in(&std::env::temp_dir(), spec)
+    }
+
+    /// [`Fixture::new`] in a fresh directory under `base`.
+    pub fn new_in(base: &Path, spec: WorkspaceSpec) -> Fixture {
+        let dir = tempfile::tempdir_in(base).unwrap();
         let ws = generate_workspace(&dir.path().join("ws"), &spec).unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         Fixture { dir, ws }
@@ -120,7 +138,12 @@ impl Fixture {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = kvpush_command(&self.home());
+        self.command_at(Path::new(env!("CARGO_BIN_EXE_kvpush")))
+    }
+
+    /// [`Fixture::command`] running the kvpush binary at `program`.
+    pub fn command_at(&self, program: &Path) -> Command {
+        let mut cmd = kvpush_command_at(program, &self.home());
         cmd.arg("--workspace").arg(&self.ws.root);
         cmd
     }
@@ -132,11 +155,37 @@ impl Fixture {
         run_command(cmd)
     }
 
+    /// The images of the push targets `targets` (`other-images` for the bundle).
+    pub fn images_of<'a>(
+        &'a self,
+        targets: &'a [&str],
+    ) -> impl Iterator<Item = &'a GeneratedImage> + 'a {
+        self.ws
+            .images
+            .iter()
+            .filter(move |i| targets.contains(&i.target.as_str()))
+    }
+
     pub fn image(&self, name: &str) -> &GeneratedImage {
         self.ws
             .image(name)
             .unwrap_or_else(|| panic!("fixture has no image {name}"))
     }
+}
+
+/// The distinct blobs of `images`: their layers (by diff_id) and configs.
+pub fn distinct_blobs<'a>(
+    images: impl IntoIterator<Item = &'a GeneratedImage>,
+) -> std::collections::HashSet<&'a str> {
+    images
+        .into_iter()
+        .flat_map(|i| {
+            i.diff_ids
+                .iter()
+                .map(String::as_str)
+                .chain([i.config_digest.as_str()])
+        })
+        .collect()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
