@@ -59,7 +59,7 @@ struct ErrorItem {
 pub fn describe_error_body(status: u16, body: &[u8]) -> String {
     let mut out = error_body_text(body);
     let hint = match status {
-        401 => " (the registry wants credentials: log in with `docker login`, or see the README's authentication section)",
+        401 => " (the registry wants credentials: log in with `docker login`, or see kvpush's docs/reference.md, Authentication)",
         403 => " (the credentials lack push permission on this repository)",
         404 => " (does the repository path exist and is the --registry right?)",
         413 => " (the registry or a proxy in front of it rejects bodies this large)",

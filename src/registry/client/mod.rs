@@ -12,7 +12,7 @@
 //!
 //! Written on reqwest rather than oci-client: kvpush needs retries, a pull
 //! scope on the source of cross-repository mounts, and bodies streamed from
-//! file ranges (see the README's design section).
+//! file ranges (see docs/design.md).
 
 mod blobs;
 mod body;
