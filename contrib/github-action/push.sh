@@ -71,11 +71,13 @@ json=$(mktemp "${RUNNER_TEMP:?RUNNER_TEMP is not set}/kvpush-XXXXXX.json")
 argv+=(--output json)
 printf 'json=%s\n' "$json" >>"${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"
 
+[ -z "$password" ] || argv+=(--username "$username" --password-stdin)
+
 export GITHUB_ACTIONS=true
 printf 'kvpush-action: kvpush %s\n' "${argv[*]}" >&2
 status=0
 if [ -n "$password" ]; then
-    printf '%s\n' "$password" | "$bin" "${argv[@]}" --username "$username" --password-stdin >"$json" || status=$?
+    printf '%s\n' "$password" | "$bin" "${argv[@]}" >"$json" || status=$?
 else
     "$bin" "${argv[@]}" >"$json" || status=$?
 fi
