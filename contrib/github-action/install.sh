@@ -24,6 +24,8 @@ set -euo pipefail
 say() { printf 'kvpush-action: %s\n' "$*" >&2; }
 fail() { printf '::error title=kvpush action::%s\n' "$*"; exit 1; }
 output() { printf '%s=%s\n' "$1" "$2" >>"${GITHUB_OUTPUT:?GITHUB_OUTPUT is not set}"; }
+# sha256sum, or macOS's shasum.
+sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
 
 asset_for_runner() {
     [ "${RUNNER_OS:-}" = Linux ] || return 1
@@ -59,7 +61,7 @@ plan_build() {
     [ -f "$src/Cargo.toml" ] || fail "no release asset fits this runner and $src has no Cargo.toml to build kvpush from"
     local sum
     sum=$(cd "$src" && find Cargo.toml Cargo.lock src registry-fixtures/Cargo.toml -type f -print0 2>/dev/null |
-        LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+        LC_ALL=C sort -z | while IFS= read -r -d '' f; do sha256 "$f"; done | sha256 | cut -c1-16)
     local base=${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:?RUNNER_TEMP is not set}}
     output build true
     output cargo-root "$base/kvpush-source/$sum"
@@ -99,7 +101,7 @@ main() {
     fi
     local want got
     want=$(awk 'NR == 1 { print $1 }' "$dir/kvpush.sha256")
-    got=$(sha256sum "$dir/kvpush" | awk '{ print $1 }')
+    got=$(sha256 "$dir/kvpush" | awk '{ print $1 }')
     if ! [[ $want =~ ^[0-9a-f]{64}$ ]]; then
         rm -f "$dir/kvpush"
         fail "$url.sha256 holds no SHA-256 sum"

