@@ -59,6 +59,34 @@ impl Layer {
     }
 }
 
+/// A layer of an OCI-layout-like source whose bytes are pushed as they are
+/// under the digest its descriptor claims (a rules_img layer built
+/// locally): checked like a [`prebuilt`] layer, once, before its first
+/// upload. Its digest stands for its diff_id: it is never compressed.
+pub(super) fn claimed_file(range: &FileRange, digest: &str, index: usize) -> Arc<Layer> {
+    // Messages name the built file, not its runfiles link.
+    let range = &FileRange {
+        path: std::fs::canonicalize(&range.path).unwrap_or_else(|_| range.path.clone()),
+        ..range.clone()
+    };
+    let claimed = SourceLayer::Compressed {
+        range: range.clone(),
+        digest: digest.to_string(),
+        diff_id: digest.to_string(),
+    };
+    Arc::new(Layer {
+        diff_id: digest.to_string(),
+        digest: digest.to_string(),
+        size: range.len,
+        src: range.clone(),
+        index,
+        body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
+        digest_from_cache: false,
+        claimed: Some(claimed),
+        verified: OnceCell::new(),
+    })
+}
+
 /// A layer Bazel already gzipped: its digest and diff_id come from Bazel's
 /// files, its bytes are pushed as they are.
 pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
