@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{blob_uploads, kvpush_command, run_command, sha256, Run};
 use kvpush_fixtures::{
-    generate_rules_img_workspace, skopeo_copy, skopeo_inspect_raw, write_base_layouts, Registry,
-    RegistryKind, RulesImgSpec,
+    generate_rules_img_workspace, skopeo_copy, skopeo_inspect_raw, write_base_layouts, Fault,
+    FaultPlan, FaultProxy, Outcome, Registry, RegistryKind, RulesImgSpec,
 };
 
 /// A rules_img workspace whose bases live in a seeded origin registry.
@@ -21,11 +21,18 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
         let origin = Registry::start(RegistryKind::Plain);
+        let name = origin.addr().to_string();
+        Setup::seeded(origin, &name)
+    }
+
+    /// `origin` seeded with the bases, which the deploy manifests say come
+    /// from `origin_name` (the origin itself, or a proxy in front of it).
+    fn seeded(origin: Registry, origin_name: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
         let spec = RulesImgSpec {
             scale_bytes: 512 << 10,
-            origin_registry: origin.addr().to_string(),
+            origin_registry: origin_name.to_string(),
             ..RulesImgSpec::default()
         };
         let ws = generate_rules_img_workspace(&dir.path().join("ws"), &spec).unwrap();
@@ -244,7 +251,8 @@ fn a_corrupt_origin_blob_or_a_changed_local_layer_fails_only_the_images_needing_
         }
     }
     assert!(
-        run.stderr.contains("virt-api-layer-0-2.tar")
+        run.stderr
+            .contains("virt-api-layer-0-2.tar does not match its descriptor")
             || run.stdout.contains("virt-api-layer-0-2.tar"),
         "the changed file is named"
     );
@@ -295,4 +303,82 @@ fn an_origin_that_is_down_fails_the_images_needing_it_naming_it() {
             t.name
         );
     }
+}
+
+#[test]
+fn bases_on_the_destination_registry_are_mounted_not_copied() {
+    // The origin is the destination registry itself.
+    let dest = Registry::start(RegistryKind::Plain);
+    let name = dest.addr().to_string();
+    let s = Setup::seeded(dest, &name);
+    let prefix = format!("{name}/kubevirt");
+    let run = s.kvpush(&["all", "--registry", &prefix, "--tag", "t1"]);
+    assert_eq!(run.code, 0);
+    for t in &s.ws.targets {
+        let reference = format!("{prefix}/{}:t1", t.name);
+        assert_eq!(
+            pushed_digest(&reference).as_deref(),
+            Some(t.root_digest.as_str())
+        );
+    }
+    // Nothing read back from the registry, and each base layer mounted.
+    assert_eq!(s.origin.count_requests("GET", "/blobs/sha256:"), 0);
+    for digest in s.base_layer_digests() {
+        let mounts = s
+            .origin
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "POST" && r.uri.contains("mount=") && r.uri.contains(&digest[7..])
+            })
+            .count();
+        assert!(mounts >= 1, "{digest} never mounted");
+    }
+}
+
+#[test]
+fn a_flaky_origin_is_fetched_from_again_and_the_images_land() {
+    let origin = Registry::start(RegistryKind::Plain);
+    let proxy = FaultProxy::start(
+        origin.addr(),
+        FaultPlan {
+            seed: 7,
+            rate: 0.6,
+            faults: vec![
+                Fault::Truncate,
+                Fault::Status {
+                    code: 503,
+                    retry_after: None,
+                },
+            ],
+            only: Some(("GET".into(), "/blobs/sha256:".into())),
+            ..FaultPlan::default()
+        },
+    );
+    let s = Setup::seeded(origin, proxy.addr());
+    let dest = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", dest.addr());
+    let run = s.kvpush(&[
+        "all",
+        "--registry",
+        &prefix,
+        "--tag",
+        "t1",
+        "--retries",
+        "8",
+    ]);
+    assert_eq!(run.code, 0);
+    for t in &s.ws.targets {
+        let reference = format!("{prefix}/{}:t1", t.name);
+        assert_eq!(
+            pushed_digest(&reference).as_deref(),
+            Some(t.root_digest.as_str())
+        );
+    }
+    let truncated = proxy
+        .events()
+        .iter()
+        .filter(|e| e.outcome == Outcome::Injected(Fault::Truncate))
+        .count();
+    assert!(truncated >= 1, "{:?}", proxy.events());
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use crate::blob::{BlobBody, FileRange, PreparedLayer};
-use crate::source::{Image, Layer as SourceLayer};
+use crate::source::{Claimant, Image, Layer as SourceLayer};
 
 /// A layer's registry identity and where its gzip bytes are, or, when its
 /// digest came from the cache, how to make them on first need.
@@ -28,6 +28,8 @@ pub(super) struct Layer {
     /// once, before its first upload (a re-push that uploads nothing reads
     /// nothing).
     pub(super) claimed: Option<SourceLayer>,
+    /// What claimed the digest, for the error when the bytes disagree.
+    pub(super) claimant: Claimant,
     pub(super) verified: OnceCell<Result<(), String>>,
 }
 
@@ -54,6 +56,7 @@ impl Layer {
             },
             digest_from_cache: false,
             claimed: None,
+            claimant: Claimant::DIGEST_FILE,
             verified: OnceCell::new(),
         }
     }
@@ -83,6 +86,7 @@ pub(super) fn claimed_file(range: &FileRange, digest: &str, index: usize) -> Arc
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         digest_from_cache: false,
         claimed: Some(claimed),
+        claimant: Claimant::DEPLOY_MANIFEST,
         verified: OnceCell::new(),
     })
 }
@@ -116,6 +120,7 @@ pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         digest_from_cache: false,
         claimed: Some(claimed.clone()),
+        claimant: Claimant::DIGEST_FILE,
         verified: OnceCell::new(),
     }))
 }

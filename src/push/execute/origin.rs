@@ -62,6 +62,11 @@ impl Run<'_> {
     /// destination clients (credentials from the usual lookup for that
     /// host, never the command line's, which are the destination's).
     async fn origin_client(&self, host: &str) -> Result<OriginClient<'_>, String> {
+        // Docker Hub's names are served by one API host.
+        let host = match host {
+            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            other => other,
+        };
         if let Some(client) = self.clients.get(host) {
             return Ok(OriginClient::Destination(client));
         }

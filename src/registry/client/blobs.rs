@@ -191,3 +191,64 @@ impl Client {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a download of `chunks` sends, and its failure.
+    fn send(
+        chunks: &[&'static [u8]],
+        size: u64,
+        digest: &str,
+    ) -> (Vec<Vec<u8>>, Option<DownloadFailure>) {
+        let failure = Arc::new(Mutex::new(None));
+        let chunks: Vec<reqwest::Result<Bytes>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        let inner = futures::stream::iter(chunks);
+        let mut checked = Checked {
+            inner: inner.boxed(),
+            hasher: Sha256::new(),
+            seen: 0,
+            size,
+            digest: digest.to_string(),
+            held: None,
+            failure: failure.clone(),
+            done: false,
+        };
+        let mut sent = Vec::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            while let Some(item) = checked.next().await {
+                match item {
+                    Ok(b) => sent.push(b.to_vec()),
+                    Err(_) => break,
+                }
+            }
+        });
+        let f = failure.lock().unwrap().clone();
+        (sent, f)
+    }
+
+    #[test]
+    fn a_download_is_checked_and_its_last_chunk_held_until_it_is() {
+        let digest = crate::blob::sha256_digest(b"hello world");
+        let (sent, failure) = send(&[b"hello ", b"world"], 11, &digest);
+        assert_eq!(sent, [b"hello ".to_vec(), b"world".to_vec()]);
+        assert_eq!(failure, None);
+        // Other bytes of the right size: the last chunk never goes.
+        let (sent, failure) = send(&[b"hello ", b"WORLD"], 11, &digest);
+        assert_eq!(sent, [b"hello ".to_vec()]);
+        assert!(matches!(failure, Some(DownloadFailure::Corrupt(_))));
+        // Too many bytes: cut before the extra chunk.
+        let (sent, failure) = send(&[b"hello ", b"world", b"!"], 11, &digest);
+        assert_eq!(sent, [b"hello ".to_vec()]);
+        assert!(matches!(failure, Some(DownloadFailure::Corrupt(m)) if m.contains("more than")));
+        // Too few.
+        let (sent, failure) = send(&[b"hello "], 11, &digest);
+        assert!(sent.is_empty());
+        assert!(matches!(failure, Some(DownloadFailure::Corrupt(_))));
+    }
+}
