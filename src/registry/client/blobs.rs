@@ -51,6 +51,8 @@ struct Checked {
     held: Option<Bytes>,
     failure: Arc<Mutex<Option<DownloadFailure>>>,
     done: bool,
+    /// An origin that sends nothing for this long broke (`--stall-timeout`).
+    stall: std::time::Duration,
 }
 
 impl Checked {
@@ -70,7 +72,11 @@ impl Checked {
             return None;
         }
         loop {
-            match self.inner.next().await {
+            let Ok(next) = tokio::time::timeout(self.stall, self.inner.next()).await else {
+                let m = crate::registry::errors::stall_reason(self.stall);
+                return Some(self.fail(DownloadFailure::Broken(m)));
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     self.seen += chunk.len() as u64;
                     if self.seen > self.size {
@@ -178,6 +184,7 @@ impl Client {
             held: None,
             failure: failure.clone(),
             done: false,
+            stall: self.retry.stall_timeout,
         };
         let stream = futures::stream::unfold(checked, |mut c| async move {
             c.next().await.map(|item| (item, c))
@@ -215,9 +222,11 @@ mod tests {
             held: None,
             failure: failure.clone(),
             done: false,
+            stall: std::time::Duration::from_secs(5),
         };
         let mut sent = Vec::new();
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         runtime.block_on(async {

@@ -60,3 +60,67 @@ impl RulesImgSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Artifact;
+    use crate::targets::Kind;
+    use kvpush_fixtures::workspace::rules_img::{
+        base_images, image_on, write_push_target, RulesImgLayout,
+    };
+    use kvpush_fixtures::RulesImgSpec;
+
+    const X: Target = Target {
+        name: "x",
+        push: "push-x",
+        tarball: "",
+        label: "//:push-x",
+        bundle: false,
+        image: "x",
+        images: &[],
+        kind: Kind::RulesImg,
+    };
+
+    #[test]
+    fn the_deploy_manifest_gives_the_root_and_registry_tags_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RulesImgSpec::default();
+        let bases = base_images(&spec);
+        let image = image_on(&spec, &bases[0], "x", 1, 100);
+        let t = write_push_target(
+            dir.path(),
+            &spec,
+            &bases[0],
+            0,
+            "x",
+            RulesImgLayout::Sparse,
+            false,
+            vec![image],
+            None,
+        )
+        .unwrap();
+        let source = RulesImgSource::new(X, dir.path());
+        assert!(source.exists());
+        let found = source.read();
+        assert_eq!(found.source, SourceKind::RulesImg);
+        match found.image {
+            Ok(Artifact::Layout(root)) => assert_eq!(root.manifest().digest, t.root_digest),
+            other => panic!("{other:?}"),
+        }
+
+        let path = dir.path().join("push-x.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut tag = v["operations"][0].clone();
+        tag["command"] = "registry_tag".into();
+        tag["tags"] = serde_json::json!(["v1-amd64"]);
+        v["operations"].as_array_mut().unwrap().push(tag);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let err = source.read().image.unwrap_err();
+        assert!(
+            err.contains("registry_tag") && err.contains("v1-amd64") && err.contains("--tag"),
+            "{err}"
+        );
+    }
+}
