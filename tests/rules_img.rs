@@ -38,10 +38,15 @@ impl Setup {
         let ws = generate_rules_img_workspace(&dir.path().join("ws"), &spec).unwrap();
         for (layout, repo, tag) in write_base_layouts(&dir.path().join("bases"), &ws.bases).unwrap()
         {
+            let creds = origin.credentials().map(|(u, p)| format!("{u}:{p}"));
+            let mut args = vec!["--dest-tls-verify=false"];
+            if let Some(creds) = &creds {
+                args.extend(["--dest-creds", creds.as_str()]);
+            }
             skopeo_copy(
                 &format!("oci:{}:{tag}", layout.display()),
                 &format!("docker://{}/{repo}:{tag}", origin.addr()),
-                &["--dest-tls-verify=false"],
+                &args,
             )
             .unwrap();
         }
@@ -381,4 +386,47 @@ fn a_flaky_origin_is_fetched_from_again_and_the_images_land() {
         .filter(|e| e.outcome == Outcome::Injected(Fault::Truncate))
         .count();
     assert!(truncated >= 1, "{:?}", proxy.events());
+}
+
+#[test]
+fn a_token_origin_is_read_with_its_own_credentials_and_a_pull_scope() {
+    use base64::Engine as _;
+    let origin = Registry::start(RegistryKind::Token);
+    let name = origin.addr().to_string();
+    let s = Setup::seeded(origin, &name);
+    // The origin's credentials come from the usual lookup, not the command line.
+    let (user, password) = s.origin.credentials().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let docker = s.dir.path().join("home/.docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let config = serde_json::json!({"auths": {&name: {"auth": auth}}});
+    std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
+    let dest = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", dest.addr());
+    // Those of skopeo's seeding.
+    let seeding = s.origin.token_requests().len();
+    let run = s.kvpush(&["all", "--registry", &prefix, "--tag", "t1"]);
+    assert_eq!(run.code, 0);
+    for t in &s.ws.targets {
+        let reference = format!("{prefix}/{}:t1", t.name);
+        assert_eq!(
+            pushed_digest(&reference).as_deref(),
+            Some(t.root_digest.as_str())
+        );
+    }
+    let asked: Vec<String> = s
+        .origin
+        .token_requests()
+        .into_iter()
+        .skip(seeding)
+        .filter(|r| r.account.is_some())
+        .flat_map(|r| r.scopes)
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .any(|a| a == "repository:distroless/base-debian12:pull"),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|a| a.contains("push")), "{asked:?}");
 }
