@@ -232,6 +232,10 @@ fn target_file(image: &PlannedImage, plan: &Plan) -> String {
             return format!("no {}: one OCI layout per image", relative(&tarball, plan));
         }
         SourceKind::Layout => image.source_file.clone(),
+        SourceKind::RulesImg => {
+            let rule = image.target.kind.rule();
+            return format!("{rule}: {}", relative(&image.source_file, plan));
+        }
     };
     relative(&path, plan)
 }

@@ -52,6 +52,11 @@ impl Layer {
     /// Check a compressed layer's bytes against the digest its digest file
     /// claims (one sequential read); raw layers are hashed when prepared.
     pub fn verify(&self) -> Result<(), String> {
+        self.verify_claim(&Claimant::DIGEST_FILE)
+    }
+
+    /// [`Layer::verify`], the error naming `by` as what claimed the digest.
+    pub fn verify_claim(&self, by: &Claimant) -> Result<(), String> {
         use sha2::{Digest as _, Sha256};
         use std::io::Read;
         let Layer::Compressed { range, digest, .. } = self else {
@@ -73,13 +78,37 @@ impl Layer {
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if total != range.len || actual != *digest {
             return Err(format!(
-                "layer {} does not match its digest file: its bytes hash to {actual} ({total} bytes), Bazel's digest file says {digest} ({} bytes); the file changed after the build: rebuild the push target with bazel",
+                "layer {} does not match {}: its bytes hash to {actual} ({total} bytes), {} says {digest} ({} bytes); the file changed after the build: rebuild the push target with bazel",
                 range.path.display(),
+                by.its,
+                by.says,
                 range.len
             ));
         }
         Ok(())
     }
+}
+
+/// What claimed a layer's digest, for the error when its bytes disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claimant {
+    /// `its digest file`.
+    pub its: &'static str,
+    /// `Bazel's digest file`.
+    pub says: &'static str,
+}
+
+impl Claimant {
+    /// rules_docker's `.sha256` digest files.
+    pub const DIGEST_FILE: Claimant = Claimant {
+        its: "its digest file",
+        says: "Bazel's digest file",
+    };
+    /// A layer descriptor of a rules_img deploy manifest.
+    pub const DEPLOY_MANIFEST: Claimant = Claimant {
+        its: "its descriptor",
+        says: "the deploy manifest",
+    };
 }
 
 /// A manifest digest computed at build time, to compare with kvpush's own.

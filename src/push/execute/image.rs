@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::layer::Layer;
+use super::layer::{claimed_file, Layer};
 use super::manifests::{manifest_of, not_stopped, put_tags};
 use super::placement::{layout_blobs, Blob, Source};
 use super::run::Run;
 use crate::blob::FileRange;
 use crate::push::events::Stage;
-use crate::push::plan::PlannedImage;
+use crate::push::plan::{PlannedImage, SourceKind};
 use crate::push::result::{ImageResult, Status};
 use crate::registry::media::Format;
 use crate::source::oci_layout::LayoutRoot;
@@ -130,7 +130,9 @@ impl Run<'_> {
 
     /// Push an OCI layout byte for byte: every blob of every image, then
     /// each image manifest of an index by digest, then the top manifest under
-    /// its tags. Layers are the layout's own, so nothing is compressed.
+    /// its tags. Layers are the layout's own, so nothing is compressed; a
+    /// rules_img layer is checked against its descriptor before it goes up,
+    /// and one not on disk is mounted or copied from its origin.
     async fn push_layout(
         &self,
         id: usize,
@@ -141,13 +143,26 @@ impl Run<'_> {
         let top = root.manifest();
         result.digest = Some(top.digest.clone());
         let mut blobs: Vec<Blob> = Vec::new();
+        let configs: Vec<&str> = root
+            .images()
+            .iter()
+            .map(|i| i.config.digest.as_str())
+            .collect();
         for b in layout_blobs(root) {
             if !blobs.iter().any(|x| x.digest == b.digest) {
+                let source = match (&b.remote, planned.source) {
+                    (Some(remote), _) => Source::Remote(remote.clone()),
+                    // The reader hashed the configs it read.
+                    (None, SourceKind::RulesImg) if !configs.contains(&b.digest.as_str()) => {
+                        Source::Layer(claimed_file(&b.range, &b.digest, blobs.len()))
+                    }
+                    (None, _) => Source::Ready(b.range.clone()),
+                };
                 blobs.push(Blob {
                     key: b.digest.clone(),
                     digest: b.digest.clone(),
                     size: b.size,
-                    source: Source::Ready(b.range.clone()),
+                    source,
                 });
             }
         }

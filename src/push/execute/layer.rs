@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use crate::blob::{BlobBody, FileRange, PreparedLayer};
-use crate::source::{Image, Layer as SourceLayer};
+use crate::source::{Claimant, Image, Layer as SourceLayer};
 
 /// A layer's registry identity and where its gzip bytes are, or, when its
 /// digest came from the cache, how to make them on first need.
@@ -28,6 +28,8 @@ pub(super) struct Layer {
     /// once, before its first upload (a re-push that uploads nothing reads
     /// nothing).
     pub(super) claimed: Option<SourceLayer>,
+    /// What claimed the digest, for the error when the bytes disagree.
+    pub(super) claimant: Claimant,
     pub(super) verified: OnceCell<Result<(), String>>,
 }
 
@@ -54,9 +56,39 @@ impl Layer {
             },
             digest_from_cache: false,
             claimed: None,
+            claimant: Claimant::DIGEST_FILE,
             verified: OnceCell::new(),
         }
     }
+}
+
+/// A layer of an OCI-layout-like source whose bytes are pushed as they are
+/// under the digest its descriptor claims (a rules_img layer built
+/// locally): checked like a [`prebuilt`] layer, once, before its first
+/// upload. Its digest stands for its diff_id: it is never compressed.
+pub(super) fn claimed_file(range: &FileRange, digest: &str, index: usize) -> Arc<Layer> {
+    // Messages name the built file, not its runfiles link.
+    let range = &FileRange {
+        path: std::fs::canonicalize(&range.path).unwrap_or_else(|_| range.path.clone()),
+        ..range.clone()
+    };
+    let claimed = SourceLayer::Compressed {
+        range: range.clone(),
+        digest: digest.to_string(),
+        diff_id: digest.to_string(),
+    };
+    Arc::new(Layer {
+        diff_id: digest.to_string(),
+        digest: digest.to_string(),
+        size: range.len,
+        src: range.clone(),
+        index,
+        body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
+        digest_from_cache: false,
+        claimed: Some(claimed),
+        claimant: Claimant::DEPLOY_MANIFEST,
+        verified: OnceCell::new(),
+    })
 }
 
 /// A layer Bazel already gzipped: its digest and diff_id come from Bazel's
@@ -88,6 +120,7 @@ pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         digest_from_cache: false,
         claimed: Some(claimed.clone()),
+        claimant: Claimant::DIGEST_FILE,
         verified: OnceCell::new(),
     }))
 }

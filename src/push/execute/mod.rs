@@ -25,6 +25,8 @@
 //! - `image`: one image's push, start to tags, in order;
 //! - `placement`: blobs into repositories (homes, exists/mount/upload), and
 //!   where a new kind of blob body plugs in;
+//! - `origin`: blobs copied from their origin registry (rules_img's shallow
+//!   base layers), streamed from a `GET` there into the upload;
 //! - `manifests`: manifests, stale tags and tag PUTs;
 //! - `prepare`: layers compressed, streamed, or repaired;
 //! - `run`: the state every image shares; `layer`: a layer as pushed.
@@ -32,6 +34,7 @@
 mod image;
 mod layer;
 mod manifests;
+mod origin;
 mod placement;
 mod prepare;
 mod run;
@@ -51,7 +54,7 @@ use crate::cache::Cache;
 use crate::interrupt::Stop;
 use crate::push::events::Observer;
 use crate::push::plan::{Plan, PlannedImage};
-use crate::registry::client::{Client, ConnectOptions};
+use crate::registry::client::Client;
 use crate::source::{Artifact, Layer as SourceLayer};
 
 // The old paths (`push::execute::ImageResult`, ...) keep working.
@@ -135,12 +138,7 @@ pub(crate) async fn connect<'a>(
     hosts: impl Iterator<Item = &'a str>,
     options: &Options,
 ) -> Result<HashMap<String, Client>, String> {
-    let connect = ConnectOptions {
-        insecure: options.insecure,
-        ca_certs: options.ca_certs.clone(),
-        retry: options.retry.clone(),
-        chunk_size: options.chunk_size,
-    };
+    let connect = options.connect_options();
     let mut clients = HashMap::new();
     for host in hosts {
         if !clients.contains_key(host) {
@@ -184,6 +182,7 @@ pub async fn execute(
             observer,
             stop,
             clients,
+            origin_clients: Mutex::default(),
             permits: Semaphore::new(options.jobs.max(1)),
             cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
             cache: options.cache_dir.clone().map(Cache::new),

@@ -8,11 +8,12 @@
 //! This is the one place where a new kind of blob body plugs in: [`Source`]
 //! says where a blob's bytes come from, [`Run::body`] turns that into what
 //! the registry client uploads, and [`Run::place_in`] chooses the repository
-//! to mount from. A layer whose bytes live in another registry, say, is one
-//! more `Source` variant, its arm in `body` (streamed from its origin) and
-//! its origin repository as the first `from` in `place_in` (a cross-repo
-//! mount, when the origin is on the same registry). Nothing here compresses
-//! (that is `prepare`) or writes a manifest (`manifests`).
+//! to mount from. A layer whose bytes live in another registry
+//! ([`Source::Remote`]) is mounted from the repositories of the same
+//! registry said to hold it, else copied from its origin by `origin`; a
+//! shared one goes to its home first like any blob, so it is fetched once
+//! per host and run. Nothing here compresses (that is `prepare`) or writes a
+//! manifest (`manifests`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use futures::future::join_all;
 
 use super::layer::Layer;
 use super::manifests::RepoState;
+use super::origin::mount_sources;
 use super::run::{cell, Home, Run};
 use crate::blob::FileRange;
 use crate::push::events::Stage;
@@ -28,6 +30,7 @@ use crate::push::plan::{Destination, Plan};
 use crate::push::result::{ImageResult, Placement};
 use crate::registry::client::{Client, MountOutcome};
 use crate::source::oci_layout::{LayoutBlob, LayoutRoot};
+use crate::source::remote::RemoteBlob;
 use crate::source::Artifact;
 
 /// Where a blob's bytes come from; a new kind of blob body is a new variant
@@ -35,6 +38,8 @@ use crate::source::Artifact;
 pub(super) enum Source {
     Ready(FileRange),
     Layer(Arc<Layer>),
+    /// Not on disk: mounted or copied from another registry.
+    Remote(RemoteBlob),
 }
 
 /// A blob to place in a repository.
@@ -89,6 +94,7 @@ impl Run<'_> {
         match &blob.source {
             Source::Ready(range) => Ok((range.clone(), false)),
             Source::Layer(layer) => self.layer_body(layer).await,
+            Source::Remote(_) => unreachable!("remote blobs are copied, never read"),
         }
     }
 
@@ -149,7 +155,9 @@ impl Run<'_> {
 
     /// Place a blob in one repository: skip it if present, mount it from
     /// `from` (a repository of the same registry said to hold it) when
-    /// there is one, upload it otherwise or when the mount is refused.
+    /// there is one, or a remote blob from the repositories of this
+    /// registry its source names; upload it otherwise or when the mounts are
+    /// refused (a remote blob: copied from its origin).
     async fn place_in(
         &self,
         client: &Client,
@@ -165,7 +173,11 @@ impl Run<'_> {
                 self.remember(client.host(), &blob.digest, repo);
                 return Ok(Placement::Existed);
             }
-            if let Some(from) = from.filter(|f| *f != repo) {
+            let remote = match &blob.source {
+                Source::Remote(remote) => mount_sources(remote, client.host()),
+                _ => Vec::new(),
+            };
+            for from in from.into_iter().chain(remote).filter(|f| *f != repo) {
                 match client.mount_blob(repo, &blob.digest, from).await {
                     Ok(MountOutcome::Mounted) => {
                         self.remember(client.host(), &blob.digest, repo);
@@ -175,6 +187,14 @@ impl Run<'_> {
                     Err(e) => tracing::debug!("mount refused ({e}); uploading instead"),
                 }
             }
+        }
+        if let Source::Remote(remote) = &blob.source {
+            let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+            let (digest, size) = (&blob.digest, blob.size);
+            self.copy_from_origins(client, repo, digest, size, remote, session)
+                .await?;
+            self.remember(client.host(), &blob.digest, repo);
+            return Ok(Placement::Uploaded(blob.size, false));
         }
         // No network permit is held while a cached layer is compressed.
         let (body, compressed) = self.body(blob).await?;

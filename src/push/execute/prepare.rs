@@ -227,6 +227,7 @@ impl Run<'_> {
                         body: OnceCell::new(),
                         digest_from_cache: true,
                         claimed: None,
+                        claimant: crate::source::Claimant::DIGEST_FILE,
                         verified: OnceCell::new(),
                     }));
                 }
@@ -250,8 +251,8 @@ impl Run<'_> {
             layer
                 .verified
                 .get_or_init(|| async {
-                    let claimed = claimed.clone();
-                    tokio::task::spawn_blocking(move || claimed.verify())
+                    let (claimed, by) = (claimed.clone(), layer.claimant);
+                    tokio::task::spawn_blocking(move || claimed.verify_claim(&by))
                         .await
                         .map_err(|e| format!("layer check failed: {e}"))?
                 })

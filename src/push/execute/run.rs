@@ -18,7 +18,7 @@ use crate::cache::Cache;
 use crate::interrupt::Stop;
 use crate::push::events::Observer;
 use crate::push::result::{BlobCounts, Placement};
-use crate::registry::client::Client;
+use crate::registry::client::{Client, ConnectOptions};
 use crate::registry::credentials::FoundCredential;
 use crate::registry::media::Format;
 use crate::registry::retry::RetryPolicy;
@@ -43,6 +43,18 @@ pub struct Options {
     pub chunk_size: u64,
 }
 
+impl Options {
+    /// How clients reach registries, destinations and origins alike.
+    pub(crate) fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            insecure: self.insecure,
+            ca_certs: self.ca_certs.clone(),
+            retry: self.retry.clone(),
+            chunk_size: self.chunk_size,
+        }
+    }
+}
+
 /// Once-cells by key: the first caller for a key does the work, later ones
 /// wait for its outcome (a failure included) instead of repeating it.
 pub(super) type Cells<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
@@ -62,6 +74,9 @@ pub(super) struct Run<'o> {
     pub(super) observer: &'o dyn Observer,
     pub(super) stop: &'o Stop,
     pub(super) clients: HashMap<String, Client>,
+    /// Clients of origin registries that are no destination, connected on
+    /// first need (see `origin`); a host that cannot be reached fails once.
+    pub(super) origin_clients: Cells<String, Result<Arc<Client>, String>>,
     pub(super) options: Options,
     /// Network work (HEAD, upload, mount): `--jobs` at once.
     pub(super) permits: Semaphore,

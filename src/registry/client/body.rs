@@ -1,11 +1,12 @@
 //! What a request carries, rebuilt for every try ([`Body`]: nothing, bytes,
-//! a file range, a file still being written), and the count of body bytes
+//! a file range, a file still being written, a stream sent once such as a
+//! blob coming down from another registry), and the count of body bytes
 //! the HTTP stack has taken ([`Progress`]), the stall watchdog's measure.
 //! A new kind of body (a blob streamed in from another registry) goes here.
 //! Knows nothing of authentication, retries or the registry protocol.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -22,6 +23,16 @@ pub(super) enum Body<'a> {
     File(&'a FileRange),
     /// A file still being written: sent as it grows, without a length.
     Growing(&'a Arc<GrowingBlob>),
+    /// A stream of a known length that can be sent only once (a second try
+    /// fails: the caller restarts from where the stream comes from).
+    Once(&'a OnceStream),
+}
+
+/// The bytes of a body that can be sent once, with their length.
+pub(super) struct OnceStream {
+    pub(super) len: u64,
+    pub(super) stream:
+        Mutex<Option<futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>>>,
 }
 
 impl Body<'_> {
@@ -49,6 +60,20 @@ impl Body<'_> {
             Body::Growing(growing) => {
                 let stream = progress.counting(Arc::clone(growing).stream());
                 b.body(reqwest::Body::wrap_stream(stream))
+            }
+            Body::Once(once) => {
+                let stream = once
+                    .stream
+                    .lock()
+                    .expect("stream poisoned")
+                    .take()
+                    .ok_or_else(|| RegistryError::Unreachable {
+                        host: host.to_string(),
+                        url: String::new(),
+                        reason: "a streamed body cannot be sent twice".into(),
+                    })?;
+                b.header(CONTENT_LENGTH, once.len)
+                    .body(reqwest::Body::wrap_stream(progress.counting(stream)))
             }
         })
     }

@@ -21,6 +21,7 @@ mod request;
 mod session;
 mod upload;
 
+pub use blobs::{Download, DownloadFailure};
 pub use manifests::FetchedManifest;
 pub use request::{Client, ConnectOptions};
 pub use session::Session;

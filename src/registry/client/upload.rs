@@ -1,8 +1,9 @@
 //! Blobs as they are written: opening an upload session (`POST`), asking
 //! for a cross-repository mount, and filling and closing the session: one
 //! monolithic `PUT`, `PATCH` chunks once the host refused a body as too
-//! large (see [`super::session::ChunkPolicy`]), or one `PATCH` streamed while
-//! the blob is still being written. Checks that the registry holds what was
+//! large (see [`super::session::ChunkPolicy`]), one `PATCH` streamed while
+//! the blob is still being written, or one `PUT` of a blob streaming down
+//! from another registry ([`Client::upload_download`]). Checks that the registry holds what was
 //! sent. Reading blobs is [`super::blobs`]'s; how requests are sent,
 //! authenticated and retried is [`super::request`]'s.
 
@@ -13,6 +14,7 @@ use std::time::Instant;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 
+use super::blobs::Download;
 use super::body::Body;
 use super::request::{push_scopes, Client};
 use super::session::Session;
@@ -105,7 +107,7 @@ impl Client {
         mut location: Url,
         repo: &str,
         digest: &str,
-        body: Option<&FileRange>,
+        body: Body<'_>,
     ) -> Result<(), RegistryError> {
         location.query_pairs_mut().append_pair("digest", digest);
         let op = format!("PUT blob {repo}@{digest}");
@@ -115,9 +117,7 @@ impl Client {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         ));
-        if let Some(body) = body {
-            req.body = Body::File(body);
-        }
+        req.body = body;
         req.retry = false;
         let resp = self.execute(&req).await?;
         if resp.status() != StatusCode::CREATED {
@@ -174,7 +174,28 @@ impl Client {
         repo: &str,
         digest: &str,
     ) -> Result<(), RegistryError> {
-        self.finish_upload(location, repo, digest, None).await
+        self.finish_upload(location, repo, digest, Body::Empty)
+            .await
+    }
+
+    /// Upload a blob streaming down from another registry: into `session`
+    /// (a refused mount's) or a new one, one monolithic `PUT ?digest=` with
+    /// the blob's length. Tried once: a broken or wrong download ends the
+    /// body with an error, so the registry commits nothing, and the caller
+    /// starts again from a new download.
+    pub async fn upload_download(
+        &self,
+        repo: &str,
+        digest: &str,
+        download: &Download,
+        session: Option<Session>,
+    ) -> Result<(), RegistryError> {
+        let session = match session {
+            Some(s) => s,
+            None => self.start_upload(repo).await?,
+        };
+        self.finish_upload(session.url, repo, digest, Body::Once(&download.body))
+            .await
     }
 
     /// Send `body` in `PATCH`es of `chunk` bytes, then close the session.
@@ -227,7 +248,8 @@ impl Client {
             location = self.location(&op, &resp)?;
             start = end + 1;
         }
-        self.finish_upload(location, repo, digest, None).await
+        self.finish_upload(location, repo, digest, Body::Empty)
+            .await
     }
 
     /// Upload a whole blob, into `session` when the caller holds one (a
@@ -255,7 +277,7 @@ impl Client {
             let result = match chunk {
                 Some(chunk) => self.put_chunked(session, repo, digest, body, chunk).await,
                 None => {
-                    self.finish_upload(session.url, repo, digest, Some(body))
+                    self.finish_upload(session.url, repo, digest, Body::File(body))
                         .await
                 }
             };

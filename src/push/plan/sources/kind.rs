@@ -28,6 +28,9 @@ pub enum SourceKind {
     Tarball,
     /// An OCI image layout (directory or tar): pushed byte for byte.
     Layout,
+    /// A rules_img deploy manifest and its runfiles: pushed byte for byte,
+    /// shallow base layers taken from their origin registry.
+    RulesImg,
 }
 
 impl SourceKind {
@@ -36,6 +39,7 @@ impl SourceKind {
             SourceKind::Parts => "parts",
             SourceKind::Tarball => "tarball",
             SourceKind::Layout => "OCI layout",
+            SourceKind::RulesImg => "rules_img deploy manifest",
         }
     }
 }

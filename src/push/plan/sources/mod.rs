@@ -2,7 +2,8 @@
 //! the kinds of Bazel output an image is read from. [`SourceChoice`] is
 //! `--source`; [`SourceKind`] is what was used; `TargetSources::find` is
 //! the dispatch between them. Each kind has its reader here, owning its
-//! own state: `parts.rs`, `tarball.rs`, `layout.rs`. Adding an image
+//! own state: `parts.rs`, `tarball.rs`, `layout.rs`, `rules_img.rs` (the
+//! only source of a rules_img `image_push` target). Adding an image
 //! source (rules_img deploy manifests, another rules_oci output) means a
 //! reader in `crate::source`, its paths in `crate::targets`, a
 //! [`SourceKind`] variant (`kind.rs`), a reader file here, and its branch
@@ -18,17 +19,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::targets::{Catalog, Target};
+use crate::targets::{Catalog, Kind, Target};
 
 mod kind;
 mod layout;
 mod parts;
+mod rules_img;
 mod tarball;
 
 pub(super) use kind::Found;
 pub use kind::{SourceChoice, SourceKind};
 use layout::Layouts;
 use parts::PartsSource;
+use rules_img::RulesImgSource;
 use tarball::TarballSource;
 
 /// The ways a target's images can be read, each opened on first use.
@@ -38,6 +41,7 @@ pub(super) struct TargetSources {
     parts: PartsSource,
     tarball: TarballSource,
     layouts: Layouts,
+    rules_img: RulesImgSource,
 }
 
 impl TargetSources {
@@ -64,11 +68,15 @@ impl TargetSources {
             parts: PartsSource::new(target, bazel_bin, known.clone()),
             tarball: TarballSource::new(target, choice, bazel_bin, known.clone()),
             layouts: Layouts::new(target, bazel_bin, known),
+            rules_img: RulesImgSource::new(target, bazel_bin),
         }
     }
 
     /// Whether the push script or the tarball is there at all.
     pub(super) fn present(&self) -> bool {
+        if self.target.kind == Kind::RulesImg {
+            return self.rules_img.exists();
+        }
         self.parts.exist() || self.tarball.exists()
     }
 
@@ -86,6 +94,9 @@ impl TargetSources {
 
     /// Read image `name` from the source `--source` asks for.
     pub(super) fn find(&mut self, name: &str) -> Found {
+        if self.target.kind == Kind::RulesImg {
+            return self.rules_img.read();
+        }
         match self.choice {
             SourceChoice::Tarball => self.read_from_tarball_or_layout(name),
             SourceChoice::Parts => self.parts.read(name).unwrap_or_else(|| Found {
