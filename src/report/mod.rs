@@ -301,11 +301,14 @@ pub fn list(plan: &Plan, catalog: &Catalog) -> String {
     for image in &plan.images {
         if current != Some(image.target) {
             current = Some(image.target);
+            // The rule names the build era of the target (a branch
+            // mid-migration mixes them).
             let _ = writeln!(
                 out,
-                "{}  ({})",
+                "{}  ({})  [{}]",
                 image.target.push_name(),
-                target_file(image, plan)
+                target_file(image, plan),
+                image.target.kind.rule()
             );
         }
         let dest = if image.destinations.is_empty() {

@@ -2,7 +2,7 @@
 //! the kinds of Bazel output an image is read from. [`SourceChoice`] is
 //! `--source`; [`SourceKind`] is what was used; `TargetSources::find` is
 //! the dispatch between them. Each kind has its reader here, owning its
-//! own state: `parts.rs`, `tarball.rs`, `layout.rs`. Adding an image
+//! own state: `parts.rs`, `tarball.rs`, `layout.rs`, `rules_oci.rs`. Adding an image
 //! source (rules_img deploy manifests, another rules_oci output) means a
 //! reader in `crate::source`, its paths in `crate::targets`, a
 //! [`SourceKind`] variant (`kind.rs`), a reader file here, and its branch
@@ -18,11 +18,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::targets::{Catalog, Target};
+use crate::targets::{Catalog, Kind, Target};
 
 mod kind;
 mod layout;
 mod parts;
+mod rules_oci;
 mod tarball;
 
 pub(super) use kind::Found;
@@ -38,6 +39,7 @@ pub(super) struct TargetSources {
     parts: PartsSource,
     tarball: TarballSource,
     layouts: Layouts,
+    bazel_bin: PathBuf,
 }
 
 impl TargetSources {
@@ -64,6 +66,7 @@ impl TargetSources {
             parts: PartsSource::new(target, bazel_bin, known.clone()),
             tarball: TarballSource::new(target, choice, bazel_bin, known.clone()),
             layouts: Layouts::new(target, bazel_bin, known),
+            bazel_bin: bazel_bin.to_path_buf(),
         }
     }
 
@@ -86,6 +89,10 @@ impl TargetSources {
 
     /// Read image `name` from the source `--source` asks for.
     pub(super) fn find(&mut self, name: &str) -> Found {
+        if self.target.kind == Kind::RulesOci {
+            // Only the layout exists for it, whatever `--source` says.
+            return rules_oci::read(self.target, &self.bazel_bin);
+        }
         match self.choice {
             SourceChoice::Tarball => self.read_from_tarball_or_layout(name),
             SourceChoice::Parts => self.parts.read(name).unwrap_or_else(|| Found {
