@@ -7,6 +7,7 @@
 
 mod args;
 mod generate;
+mod kubevirt_env;
 mod validate;
 
 use std::process::ExitCode;
@@ -87,6 +88,7 @@ fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
         registry: common.registry.as_deref(),
         image_prefixes: &common.image_prefixes,
         tags: &common.tags,
+        alt_prefixes: &[],
         source: common.source,
     };
     match push::plan(&input) {

@@ -14,6 +14,7 @@ use crate::targets::Catalog;
 
 pub mod github;
 pub mod json;
+pub mod kubevirt_digests;
 pub mod log;
 pub mod terminal;
 
