@@ -231,6 +231,26 @@ impl Target {
         (self.kind == Kind::RulesImg).then(|| bazel_bin.join(format!("{}.json", self.push)))
     }
 
+    /// What one `bazel build` needs so that kvpush can push this target,
+    /// for its rule: rules_docker the push target's parts and the image
+    /// tarball (a bundle's tarball is an output group: the flag
+    /// `--output_groups=+tar`), rules_oci the `oci_image` layout, rules_img
+    /// the push target (its deploy manifest and runfiles). Flags start with
+    /// `--`.
+    pub fn bazel_build_args(&self) -> Vec<String> {
+        let push = format!("//:{}", self.push);
+        match self.kind {
+            Kind::RulesDocker if self.bundle => vec![
+                push,
+                self.label.to_string(),
+                "--output_groups=+tar".to_string(),
+            ],
+            Kind::RulesDocker => vec![push, format!("{}.tar", self.label)],
+            Kind::RulesOci => vec![self.label.to_string()],
+            Kind::RulesImg => vec![push],
+        }
+    }
+
     /// rules_oci targets: the OCI layout directory `oci_image` writes,
     /// `bazel-bin/<pkg>/<x>-image/`, and the file its `<x>-image.digest`
     /// target writes the manifest digest to, `<x>-image.json.sha256`;
@@ -547,5 +567,17 @@ mod tests {
             "push-virt-handler.digest"
         );
         assert_eq!(TARGETS[0].digest_file_name(), None);
+        assert_eq!(
+            TARGETS[0].bazel_build_args(),
+            [
+                "//:push-other-images",
+                "//:build-other-images",
+                "--output_groups=+tar"
+            ]
+        );
+        assert_eq!(
+            TARGETS[2].bazel_build_args(),
+            ["//:push-virt-api", "//cmd/virt-api:virt-api-image.tar"]
+        );
     }
 }

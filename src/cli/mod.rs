@@ -1,11 +1,12 @@
 //! Command line: the words among the targets (`list`, `manifest`,
-//! `completions`, `man`) and dispatch. `args` defines the flags, `validate`
+//! `bazel-targets`, `completions`, `man`) and dispatch. `args` defines the flags, `validate`
 //! turns them into a [`crate::config::Config`], and [`crate::commands`]
 //! runs it. Nothing is pushed until the whole configuration is known to be
 //! valid. This module must not push or report results itself beyond
 //! `list`; `generate` renders completions and the man page.
 
 mod args;
+mod bazel_targets;
 mod generate;
 mod kubevirt_env;
 mod validate;
@@ -52,6 +53,11 @@ pub fn main() -> ExitCode {
             tracing::debug!("{}", catalog.describe());
             args.targets.remove(0);
             return run_list(args, &catalog);
+        }
+        Some("bazel-targets") => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            args.targets.remove(0);
+            return bazel_targets::run(args.targets, &catalog);
         }
         Some("manifest") => {
             args.targets.remove(0);
