@@ -239,3 +239,37 @@ fn rules_img_era_builds_the_push_targets_once_and_runs_kvpush_once() {
         )
     );
 }
+
+/// contrib/kubevirt/check-glibc.sh on the kvpush just built: it must run in
+/// KubeVirt's builder (CentOS Stream 9, glibc 2.34); a lower limit fails.
+#[test]
+fn the_built_binary_needs_no_glibc_above_the_builders() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/kubevirt/check-glibc.sh"
+    );
+    let bin = env!("CARGO_BIN_EXE_kvpush");
+    let run = run_command({
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args([script, bin]);
+        cmd
+    });
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("(limit GLIBC_2.34)") || run.stdout.contains("no versioned glibc"),
+        "{}",
+        run.stdout
+    );
+    if run.stdout.contains("needs GLIBC_") {
+        let run = run_command({
+            let mut cmd = std::process::Command::new("bash");
+            cmd.args([script, bin, "2.0"]);
+            cmd
+        });
+        assert!(
+            run.code == 1 && run.stderr.contains("above 2.0"),
+            "{}",
+            run.stderr
+        );
+    }
+}
