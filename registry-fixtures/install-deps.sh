@@ -4,7 +4,8 @@
 # every push), htpasswd and openssl (auth and TLS registry fixtures), GNU
 # gzip (the fixture compresses rules_docker's layers with it, not with flate2),
 # GNU time and pigz (make bench), and the tools that build ISA-L from the
-# source isal-sys vendors (nasm, autoconf, automake, libtool, make).
+# source isal-sys vendors (nasm, autoconf, automake, libtool, make), and
+# binutils (objdump, for contrib/kubevirt/check-glibc.sh).
 # cargo-fuzz is not installed here: only CI's fuzz step needs it, and
 # fuzz/run.sh installs it itself.
 # Idempotent: installs only what is missing. Needs root (or sudo) for apt.
@@ -27,6 +28,8 @@ command -v automake >/dev/null 2>&1 || need+=(automake)
 command -v libtoolize >/dev/null 2>&1 || need+=(libtool)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# contrib/kubevirt/check-glibc.sh reads the binary's symbol versions.
+command -v objdump >/dev/null 2>&1 || need+=(binutils)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]} with apt-get" >&2

@@ -20,6 +20,14 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `DIGESTS_DIR` and `${ARCHITECTURE}`: where KubeVirt's push script left
+/// its digest and marker files (`DIR/ARCH/...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubevirtDigests {
+    pub dir: PathBuf,
+    pub arch: String,
+}
+
 /// A validated configuration: everything the run needs, nothing raw.
 #[derive(Debug)]
 pub struct Config {
@@ -34,6 +42,11 @@ pub struct Config {
     pub insecure: bool,
     pub ca_certs: Vec<reqwest::Certificate>,
     pub digests_dir: Option<PathBuf>,
+    /// Prefixes every image is pushed under at the first tag only
+    /// (IMAGE_PREFIX_ALT).
+    pub alt_prefixes: Vec<String>,
+    /// DIGESTS_DIR: the files KubeVirt's scripts read after a push.
+    pub kubevirt_digests: Option<KubevirtDigests>,
     pub compression_level: u32,
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,

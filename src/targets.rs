@@ -99,6 +99,10 @@ pub enum Kind {
     /// rules_img's `image_push`: a deploy manifest `bazel-bin/push-X.json`
     /// and the runfiles of `push-X.exe` (see `source::rules_img`).
     RulesImg,
+    /// rules_oci's `oci_push`: the OCI layout directory `oci_image` writes,
+    /// `bazel-bin/<pkg>/<x>-image/`, pushed byte for byte (its generated
+    /// `push_push-X.sh` is never run).
+    RulesOci,
 }
 
 impl Kind {
@@ -107,6 +111,7 @@ impl Kind {
         match self {
             Kind::RulesDocker => "rules_docker container_push",
             Kind::RulesImg => "rules_img image_push",
+            Kind::RulesOci => "rules_oci oci_push",
         }
     }
 }
@@ -226,14 +231,49 @@ impl Target {
         (self.kind == Kind::RulesImg).then(|| bazel_bin.join(format!("{}.json", self.push)))
     }
 
+    /// What one `bazel build` needs so that kvpush can push this target,
+    /// for its rule: rules_docker the push target's parts and the image
+    /// tarball (a bundle's tarball is an output group: the flag
+    /// `--output_groups=+tar`), rules_oci the `oci_image` layout, rules_img
+    /// the push target (its deploy manifest and runfiles). Flags start with
+    /// `--`.
+    pub fn bazel_build_args(&self) -> Vec<String> {
+        let push = format!("//:{}", self.push);
+        match self.kind {
+            Kind::RulesDocker if self.bundle => vec![
+                push,
+                self.label.to_string(),
+                "--output_groups=+tar".to_string(),
+            ],
+            Kind::RulesDocker => vec![push, format!("{}.tar", self.label)],
+            Kind::RulesOci => vec![self.label.to_string()],
+            Kind::RulesImg => vec![push],
+        }
+    }
+
+    /// rules_oci targets: the OCI layout directory `oci_image` writes,
+    /// `bazel-bin/<pkg>/<x>-image/`, and the file its `<x>-image.digest`
+    /// target writes the manifest digest to, `<x>-image.json.sha256`;
+    /// `None` for other kinds.
+    pub fn oci_layout_paths(&self, bazel_bin: &Path) -> Option<(PathBuf, PathBuf)> {
+        (self.kind == Kind::RulesOci).then(|| {
+            let (pkg, name) = build_file::split_label(self.label);
+            let dir = bazel_bin.join(pkg);
+            (dir.join(&name), dir.join(format!("{name}.json.sha256")))
+        })
+    }
+
     /// `bazel-bin/push-<name>`, the script `bazel run` would execute.
     pub fn script_path(&self, bazel_bin: &Path) -> PathBuf {
         bazel_bin.join(self.push)
     }
 
-    /// The command that makes Bazel write this target's tarball.
+    /// The command that makes Bazel write this target's tarball (rules_oci:
+    /// its OCI layout directory).
     pub fn build_command(&self) -> String {
-        if self.bundle {
+        if self.kind == Kind::RulesOci {
+            format!("bazel build {}", self.label)
+        } else if self.bundle {
             format!("bazel build {} --output_groups=+tar", self.label)
         } else {
             format!("bazel build {}.tar", self.label)
@@ -308,7 +348,7 @@ impl Catalog {
         let targets = build_file::push_targets(&path, &text)?;
         if targets.is_empty() {
             return Ok(Catalog::builtin(format!(
-                "{} declares no container_push, docker_push or image_push target",
+                "{} declares no container_push, docker_push, oci_push or image_push target",
                 path.display()
             )));
         }
@@ -527,5 +567,17 @@ mod tests {
             "push-virt-handler.digest"
         );
         assert_eq!(TARGETS[0].digest_file_name(), None);
+        assert_eq!(
+            TARGETS[0].bazel_build_args(),
+            [
+                "//:push-other-images",
+                "//:build-other-images",
+                "--output_groups=+tar"
+            ]
+        );
+        assert_eq!(
+            TARGETS[2].bazel_build_args(),
+            ["//:push-virt-api", "//cmd/virt-api:virt-api-image.tar"]
+        );
     }
 }

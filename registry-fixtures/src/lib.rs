@@ -8,6 +8,8 @@
 //! * [`generate_rules_img_workspace`]: a rules_img workspace (`image_push`
 //!   targets, deploy manifests, runfiles in the three layouts) whose shallow
 //!   base layers come from an origin registry seeded from [`base_images`].
+//! * [`generate_rules_oci_workspace`]: a rules_oci workspace (`oci_push`
+//!   targets, `oci_image` layout directories, copied or symlinked blobs).
 //! * [`docker`]: helpers to hand-craft (broken) tarballs: [`build_archive`],
 //!   [`ArchiveParts`], [`write_docker_archive`], [`layer_tar`], [`image_config`].
 //! * [`Registry`]: a real CNCF distribution registry (`docker-registry`) on
@@ -45,6 +47,10 @@ pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::rules_img::{
     base_images, generate_rules_img_workspace, write_base_layouts, RulesImgLayout, RulesImgSpec,
     RulesImgTarget, RulesImgWorkspace,
+};
+pub use workspace::rules_oci::{
+    generate_rules_oci_workspace, write_oci_image_layout, BlobStyle, RulesOciSpec, RulesOciTarget,
+    RulesOciWorkspace, RULES_OCI_LOAD,
 };
 pub use workspace::{
     bin_dir, generate_workspace, go_manifest_json, GeneratedImage, Workspace, WorkspaceSpec,

@@ -4,6 +4,7 @@
 
 mod push_parts;
 pub mod rules_img;
+pub mod rules_oci;
 
 pub use push_parts::go_manifest_json;
 

@@ -22,6 +22,7 @@ Examples:
   kvpush all --registry localhost:5000/kubevirt --tag devel --tag devel-alt --digests-dir _out/digests
   kvpush list --registry quay.io/kubevirt --tag v1.2.3
   kvpush list virt-api
+  bazel build --config=x86_64 $(kvpush bazel-targets all)            # what kvpush reads, for each target's rule
   kvpush all --registry quay.io/kubevirt --tag v1.2.3-arm64            # on each architecture's build
   kvpush manifest all --registry quay.io/kubevirt --tag v1.2.3 --arch amd64,arm64,s390x
   kvpush all --registry quay.io/kubevirt --tag v1.2.3 --arch-bin amd64=_out/x86_64/bazel-bin --arch-bin arm64=_out/aarch64/bazel-bin";
@@ -71,6 +72,7 @@ pub(super) struct PushArgs {
     /// image of the bundle (cirros-container-disk-demo); default $PUSH_TARGETS.
     /// `list [TARGET...]` shows each target's images, sources and destinations;
     /// `manifest [TARGET...]` pushes multi-architecture manifest lists;
+    /// `bazel-targets [TARGET...]` prints what one `bazel build` needs;
     /// `completions SHELL` prints a completion script; `man` the manual page.
     #[arg(value_name = "TARGET")]
     pub(super) targets: Vec<String>,

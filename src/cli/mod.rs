@@ -1,12 +1,14 @@
 //! Command line: the words among the targets (`list`, `manifest`,
-//! `completions`, `man`) and dispatch. `args` defines the flags, `validate`
+//! `bazel-targets`, `completions`, `man`) and dispatch. `args` defines the flags, `validate`
 //! turns them into a [`crate::config::Config`], and [`crate::commands`]
 //! runs it. Nothing is pushed until the whole configuration is known to be
 //! valid. This module must not push or report results itself beyond
 //! `list`; `generate` renders completions and the man page.
 
 mod args;
+mod bazel_targets;
 mod generate;
+mod kubevirt_env;
 mod validate;
 
 use std::process::ExitCode;
@@ -52,6 +54,11 @@ pub fn main() -> ExitCode {
             args.targets.remove(0);
             return run_list(args, &catalog);
         }
+        Some("bazel-targets") => {
+            init_logging(args.verbose, args.quiet, LogTarget::Stderr);
+            args.targets.remove(0);
+            return bazel_targets::run(args.targets, &catalog);
+        }
         Some("manifest") => {
             args.targets.remove(0);
             Mode::Manifest
@@ -87,6 +94,7 @@ fn run_list(args: PushArgs, catalog: &Catalog) -> ExitCode {
         registry: common.registry.as_deref(),
         image_prefixes: &common.image_prefixes,
         tags: &common.tags,
+        alt_prefixes: &[],
         source: common.source,
     };
     match push::plan(&input) {

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use super::args::{CommonArgs, PushArgs};
+use super::kubevirt_env::KubevirtEnv;
 use crate::config::Config;
 use crate::push;
 use crate::push::manifest_list::{self, DEFAULT_CHILD_TAG};
@@ -111,6 +112,12 @@ impl PushArgs {
             manifest_list::validate_child_tag(&self.child_tag, &self.common.tags, &arches)?;
         }
         let mut names = self.targets;
+        // No target named: KubeVirt's push script environment, whole.
+        let kubevirt = if names.is_empty() {
+            KubevirtEnv::read()
+        } else {
+            KubevirtEnv::default()
+        };
         if names.is_empty() {
             names = std::env::var("PUSH_TARGETS")
                 .unwrap_or_default()
@@ -134,7 +141,17 @@ impl PushArgs {
             Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
             _ => None,
         };
-        let tags = dedup(self.common.tags);
+        let mut tags = self.common.tags;
+        if let Some(alt) = kubevirt.tag_alt {
+            push::plan::validate_tag(&alt).map_err(|e| format!("DOCKER_TAG_ALT: {e}"))?;
+            tags.push(alt);
+        }
+        let tags = dedup(tags);
+        let alt_prefixes: Vec<String> = kubevirt.image_prefix_alt.into_iter().collect();
+        for prefix in &alt_prefixes {
+            push::Destination::new(&registry, prefix, "virt-api", &tags[0])
+                .map_err(|e| format!("IMAGE_PREFIX_ALT: {e}"))?;
+        }
         Ok(Config {
             catalog,
             selections,
@@ -147,6 +164,8 @@ impl PushArgs {
             insecure: self.insecure,
             ca_certs,
             digests_dir: self.digests_dir,
+            alt_prefixes,
+            kubevirt_digests: kubevirt.digests,
             compression_level: self.compression_level,
             credential,
             retry: RetryPolicy {

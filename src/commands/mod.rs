@@ -51,6 +51,7 @@ fn plan_input<'a>(config: &'a Config, tags: &'a [String]) -> PlanInput<'a> {
         registry: Some(&config.registry),
         image_prefixes: &config.image_prefixes,
         tags,
+        alt_prefixes: &config.alt_prefixes,
         source: config.source,
     }
 }
@@ -175,6 +176,16 @@ fn finish(
     }
     for (dir, results) in digest_dirs {
         if let Err(e) = report::write_digest_files(dir, results) {
+            return fatal(&e);
+        }
+    }
+    // DIGESTS_DIR holds one architecture's files: not for --arch-bin runs.
+    if let Some(to) = config
+        .kubevirt_digests
+        .as_ref()
+        .filter(|_| config.arch_bins.is_empty())
+    {
+        if let Err(e) = report::kubevirt_digests::write(to, images) {
             return fatal(&e);
         }
     }

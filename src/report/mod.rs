@@ -14,6 +14,7 @@ use crate::targets::Catalog;
 
 pub mod github;
 pub mod json;
+pub mod kubevirt_digests;
 pub mod log;
 pub mod terminal;
 
@@ -305,11 +306,14 @@ pub fn list(plan: &Plan, catalog: &Catalog) -> String {
     for image in &plan.images {
         if current != Some(image.target) {
             current = Some(image.target);
+            // The rule names the build era of the target (a branch
+            // mid-migration mixes them).
             let _ = writeln!(
                 out,
-                "{}  ({})",
+                "{}  ({})  [{}]",
                 image.target.push_name(),
-                target_file(image, plan)
+                target_file(image, plan),
+                image.target.kind.rule()
             );
         }
         let dest = if image.destinations.is_empty() {

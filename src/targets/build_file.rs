@@ -13,9 +13,16 @@
 //!   `@rules_img//img:push.bzl`: one image named by the target without
 //!   `push-`. Its `registry`, `repository` and `tag`/`tag_list` are not
 //!   read: the deploy manifest Bazel writes holds them, stamped, and kvpush
-//!   overrides them at run time as KubeVirt's push script does.
+//!   overrides them at run time as KubeVirt's push script does;
+//! - `oci_push(name, image, repository, remote_tags)` loaded from
+//!   `@rules_oci//oci:defs.bzl`: one image, the OCI layout `image` names,
+//!   named like `image_push` by the target; `repository` and `remote_tags`
+//!   are overridden at run time as KubeVirt's script did with `--repository`
+//!   and `--tag`.
 //!
-//! A file may mix the rule sets; each target records its [`Kind`].
+//! A file may mix the rule sets (a branch mid-migration); each target
+//! records its [`Kind`]. A name given to two targets is an error, as in
+//! Bazel.
 //!
 //! Values may be string literals, `+` concatenations, top-level variables
 //! and `select()` (its `//conditions:default` branch). Nothing is executed;
@@ -242,7 +249,18 @@ fn image_name(template: &str) -> Option<String> {
     (!name.is_empty() && !name.contains("$(") && !name.contains('{')).then_some(name)
 }
 
-const PUSH_RULES: [&str; 3] = ["container_push", "docker_push", "oci_push"];
+const PUSH_RULES: [&str; 2] = ["container_push", "docker_push"];
+
+/// rules_oci's push rule: `oci_push`, loaded from `@rules_oci//oci:defs.bzl`
+/// (or not loaded at all, as in a macro-free test file).
+fn is_oci_push(call: &Call) -> bool {
+    call.rule == "oci_push"
+        && call.module.as_deref().is_none_or(|m| {
+            m.starts_with("@rules_oci")
+                || m.ends_with("oci:defs.bzl")
+                || m.ends_with("oci:push.bzl")
+        })
+}
 
 /// rules_img's push rule: `image_push`, loaded from `@rules_img//img:push.bzl`
 /// (or not loaded at all, as in a macro-free test file).
@@ -373,13 +391,25 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
     }
 
     let mut targets = Vec::new();
+    let mut seen: HashMap<String, Span> = HashMap::new();
     for call in calls
         .iter()
-        .filter(|c| PUSH_RULES.contains(&c.rule.as_str()) || is_image_push(c))
+        .filter(|c| PUSH_RULES.contains(&c.rule.as_str()) || is_image_push(c) || is_oci_push(c))
     {
         let push = file.required(call, "name")?;
+        if let Some(first) = seen.insert(push.clone(), call.span) {
+            return Err(format!(
+                "{}: a second target named {push:?} (the first is at {}); Bazel refuses the file too: rename or remove one",
+                file.at(call.span),
+                file.at(first)
+            ));
+        }
         if is_image_push(call) {
-            targets.push(image_push(&file, call, push)?);
+            targets.push(named_by_target(&file, call, push, Kind::RulesImg)?);
+            continue;
+        }
+        if is_oci_push(call) {
+            targets.push(named_by_target(&file, call, push, Kind::RulesOci)?);
             continue;
         }
         let from_push_all = call
@@ -387,7 +417,6 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
             .as_deref()
             .is_some_and(|m| m.ends_with("push-all.bzl"));
         let format = match call.rule.as_str() {
-            "oci_push" => Some("OCI".to_string()),
             "docker_push" => Some("Docker".to_string()),
             _ => file.string(call, "format")?,
         };
@@ -447,9 +476,10 @@ pub fn push_targets(path: &Path, text: &str) -> Result<Vec<Target>, String> {
     Ok(targets)
 }
 
-/// An `image_push`: the image is named by the target (`push-virt-api` ->
-/// `virt-api`), as KubeVirt's `--repository ${image_prefix}X` override does.
-fn image_push(file: &File, call: &Call, push: String) -> Result<Target, String> {
+/// An `image_push` or `oci_push`: the image is named by the target
+/// (`push-virt-api` -> `virt-api`), as KubeVirt's `--repository
+/// ${image_prefix}X` override does.
+fn named_by_target(file: &File, call: &Call, push: String, kind: Kind) -> Result<Target, String> {
     let name = push.strip_prefix("push-").unwrap_or(&push).to_string();
     if name.is_empty() {
         return Err(format!(
@@ -466,7 +496,7 @@ fn image_push(file: &File, call: &Call, push: String) -> Result<Target, String> 
         bundle: false,
         image: leak(name),
         images: &[],
-        kind: Kind::RulesImg,
+        kind,
     })
 }
 
@@ -615,6 +645,79 @@ image_push(
             "load(\"@rules_img//img:push.bzl\", \"image_push\")\nimage_push(name = \"push-x\")\n";
         let err = push_targets(Path::new("/ws/BUILD"), text).unwrap_err();
         assert!(err.contains("image_push() has no `image`"), "{err}");
+    }
+
+    const RULES_OCI: &str = r#"
+load("@rules_oci//oci:defs.bzl", "oci_push")
+load("@io_bazel_rules_docker//container:container.bzl", "container_push")
+
+oci_push(
+    name = "push-virt-api",
+    image = "//cmd/virt-api:virt-api-image",
+    repository = "quay.io/kubevirt/virt-api",
+)
+
+container_push(
+    name = "push-virt-handler",
+    format = "Docker",
+    image = "//cmd/virt-handler:virt-handler-image",
+    registry = "$(container_prefix)",
+    repository = "$(image_prefix)virt-handler",
+    tag = "$(container_tag)",
+)
+
+oci_push(
+    name = "push-conformance",
+    testonly = True,
+    image = "//tests:conformance-image",
+    repository = "quay.io/kubevirt/conformance",
+    remote_tags = ["latest"],
+)
+"#;
+
+    #[test]
+    fn oci_push_targets_mix_with_rules_docker_ones() {
+        let t = push_targets(Path::new("/ws/BUILD.bazel"), RULES_OCI).unwrap();
+        let seen: Vec<_> = t.iter().map(|t| (t.name, t.image, t.kind)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("virt-api", "virt-api", Kind::RulesOci),
+                ("virt-handler", "virt-handler", Kind::RulesDocker),
+                ("conformance", "conformance", Kind::RulesOci),
+            ]
+        );
+        assert_eq!(t[0].kind.rule(), "rules_oci oci_push");
+        assert_eq!(
+            t[0].build_command(),
+            "bazel build //cmd/virt-api:virt-api-image"
+        );
+        assert_eq!(
+            t[2].oci_layout_paths(Path::new("/b")),
+            Some((
+                Path::new("/b/tests/conformance-image").to_path_buf(),
+                Path::new("/b/tests/conformance-image.json.sha256").to_path_buf()
+            ))
+        );
+        assert_eq!(t[1].oci_layout_paths(Path::new("/b")), None);
+    }
+
+    #[test]
+    fn a_target_named_twice_is_an_error_naming_both() {
+        let text = "load(\"@rules_oci//oci:defs.bzl\", \"oci_push\")\n\
+                    oci_push(name = \"push-x\", image = \"//a:x-image\", repository = \"r/x\")\n\
+                    oci_push(name = \"push-x\", image = \"//b:x-image\", repository = \"r/x\")\n";
+        let err = push_targets(Path::new("/ws/BUILD.bazel"), text).unwrap_err();
+        assert!(
+            err.contains("/ws/BUILD.bazel:3:1: a second target named \"push-x\"")
+                && err.contains("first is at /ws/BUILD.bazel:2:1"),
+            "{err}"
+        );
+        let mixed =
+            format!("{RULES_OCI}\nimage_push(name = \"push-virt-api\", image = \"//a:b\")\n");
+        assert!(push_targets(Path::new("/ws/BUILD"), &mixed)
+            .unwrap_err()
+            .contains("a second target named \"push-virt-api\""));
     }
 
     #[test]

@@ -51,9 +51,13 @@ pub fn kvpush_command_at(program: &Path, home: &Path) -> Command {
     for var in [
         "DOCKER_PREFIX",
         "DOCKER_TAG",
+        "DOCKER_TAG_ALT",
         "IMAGE_PREFIX",
+        "IMAGE_PREFIX_ALT",
         "PUSH_TARGETS",
         "BUILD_ARCH",
+        "ARCHITECTURE",
+        "DIGESTS_DIR",
         "KVPUSH_USERNAME",
         "KVPUSH_PASSWORD",
         "RUST_LOG",

@@ -89,6 +89,8 @@ pub struct PlanInput<'a> {
     /// Every image goes under each prefix, with each tag.
     pub image_prefixes: &'a [String],
     pub tags: &'a [String],
+    /// Prefixes pushed at the first tag only (KubeVirt's IMAGE_PREFIX_ALT).
+    pub alt_prefixes: &'a [String],
     pub source: SourceChoice,
 }
 
@@ -206,6 +208,18 @@ fn planned(input: &PlanInput, target: Target, name: String, found: Found) -> Pla
                     Ok(d) => destinations.push(d),
                     Err(e) => image = Err(e),
                 }
+            }
+        }
+        let first_tag = input.tags.first();
+        for prefix in input
+            .alt_prefixes
+            .iter()
+            .filter(|p| !input.image_prefixes.contains(p))
+        {
+            match first_tag.map(|tag| Destination::new(registry, prefix, &name, tag)) {
+                Some(Ok(d)) => destinations.push(d),
+                Some(Err(e)) => image = Err(e),
+                None => {}
             }
         }
     }

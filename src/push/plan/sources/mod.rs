@@ -2,8 +2,9 @@
 //! the kinds of Bazel output an image is read from. [`SourceChoice`] is
 //! `--source`; [`SourceKind`] is what was used; `TargetSources::find` is
 //! the dispatch between them. Each kind has its reader here, owning its
-//! own state: `parts.rs`, `tarball.rs`, `layout.rs`, `rules_img.rs` (the
-//! only source of a rules_img `image_push` target). Adding an image
+//! own state: `parts.rs`, `tarball.rs`, `layout.rs`, `rules_oci.rs` (an
+//! `oci_push` target's layout), `rules_img.rs` (the only source of a
+//! rules_img `image_push` target). Adding an image
 //! source (rules_img deploy manifests, another rules_oci output) means a
 //! reader in `crate::source`, its paths in `crate::targets`, a
 //! [`SourceKind`] variant (`kind.rs`), a reader file here, and its branch
@@ -25,6 +26,7 @@ mod kind;
 mod layout;
 mod parts;
 mod rules_img;
+mod rules_oci;
 mod tarball;
 
 pub(super) use kind::Found;
@@ -42,6 +44,7 @@ pub(super) struct TargetSources {
     tarball: TarballSource,
     layouts: Layouts,
     rules_img: RulesImgSource,
+    bazel_bin: PathBuf,
 }
 
 impl TargetSources {
@@ -69,6 +72,7 @@ impl TargetSources {
             tarball: TarballSource::new(target, choice, bazel_bin, known.clone()),
             layouts: Layouts::new(target, bazel_bin, known),
             rules_img: RulesImgSource::new(target, bazel_bin),
+            bazel_bin: bazel_bin.to_path_buf(),
         }
     }
 
@@ -96,6 +100,10 @@ impl TargetSources {
     pub(super) fn find(&mut self, name: &str) -> Found {
         if self.target.kind == Kind::RulesImg {
             return self.rules_img.read();
+        }
+        if self.target.kind == Kind::RulesOci {
+            // Only the layout exists for it, whatever `--source` says.
+            return rules_oci::read(self.target, &self.bazel_bin);
         }
         match self.choice {
             SourceChoice::Tarball => self.read_from_tarball_or_layout(name),
