@@ -81,6 +81,13 @@ pub fn describe_error_body(status: u16, body: &[u8]) -> String {
     out
 }
 
+/// The `code`s of a distribution-spec error body (none for another body).
+pub fn error_codes(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.errors.into_iter().map(|e| e.code).collect())
+        .unwrap_or_default()
+}
+
 /// `: CODE: message[; CODE: message]` of an error body, or a short excerpt
 /// of a non-JSON one; empty for an empty body.
 pub fn error_body_text(body: &[u8]) -> String {

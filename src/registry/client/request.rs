@@ -30,7 +30,7 @@ use crate::registry::transport::{self, HttpClients};
 pub(super) const MAX_FETCH: u64 = 16 << 20;
 
 /// Error bodies read for their message: the rest is ignored.
-const ERROR_BODY_MAX: u64 = 64 << 10;
+pub(super) const ERROR_BODY_MAX: u64 = 64 << 10;
 
 /// One request as `execute` needs it to (re)send it.
 pub(super) struct Req<'a> {
