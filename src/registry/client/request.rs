@@ -200,9 +200,17 @@ impl Client {
         let progress = Progress::default();
         let (request, token_id) = self.build(req, &progress).await?;
         let limit = self.retry.stall_timeout;
+        // While the host is down, a try that hangs (a connect, a read) ends
+        // when the outage reaches --retry-time; a healthy host's tries are
+        // never cut by it.
+        let outage_end = self.backoff.down_since().map(|t| t + self.retry.deadline);
         let sent = tokio::select! {
             sent = request.send() => sent.map_err(transport_failure),
             () = progress.stalled(limit) => Err(stall_reason(limit).into()),
+            () = sleep_until(outage_end) => Err(format!(
+                "no answer while the registry has been unreachable for --retry-time {}s",
+                self.retry.deadline.as_secs()
+            ).into()),
         };
         Ok((sent, token_id))
     }
@@ -222,6 +230,7 @@ impl Client {
             let (sent, token_id) = self.send(req).await?;
             match sent {
                 Ok(resp) => {
+                    self.backoff.mark_up();
                     let status = resp.status();
                     tracing::debug!(host = %self.endpoint.host, method = %req.method, path = req.url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "request");
                     if status == StatusCode::UNAUTHORIZED
@@ -263,8 +272,11 @@ impl Client {
                     ));
                 }
                 Err(TransportFailure { reason, .. }) => {
+                    self.backoff.mark_down();
+                    // An outage is counted from its start, for every request.
+                    let since = self.backoff.down_since().map_or(first, |d| d.min(first));
                     let delay = self.retry.delay(tries - 1, None);
-                    if let Some(why) = self.stop_retrying(req, tries, first, delay) {
+                    if let Some(why) = self.stop_retrying(req, tries, since, delay) {
                         return Err(self.unreachable(req, reason).with_note(&why));
                     }
                     tracing::warn!(
@@ -406,6 +418,14 @@ impl Client {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// Sleep until `at`, or forever when there is no such instant.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
