@@ -1,8 +1,10 @@
-//! How a registry host is reached: TLS trust and the HTTP clients built on
-//! it (system roots, or `SSL_CERT_FILE` which replaces them as in OpenSSL,
-//! plus `--ca-cert` files; a second client that skips certificate checks,
-//! used only for loopback registries and with `--insecure`), the probe that
-//! picks HTTPS or a fallback, and the rule for where credentials may travel.
+//! How a registry host is reached: the HTTP clients of a host (one checking
+//! certificates against what [`super::trust`] gathers: system roots or
+//! `SSL_CERT_FILE`, `--ca-cert`, certs.d; a second that skips the checks,
+//! used only for loopback registries and with `--insecure`), reading
+//! `--ca-cert` files, the probe that picks HTTPS or a fallback (a failed
+//! certificate check ends it at once), and the rule for where credentials
+//! may travel.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
