@@ -442,7 +442,7 @@ mod tests {
     async fn token_authenticator(reg: &kvpush_fixtures::Registry) -> Authenticator {
         let (username, password) = reg.credentials().unwrap();
         let retry = RetryPolicy::default();
-        let clients = HttpClients::new(&[], retry.connect_timeout).unwrap();
+        let clients = HttpClients::new("127.0.0.1", retry.connect_timeout).unwrap();
         let base = Url::parse(&format!("http://{}", reg.addr())).unwrap();
         let lookup = Lookup {
             found: Some(FoundCredential {

@@ -38,6 +38,14 @@ pub enum RegistryError {
     },
     #[error("registry {host}: {message}")]
     Protocol { host: String, message: String },
+    /// The TLS handshake failed on the certificates: trying again cannot
+    /// help, so this is never retried.
+    #[error("cannot reach registry {host} at {url}: {reason}")]
+    Untrusted {
+        host: String,
+        url: String,
+        reason: String,
+    },
 }
 
 /// The `errors` array distribution-spec registries put in error bodies.
@@ -71,6 +79,13 @@ pub fn describe_error_body(status: u16, body: &[u8]) -> String {
     };
     out.push_str(hint);
     out
+}
+
+/// The `code`s of a distribution-spec error body (none for another body).
+pub fn error_codes(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.errors.into_iter().map(|e| e.code).collect())
+        .unwrap_or_default()
 }
 
 /// `: CODE: message[; CODE: message]` of an error body, or a short excerpt
@@ -117,7 +132,8 @@ impl RegistryError {
             RegistryError::Unreachable { reason: text, .. }
             | RegistryError::Status { detail: text, .. }
             | RegistryError::Denied { advice: text, .. }
-            | RegistryError::Protocol { message: text, .. } => {
+            | RegistryError::Protocol { message: text, .. }
+            | RegistryError::Untrusted { reason: text, .. } => {
                 text.push_str(" (");
                 text.push_str(note);
                 text.push(')');
@@ -134,7 +150,9 @@ impl RegistryError {
             RegistryError::Status { status, .. } => reqwest::StatusCode::from_u16(*status)
                 .map(retry::retryable_status)
                 .unwrap_or(false),
-            RegistryError::Denied { .. } | RegistryError::Protocol { .. } => false,
+            RegistryError::Denied { .. }
+            | RegistryError::Protocol { .. }
+            | RegistryError::Untrusted { .. } => false,
         }
     }
 }
@@ -153,6 +171,75 @@ pub(super) fn transport_reason(err: reqwest::Error) -> String {
         source = e.source();
     }
     parts.join(": ")
+}
+
+/// A transport failure as the request loop and the probe see it.
+#[derive(Debug)]
+pub(super) struct TransportFailure {
+    pub(super) reason: String,
+    /// A certificate or hostname check failed, on either side: the same
+    /// certificates would fail again, so it is not retried.
+    pub(super) certificate: bool,
+}
+
+impl From<String> for TransportFailure {
+    /// A failure that is not about certificates (a stall, a broken body).
+    fn from(reason: String) -> Self {
+        TransportFailure {
+            reason,
+            certificate: false,
+        }
+    }
+}
+
+/// [`transport_reason`] and whether the failure was a certificate check.
+pub(super) fn transport_failure(err: reqwest::Error) -> TransportFailure {
+    let certificate = is_certificate_failure(&err);
+    TransportFailure {
+        reason: transport_reason(err),
+        certificate,
+    }
+}
+
+/// Does the chain hold a rustls error about certificates (ours refused the
+/// server's, or the server refused ours)? hyper wraps it in an io::Error,
+/// whose `source()` skips it, so look inside those too.
+fn is_certificate_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return certificate_error(tls);
+        }
+        // io::Errors nest (hyper-util wraps tokio-rustls's); step inside.
+        source = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
+fn certificate_error(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    match e {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::UnsupportedNameType => true,
+        rustls::Error::AlertReceived(alert) => matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::CertificateRequired
+        ),
+        _ => false,
+    }
 }
 
 /// Why a request was abandoned by the stall watchdog.
@@ -177,5 +264,24 @@ mod tests {
         );
         assert!(describe_error_body(502, b"<html>bad gateway</html>").contains("bad gateway"));
         assert!(describe_error_body(401, b"").contains("credentials"));
+    }
+
+    #[test]
+    fn certificate_failures_are_told_apart_through_io_errors() {
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::other(bad);
+        assert!(is_certificate_failure(&wrapped));
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, alert));
+        assert!(is_certificate_failure(&nested));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!is_certificate_failure(&reset));
+        let untrusted = RegistryError::Untrusted {
+            host: "h".into(),
+            url: "https://h/v2/".into(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert!(!untrusted.is_transient());
     }
 }

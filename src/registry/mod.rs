@@ -5,6 +5,7 @@
 //! policy, [`credentials`] and [`challenge`] parsing know no other module
 //! here; [`errors`] (with the classification of transport failures, over
 //! retry's idea of a transient status) is below everything that sends;
+//! [`trust`] gathers what certificates are checked against;
 //! [`transport`] reaches a host; [`auth`] logs in; [`client`] sends requests
 //! through all of them and speaks the protocol. Imports only go down
 //! this list.
@@ -18,6 +19,7 @@ pub mod errors;
 pub mod media;
 pub mod retry;
 pub mod transport;
+pub mod trust;
 
 // The paths the rest of kvpush has always used.
 pub use endpoint::{is_loopback, Endpoint, Security};

@@ -101,16 +101,20 @@ impl RetryPolicy {
     }
 }
 
-/// A per-host "nobody sends before" instant, pushed forward by throttling.
+/// A per-host "nobody sends before" instant, pushed forward by throttling,
+/// and since when the host has not answered at all (an outage), so that
+/// `--retry-time` bounds an outage for every request, not each one anew.
 #[derive(Debug)]
 pub struct HostBackoff {
     until: Mutex<Instant>,
+    down_since: Mutex<Option<Instant>>,
 }
 
 impl Default for HostBackoff {
     fn default() -> Self {
         HostBackoff {
             until: Mutex::new(Instant::now()),
+            down_since: Mutex::new(None),
         }
     }
 }
@@ -123,6 +127,23 @@ impl HostBackoff {
         if until > now {
             tokio::time::sleep(until - now).await;
         }
+    }
+
+    /// A try got no answer (refused, reset, stalled): the outage starts
+    /// now unless it already had.
+    pub fn mark_down(&self) {
+        let mut since = self.down_since.lock().expect("backoff poisoned");
+        since.get_or_insert_with(Instant::now);
+    }
+
+    /// The host answered: no outage.
+    pub fn mark_up(&self) {
+        *self.down_since.lock().expect("backoff poisoned") = None;
+    }
+
+    /// When the current outage began, if the host is not answering.
+    pub fn down_since(&self) -> Option<Instant> {
+        *self.down_since.lock().expect("backoff poisoned")
     }
 
     /// The host said "slow down": hold every request for `delay`.
@@ -185,5 +206,17 @@ mod tests {
         );
         let why = p.give_up(2, s(8), s(3)).unwrap();
         assert!(why.contains("past --retry-time 10s"), "{why}");
+    }
+
+    #[test]
+    fn an_outage_is_dated_from_its_first_failure_until_an_answer() {
+        let h = HostBackoff::default();
+        assert_eq!(h.down_since(), None);
+        h.mark_down();
+        let since = h.down_since().unwrap();
+        h.mark_down();
+        assert_eq!(h.down_since(), Some(since), "the first failure dates it");
+        h.mark_up();
+        assert_eq!(h.down_since(), None);
     }
 }

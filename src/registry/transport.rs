@@ -1,8 +1,10 @@
-//! How a registry host is reached: TLS trust and the HTTP clients built on
-//! it (system roots, or `SSL_CERT_FILE` which replaces them as in OpenSSL,
-//! plus `--ca-cert` files; a second client that skips certificate checks,
-//! used only for loopback registries and with `--insecure`), the probe that
-//! picks HTTPS or a fallback, and the rule for where credentials may travel.
+//! How a registry host is reached: the HTTP clients of a host (one checking
+//! certificates against what [`super::trust`] gathers: system roots or
+//! `SSL_CERT_FILE`, `--ca-cert`, certs.d; a second that skips the checks,
+//! used only for loopback registries and with `--insecure`), reading
+//! `--ca-cert` files, the probe that picks HTTPS or a fallback (a failed
+//! certificate check ends it at once), and the rule for where credentials
+//! may travel.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,30 +12,25 @@ use std::time::Duration;
 use reqwest::{redirect, Certificate, Url};
 
 use super::endpoint::{is_loopback, Endpoint, Security};
-use super::errors::{stall_reason, transport_reason, RegistryError};
+use super::errors::{stall_reason, transport_failure, RegistryError};
 use super::retry::RetryPolicy;
+use super::trust;
 
 const USER_AGENT: &str = concat!("kvpush/", env!("CARGO_PKG_VERSION"));
 
-/// Read `--ca-cert` files (PEM, one or more certificates each).
+/// Read `--ca-cert` files (PEM, one or more certificates each); their
+/// certificates are trusted for every registry host from then on.
 pub fn load_ca_certs(paths: &[PathBuf]) -> Result<Vec<Certificate>, String> {
     let mut certs = Vec::new();
     for path in paths {
-        certs.extend(read_pem_bundle(path, "--ca-cert")?);
-    }
-    Ok(certs)
-}
-
-fn read_pem_bundle(path: &Path, what: &str) -> Result<Vec<Certificate>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("{what} {}: cannot read it: {e}", path.display()))?;
-    let certs = Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{what} {}: not a PEM certificate file: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{what} {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
+        let ders = trust::read_certs(path, "--ca-cert")?;
+        for der in &ders {
+            certs
+                .push(Certificate::from_der(der).map_err(|e| {
+                    format!("--ca-cert {}: not a certificate: {e}", path.display())
+                })?);
+        }
+        trust::remember_ca_cert(path, ders);
     }
     Ok(certs)
 }
@@ -42,40 +39,68 @@ fn read_pem_bundle(path: &Path, what: &str) -> Result<Vec<Certificate>, String> 
 /// since an unreadable one would silently leave no trusted root at all.
 pub fn check_ssl_cert_file() -> Result<(), String> {
     match std::env::var_os("SSL_CERT_FILE") {
-        Some(p) if !p.is_empty() => read_pem_bundle(Path::new(&p), "SSL_CERT_FILE").map(|_| ()),
+        Some(p) if !p.is_empty() => trust::read_certs(Path::new(&p), "SSL_CERT_FILE").map(|_| ()),
         _ => Ok(()),
     }
+}
+
+/// Test only: `NAME=ADDR[,NAME=ADDR]` resolves host NAME to IP ADDR, so
+/// tests reach a registry on 127.0.0.1 under a non-loopback name without
+/// editing /etc/hosts. Not for production use.
+pub const TEST_RESOLVE_ENV: &str = "KVPUSH_TEST_RESOLVE";
+
+fn test_resolve(mut b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    let Ok(map) = std::env::var(TEST_RESOLVE_ENV) else {
+        return b;
+    };
+    for pair in map.split(',') {
+        if let Some((name, addr)) = pair.split_once('=') {
+            if let Ok(ip) = addr.trim().parse::<std::net::IpAddr>() {
+                // reqwest uses the URL's port; the one given here is ignored.
+                b = b.resolve(name.trim(), std::net::SocketAddr::new(ip, 0));
+            }
+        }
+    }
+    b
 }
 
 /// The two HTTP clients of a registry host.
 #[derive(Clone, Debug)]
 pub struct HttpClients {
-    /// Checks certificates against the system roots and `--ca-cert`.
+    /// Checks certificates against what [`trust`] gathers for the host.
     pub verified: reqwest::Client,
     /// Accepts any certificate: loopback registries and `--insecure` only.
     pub unverified: reqwest::Client,
+    /// What `verified` checks certificates against, in words.
+    pub trust: String,
 }
 
 impl HttpClients {
-    /// No read_timeout: reqwest counts it from the start of the request,
-    /// so it would cut long uploads; every request is watched for stalls
+    /// The clients for registry `host` (`name[:port]`). No read_timeout:
+    /// reqwest counts it from the start of the request, so it would cut
+    /// long uploads; every request is watched for stalls
     /// (`--stall-timeout`) instead.
-    pub fn new(ca_certs: &[Certificate], connect_timeout: Duration) -> Result<HttpClients, String> {
-        let build = |verify: bool| {
-            let mut b = reqwest::Client::builder()
-                .user_agent(USER_AGENT)
-                .connect_timeout(connect_timeout)
-                .redirect(redirect_policy())
-                .danger_accept_invalid_certs(!verify);
-            for cert in ca_certs {
-                b = b.add_root_certificate(cert.clone());
-            }
-            b.build()
-                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+    pub fn new(host: &str, connect_timeout: Duration) -> Result<HttpClients, String> {
+        let builder = || {
+            test_resolve(
+                reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .connect_timeout(connect_timeout)
+                    .redirect(redirect_policy()),
+            )
         };
+        let setup = |e: reqwest::Error| format!("cannot set up the HTTP client: {e}");
+        let (tls, trust) = trust::client_config(host)?;
         Ok(HttpClients {
-            verified: build(true)?,
-            unverified: build(false)?,
+            verified: builder()
+                .use_preconfigured_tls(tls)
+                .build()
+                .map_err(setup)?,
+            unverified: builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .map_err(setup)?,
+            trust,
         })
     }
 
@@ -124,6 +149,7 @@ pub async fn probe(
     loop {
         tries += 1;
         let mut reasons = Vec::new();
+        let mut untrusted = None;
         for candidate in &candidates {
             let http = clients.for_security(candidate.security);
             let get = http.get(format!("{}/v2/", candidate.base_url)).send();
@@ -138,16 +164,23 @@ pub async fn probe(
                     warn_unless_verified(candidate, insecure, reasons.first());
                     return Ok(candidate.clone());
                 }
-                Ok(Err(e)) => reasons.push(transport_reason(e)),
+                Ok(Err(e)) => {
+                    let failure = transport_failure(e);
+                    if failure.certificate && untrusted.is_none() {
+                        untrusted = Some((candidate, failure.reason.clone()));
+                    }
+                    reasons.push(failure.reason);
+                }
                 Err(_) => reasons.push(stall_reason(retry.stall_timeout)),
             }
         }
-        let mut reason = distinct(reasons).join("; ");
+        // No fallback took it and the same certificates would fail again.
+        if let Some((candidate, reason)) = untrusted {
+            return Err(untrusted_error(host, candidate, &reason, &clients.trust));
+        }
+        let reason = distinct(reasons).join("; ");
         let delay = retry.delay(tries - 1, None);
         if let Some(why) = retry.give_up(tries, started.elapsed(), delay) {
-            if reason.contains("certificate") {
-                reason.push_str("; if its certificate comes from a private CA, pass --ca-cert FILE (or set SSL_CERT_FILE); --insecure skips the check");
-            }
             let urls = distinct(candidates.iter().map(|c| format!("{}/v2/", c.base_url)));
             return Err(RegistryError::Unreachable {
                 host: host.to_string(),
@@ -160,6 +193,35 @@ pub async fn probe(
             delay.as_secs_f64()
         );
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// A certificate check that failed: what was checked against what, and
+/// what to do, without suggesting a `--ca-cert` that was already given.
+pub(crate) fn untrusted_error(
+    host: &str,
+    endpoint: &Endpoint,
+    reason: &str,
+    trust: &str,
+) -> RegistryError {
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    let advice = if trust.contains("--ca-cert") || trust.contains("certs.d") {
+        "the certificate the registry presents must be one of those, or be signed by one, and list the name in its subjectAltName; --insecure skips the check"
+    } else {
+        "if its certificate comes from a private CA or is self-signed, pass --ca-cert FILE or put it in /etc/docker/certs.d/HOST:PORT/ca.crt; --insecure skips the check"
+    };
+    RegistryError::Untrusted {
+        host: host.to_string(),
+        url: format!("{}/v2/", endpoint.base_url),
+        reason: format!(
+            "{reason}; the certificate was checked for the name {name} against {trust}; {advice}; not retried, as it would fail the same way"
+        ),
     }
 }
 

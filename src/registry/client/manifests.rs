@@ -5,11 +5,13 @@
 //! requests are sent is [`super::request`]'s.
 
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use std::time::Instant;
+
+use reqwest::{Method, Response, StatusCode};
 
 use super::body::Body;
-use super::request::{pull_scopes, push_scopes, Client, MAX_FETCH};
-use crate::registry::errors::RegistryError;
+use super::request::{pull_scopes, push_scopes, Client, ERROR_BODY_MAX, MAX_FETCH};
+use crate::registry::errors::{describe_error_body, error_codes, RegistryError};
 use crate::registry::media;
 
 /// A manifest as the registry stores it.
@@ -108,6 +110,10 @@ impl Client {
 
     /// `PUT /v2/<repo>/manifests/<reference>`; checks that the registry
     /// stored exactly the bytes sent by comparing `Docker-Content-Digest`.
+    /// A 400 naming blobs (`MANIFEST_BLOB_UNKNOWN`, `DIGEST_INVALID`) is
+    /// what docker-registry answers while another run commits one of the
+    /// same blobs: the blobs the manifest names are checked again and the
+    /// `PUT` retried, within `--retries` and `--retry-time`.
     pub async fn put_manifest(
         &self,
         repo: &str,
@@ -117,9 +123,51 @@ impl Client {
         digest: &str,
     ) -> Result<(), RegistryError> {
         let op = format!("PUT manifest {repo}:{reference}");
+        let started = Instant::now();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let refused = match self
+                .put_manifest_once(&op, repo, reference, media_type, bytes)
+                .await?
+            {
+                Ok(resp) => return self.check_digest(&op, &resp, digest),
+                Err(refused) => refused,
+            };
+            let missing = self.missing_references(repo, bytes).await?;
+            let delay = self.retry.delay(tries - 1, None);
+            if let Some(why) = self.retry.give_up(tries, started.elapsed(), delay) {
+                let what = if missing.is_empty() {
+                    "every blob it names is in the repository".to_string()
+                } else {
+                    format!("the repository lacks {}", missing.join(", "))
+                };
+                return Err(refused.with_note(&format!("{what}; {why}")));
+            }
+            tracing::warn!(
+                "{} on {op}: {refused}; {} of the blobs it names missing (another push committing them?); retrying in {:.1}s",
+                self.endpoint.host,
+                missing.len(),
+                delay.as_secs_f64()
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One `PUT` of the manifest (the request loop's own retries
+    /// included): the answer, or the error of a 400 naming blobs, which
+    /// the caller retries.
+    async fn put_manifest_once(
+        &self,
+        op: &str,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Result<Response, RegistryError>, RegistryError> {
         let scopes = push_scopes(repo);
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let mut req = self.req(&op, Method::PUT, url, &scopes);
+        let mut req = self.req(op, Method::PUT, url, &scopes);
         let content_type =
             HeaderValue::from_str(media_type).map_err(|_| RegistryError::Protocol {
                 host: self.endpoint.host.clone(),
@@ -128,9 +176,67 @@ impl Client {
         req.headers.push((CONTENT_TYPE, content_type));
         req.body = Body::Bytes(bytes);
         let resp = self.execute(&req).await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(&op, resp).await);
+        if resp.status().is_success() {
+            return Ok(Ok(resp));
         }
-        self.check_digest(&op, &resp, digest)
+        if resp.status() != StatusCode::BAD_REQUEST {
+            return Err(self.status_error(op, resp).await);
+        }
+        let body = self
+            .read_body(op, resp, ERROR_BODY_MAX)
+            .await
+            .unwrap_or_default();
+        let error = RegistryError::Status {
+            host: self.endpoint.host.clone(),
+            operation: op.to_string(),
+            status: 400,
+            detail: describe_error_body(400, &body),
+        };
+        let names_blobs = error_codes(&body)
+            .iter()
+            .any(|c| BLOB_RACE_CODES.contains(&c.as_str()));
+        if names_blobs {
+            Ok(Err(error))
+        } else {
+            Err(error)
+        }
+    }
+
+    /// The blobs (and, for a list, the manifests) `manifest` names that the
+    /// repository does not hold now.
+    async fn missing_references(
+        &self,
+        repo: &str,
+        manifest: &[u8],
+    ) -> Result<Vec<String>, RegistryError> {
+        let parsed: serde_json::Value = serde_json::from_slice(manifest).unwrap_or_default();
+        let digests = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["digest"].as_str().map(str::to_string))
+                .collect()
+        };
+        let mut missing = Vec::new();
+        let blobs = parsed["config"]["digest"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .chain(digests(&parsed["layers"]));
+        for blob in blobs {
+            if !self.blob_exists(repo, &blob).await? {
+                missing.push(blob);
+            }
+        }
+        for child in digests(&parsed["manifests"]) {
+            if self.manifest_digest(repo, &child).await?.as_deref() != Some(child.as_str()) {
+                missing.push(child);
+            }
+        }
+        Ok(missing)
     }
 }
+
+/// Codes docker-registry answers to a manifest `PUT` while a blob it names
+/// is being committed by another upload of the same blob.
+const BLOB_RACE_CODES: [&str; 3] = ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UNKNOWN"];

@@ -20,7 +20,8 @@ use crate::registry::auth::{challenge_error, Authenticator};
 use crate::registry::credentials::{lookup_credentials, FoundCredential};
 use crate::registry::endpoint::Endpoint;
 use crate::registry::errors::{
-    describe_error_body, error_body_text, stall_reason, transport_reason, RegistryError,
+    describe_error_body, error_body_text, stall_reason, transport_failure, transport_reason,
+    RegistryError, TransportFailure,
 };
 use crate::registry::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use crate::registry::transport::{self, HttpClients};
@@ -29,7 +30,7 @@ use crate::registry::transport::{self, HttpClients};
 pub(super) const MAX_FETCH: u64 = 16 << 20;
 
 /// Error bodies read for their message: the rest is ignored.
-const ERROR_BODY_MAX: u64 = 64 << 10;
+pub(super) const ERROR_BODY_MAX: u64 = 64 << 10;
 
 /// One request as `execute` needs it to (re)send it.
 pub(super) struct Req<'a> {
@@ -50,7 +51,8 @@ pub(super) struct Req<'a> {
 pub struct ConnectOptions {
     /// Accept any TLS certificate and allow plain HTTP, on any host.
     pub insecure: bool,
-    /// Extra trusted roots (`--ca-cert`).
+    /// Extra trusted roots (`--ca-cert`), as `transport::load_ca_certs`
+    /// read them; it records them for every host's trust as it reads them.
     pub ca_certs: Vec<reqwest::Certificate>,
     /// Tries, time limits and timeouts, token requests included.
     pub retry: RetryPolicy,
@@ -64,6 +66,8 @@ pub struct Client {
     pub(super) endpoint: Endpoint,
     pub(super) base: Url,
     http: reqwest::Client,
+    /// What certificates are checked against, for error messages.
+    trust: String,
     auth: Authenticator,
     pub(super) retry: RetryPolicy,
     backoff: HostBackoff,
@@ -106,8 +110,7 @@ impl Client {
             Some(c) => tracing::info!("using credentials for {host} from {}", c.source),
             None => tracing::info!("no credentials for {host}; going on anonymously"),
         }
-        let clients =
-            HttpClients::new(&options.ca_certs, options.retry.connect_timeout).map_err(protocol)?;
+        let clients = HttpClients::new(host, options.retry.connect_timeout).map_err(protocol)?;
         let endpoint = transport::probe(host, &clients, options.insecure, &options.retry).await?;
         let base = Url::parse(&endpoint.base_url).map_err(|e| {
             protocol(format!(
@@ -116,6 +119,7 @@ impl Client {
             ))
         })?;
         let http = clients.for_security(endpoint.security).clone();
+        let trust = clients.trust.clone();
         let auth = Authenticator::new(
             host,
             &base,
@@ -128,6 +132,7 @@ impl Client {
             endpoint,
             base,
             http,
+            trust,
             auth,
             retry: options.retry.clone(),
             backoff: HostBackoff::default(),
@@ -191,13 +196,21 @@ impl Client {
     async fn send(
         &self,
         req: &Req<'_>,
-    ) -> Result<(Result<Response, String>, Option<u64>), RegistryError> {
+    ) -> Result<(Result<Response, TransportFailure>, Option<u64>), RegistryError> {
         let progress = Progress::default();
         let (request, token_id) = self.build(req, &progress).await?;
         let limit = self.retry.stall_timeout;
+        // While the host is down, a try that hangs (a connect, a read) ends
+        // when the outage reaches --retry-time; a healthy host's tries are
+        // never cut by it.
+        let outage_end = self.backoff.down_since().map(|t| t + self.retry.deadline);
         let sent = tokio::select! {
-            sent = request.send() => sent.map_err(transport_reason),
-            () = progress.stalled(limit) => Err(stall_reason(limit)),
+            sent = request.send() => sent.map_err(transport_failure),
+            () = progress.stalled(limit) => Err(stall_reason(limit).into()),
+            () = sleep_until(outage_end) => Err(format!(
+                "no answer while the registry has been unreachable for --retry-time {}s",
+                self.retry.deadline.as_secs()
+            ).into()),
         };
         Ok((sent, token_id))
     }
@@ -217,6 +230,7 @@ impl Client {
             let (sent, token_id) = self.send(req).await?;
             match sent {
                 Ok(resp) => {
+                    self.backoff.mark_up();
                     let status = resp.status();
                     tracing::debug!(host = %self.endpoint.host, method = %req.method, path = req.url.path(), status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "request");
                     if status == StatusCode::UNAUTHORIZED
@@ -249,9 +263,20 @@ impl Client {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(reason) => {
+                Err(failure) if failure.certificate => {
+                    return Err(transport::untrusted_error(
+                        &self.endpoint.host,
+                        &self.endpoint,
+                        &failure.reason,
+                        &self.trust,
+                    ));
+                }
+                Err(TransportFailure { reason, .. }) => {
+                    self.backoff.mark_down();
+                    // An outage is counted from its start, for every request.
+                    let since = self.backoff.down_since().map_or(first, |d| d.min(first));
                     let delay = self.retry.delay(tries - 1, None);
-                    if let Some(why) = self.stop_retrying(req, tries, first, delay) {
+                    if let Some(why) = self.stop_retrying(req, tries, since, delay) {
                         return Err(self.unreachable(req, reason).with_note(&why));
                     }
                     tracing::warn!(
@@ -393,6 +418,14 @@ impl Client {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// Sleep until `at`, or forever when there is no such instant.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
