@@ -1,5 +1,5 @@
 //! The GitHub Action's own logic: its shell steps (contrib/github-action/
-//! install.sh, build.sh, push.sh, glibc-floor.sh) run here as a runner
+//! install.sh, build.sh, push.sh) run here as a runner
 //! would run them, with a simulated runner environment (GITHUB_OUTPUT,
 //! GITHUB_STEP_SUMMARY, RUNNER_OS/ARCH/TEMP) and a fake release download
 //! directory serving the built kvpush with its sha256 file, pushing to a
@@ -463,27 +463,4 @@ fn manifest_arches_runs_kvpush_manifest_with_the_arches() {
     );
     let json = PathBuf::from(&runner.outputs()["json"]);
     assert_eq!(std::fs::read_to_string(json).unwrap().trim(), "{}");
-}
-
-#[test]
-fn glibc_floor_names_the_highest_glibc_version_and_fails_above_the_limit() {
-    let bin = env!("CARGO_BIN_EXE_kvpush");
-    let run = |max: &str| {
-        let out = Command::new("bash")
-            .arg(script("glibc-floor.sh"))
-            .args([bin, max])
-            .output()
-            .expect("bash runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
-    let (code, text) = run("99.0");
-    assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("needs glibc >= 2."), "{text}");
-    let (code, text) = run("1.0");
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("above 1.0"), "{text}");
 }
