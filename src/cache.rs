@@ -11,7 +11,10 @@
 //!
 //! One small file per entry, written to a temporary name and renamed into
 //! place, so concurrent runs never see half an entry; an entry that does not
-//! parse is ignored (and rewritten by the next run that learns it).
+//! parse is ignored (and rewritten by the next run that learns it). A cache
+//! that cannot be written (a full disk, no permission) costs only speed:
+//! the first failure is said once, the push goes on without caching, and
+//! a write cut short leaves only its temporary file, which is removed.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +33,10 @@ pub struct CachedLayer {
 pub struct Cache {
     root: PathBuf,
 }
+
+/// Set once a cache write failed and the warning was given (once a process:
+/// a run may open the cache more than once).
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `$XDG_CACHE_HOME/kvpush`, else `$HOME/.cache/kvpush`.
 pub fn default_dir() -> Option<PathBuf> {
@@ -140,6 +147,12 @@ impl Cache {
         })();
         if let Err(e) = result {
             tracing::debug!("cannot write cache entry {}: {e}", path.display());
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "cannot write the digest cache in {} ({e}); going on without caching: the next run reads and compresses the layers again",
+                    self.root.display()
+                );
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //! without `Retry-After`), resets or closes connections in the middle of a
 //! request body, stalls, and truncates the registry's answers; it can also
 //! refuse bodies above a size (413, as nginx's `client_max_body_size`),
-//! announce `OCI-Chunk-Min-Length`, and slow every request down.
+//! announce `OCI-Chunk-Min-Length`, and slow every request down. Hostile
+//! answers too: a body trickled a few bytes a second, a body padded past
+//! a size (with or without `Content-Length`), a redirect to itself.
 //!
 //! Plain std threads and `TcpStream`s: one thread per client connection
 //! (kept alive between requests), a fresh upstream connection per request.
@@ -45,6 +47,15 @@ pub enum Fault {
     /// registry's answer and close: the registry did the work, the client
     /// does not know it.
     Truncate,
+    /// Forward the request, send the answer's head at once and its body
+    /// `bytes_per_sec` bytes a second, until [`FaultPlan::stall_limit`].
+    Trickle { bytes_per_sec: u32 },
+    /// Forward the request and send the answer's body padded with spaces
+    /// (still valid JSON) to `len` bytes; with `Content-Length` when
+    /// `declared`, else ended by closing the connection.
+    Oversize { len: u64, declared: bool },
+    /// Read the request and answer `307` to the same URI, for ever.
+    RedirectLoop,
 }
 
 /// How the proxy behaves; swap it while running with [`FaultProxy::set_plan`].
@@ -72,6 +83,9 @@ pub struct FaultPlan {
     pub bandwidth: Option<u64>,
     /// Longest a stalled connection is held.
     pub stall_limit: Duration,
+    /// Replace the `realm` of the registry's `WWW-Authenticate` challenges
+    /// with this URL (a token service elsewhere, say on another host).
+    pub realm: Option<String>,
 }
 
 impl Default for FaultPlan {
@@ -88,6 +102,7 @@ impl Default for FaultPlan {
             latency: Duration::ZERO,
             bandwidth: None,
             stall_limit: Duration::from_secs(60),
+            realm: None,
         }
     }
 }
@@ -517,7 +532,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
                     record(Outcome::Forwarded(status), body_len);
                     true
                 }
-                Ok(None) => fault.is_some_and(|f| matches!(f, Fault::Status { .. })),
+                Ok(None) => {
+                    fault.is_some_and(|f| matches!(f, Fault::Status { .. } | Fault::RedirectLoop))
+                }
                 Err(e) => {
                     if fault.is_none() {
                         record(Outcome::Broken(e.to_string()), body_len);
@@ -565,7 +582,16 @@ fn handle(
             }
             return Ok(None);
         }
-        Some(Fault::Truncate) | None => {}
+        Some(Fault::RedirectLoop) => {
+            discard_body(conn, head)?;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n",
+                head.uri
+            );
+            conn.stream.write_all(answer.as_bytes())?;
+            return Ok(None);
+        }
+        Some(Fault::Truncate | Fault::Trickle { .. } | Fault::Oversize { .. }) | None => {}
     }
 
     // Forward on a fresh upstream connection.
@@ -616,8 +642,72 @@ fn handle(
         return Ok(None);
     }
     let (response, status) = reframe(&raw, head, plan, shared)?;
-    conn.stream.write_all(&response)?;
-    Ok(Some(status))
+    match fault {
+        Some(Fault::Trickle { bytes_per_sec }) => {
+            trickle(conn, &response, bytes_per_sec, plan.stall_limit, shared)?;
+            Ok(None)
+        }
+        Some(Fault::Oversize { len, declared }) => {
+            conn.stream.write_all(&padded(&response, len, declared))?;
+            if !declared {
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
+            Ok(None)
+        }
+        _ => {
+            conn.stream.write_all(&response)?;
+            Ok(Some(status))
+        }
+    }
+}
+
+/// Send `response` (as [`reframe`] made it): its head at once, its body
+/// `rate` bytes a second, for at most `limit`; then close.
+fn trickle(
+    conn: &mut Conn,
+    response: &[u8],
+    rate: u32,
+    limit: Duration,
+    shared: &Shared,
+) -> io::Result<()> {
+    let end = find(response, b"\r\n\r\n").map_or(response.len(), |e| e + 4);
+    conn.stream.write_all(&response[..end])?;
+    let until = Instant::now() + limit;
+    let pause = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    for byte in &response[end..] {
+        if Instant::now() >= until || shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        conn.stream.write_all(std::slice::from_ref(byte))?;
+        thread::sleep(pause);
+    }
+    let _ = conn.stream.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// `response` with its body padded with spaces to `len` bytes, framed by
+/// `Content-Length` when `declared`, else by closing the connection.
+fn padded(response: &[u8], len: u64, declared: bool) -> Vec<u8> {
+    let end = find(response, b"\r\n\r\n").map_or(response.len(), |e| e + 4);
+    let head = String::from_utf8_lossy(&response[..end]);
+    let mut out = String::new();
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    let mut body = response[end..].to_vec();
+    body.resize((len as usize).max(body.len()), b' ');
+    if declared {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    } else {
+        out.push_str("Connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 fn discard_body(conn: &mut Conn, head: &Head) -> io::Result<()> {
@@ -674,6 +764,13 @@ fn reframe(
             }
         }
     }
+    if let Some(realm) = &plan.realm {
+        for (k, v) in headers.iter_mut() {
+            if k.eq_ignore_ascii_case("www-authenticate") {
+                *v = with_realm(v, realm);
+            }
+        }
+    }
     if let Some(min) = plan.chunk_min_length {
         if req.method == "POST" && req.uri.contains("/blobs/uploads/") && status == 202 {
             headers.push(("OCI-Chunk-Min-Length".into(), min.to_string()));
@@ -691,9 +788,32 @@ fn reframe(
     Ok((out, status))
 }
 
+/// A challenge with its `realm="..."` replaced by `realm`.
+fn with_realm(challenge: &str, realm: &str) -> String {
+    let Some(start) = challenge.find("realm=\"") else {
+        return challenge.to_string();
+    };
+    let value = start + "realm=\"".len();
+    let end = challenge[value..]
+        .find('"')
+        .map_or(challenge.len(), |e| value + e);
+    format!("{}{realm}{}", &challenge[..value], &challenge[end..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn realms_are_replaced() {
+        assert_eq!(
+            with_realm(
+                r#"Bearer realm="http://127.0.0.1:1/token",service="s""#,
+                "https://t.example/x"
+            ),
+            r#"Bearer realm="https://t.example/x",service="s""#
+        );
+    }
 
     #[test]
     fn flaky_plans_fault_about_their_rate() {

@@ -7,7 +7,8 @@
 //! registry refuses mid-run (expired, revoked, `insufficient_scope`) is
 //! dropped so that the next try fetches a new one, unless another request
 //! already replaced it. Token requests are retried and watched for stalls
-//! as registry requests are. Where credentials come from is
+//! as registry requests are, except a failed certificate check (it would
+//! fail the same way); their answers are read capped ([`super::answer`]). Where credentials come from is
 //! [`super::credentials`]; they never print. Reading the challenge
 //! header is [`super::challenge`]'s.
 
@@ -21,9 +22,10 @@ use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 
+use super::answer::{read_capped, Cap, ReadFailure};
 pub use super::challenge::{challenge_error, parse_challenge, Challenge};
 use super::credentials::{Credential, FoundCredential, Lookup};
-use super::errors::{error_body_text, stall_reason, transport_reason, RegistryError};
+use super::errors::{error_body_text, stall_reason, transport_failure, RegistryError};
 use super::retry::{retry_after, retryable_status, RetryPolicy};
 use super::transport::{may_send_credentials, HttpClients};
 
@@ -253,6 +255,7 @@ impl Authenticator {
     async fn send_token_request(
         &self,
         req: reqwest::RequestBuilder,
+        realm_url: &Url,
         realm_host: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let first = Instant::now();
@@ -270,7 +273,20 @@ impl Authenticator {
                     self.retry.delay(tries - 1, retry_after(resp.headers())),
                     Some(resp),
                 ),
-                Ok(Err(e)) => (transport_reason(e), self.retry.delay(tries - 1, None), None),
+                Ok(Err(e)) => {
+                    let failure = transport_failure(e);
+                    if failure.certificate {
+                        return Err(RegistryError::Untrusted {
+                            host: self.host.clone(),
+                            url: realm_url.to_string(),
+                            reason: format!(
+                                "its token service {realm_host}: {}; the certificate was checked against {}; not retried, as it would fail the same way",
+                                failure.reason, self.clients.trust
+                            ),
+                        });
+                    }
+                    (failure.reason, self.retry.delay(tries - 1, None), None)
+                }
                 Err(_) => (stall_reason(limit), self.retry.delay(tries - 1, None), None),
             };
             if let Some(why) = self.retry.give_up(tries, first.elapsed(), delay) {
@@ -331,7 +347,8 @@ impl Authenticator {
                     ("grant_type", "refresh_token".into()),
                     ("refresh_token", refresh.expose().into()),
                 ];
-                self.send_token_request(post(grant), &realm_host).await?
+                self.send_token_request(post(grant), &realm_url, &realm_host)
+                    .await?
             }
             other => {
                 let mut url = realm_url.clone();
@@ -348,7 +365,9 @@ impl Authenticator {
                 if let Some(Credential::Basic { username, password }) = other {
                     req = req.basic_auth(username, Some(password.expose()));
                 }
-                let resp = self.send_token_request(req, &realm_host).await?;
+                let resp = self
+                    .send_token_request(req, &realm_url, &realm_host)
+                    .await?;
                 match (resp.status(), other) {
                     (
                         StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED,
@@ -359,19 +378,22 @@ impl Authenticator {
                             ("username", username.clone()),
                             ("password", password.expose().into()),
                         ];
-                        self.send_token_request(post(grant), &realm_host).await?
+                        self.send_token_request(post(grant), &realm_url, &realm_host)
+                            .await?
                     }
                     _ => resp,
                 }
             }
         };
         let status = resp.status();
-        let limit = self.retry.stall_timeout;
-        let body = match tokio::time::timeout(limit, resp.bytes()).await {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(e)) => Err(transport_reason(e)),
-            Err(_) => Err(stall_reason(limit)),
+        let cap = if status.is_success() {
+            Cap::Token
+        } else {
+            Cap::ErrorBody
         };
+        let body = read_capped(resp, cap, self.retry.stall_timeout)
+            .await
+            .map_err(|(ReadFailure::TooLarge(why) | ReadFailure::Broken(why))| why);
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Denied {
                 host: self.host.clone(),

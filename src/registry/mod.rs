@@ -5,11 +5,13 @@
 //! policy, [`credentials`] and [`challenge`] parsing know no other module
 //! here; [`errors`] (with the classification of transport failures, over
 //! retry's idea of a transient status) is below everything that sends;
+//! [`answer`] reads the bodies kept in memory, capped and watched;
 //! [`trust`] gathers what certificates are checked against;
 //! [`transport`] reaches a host; [`auth`] logs in; [`client`] sends requests
 //! through all of them and speaks the protocol. Imports only go down
 //! this list.
 
+pub mod answer;
 pub mod auth;
 pub mod challenge;
 pub mod client;

@@ -88,8 +88,14 @@ impl Run<'_> {
             "config-{}.json",
             self.spool_seq.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&config_path, &image.config)
-            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        std::fs::write(&config_path, &image.config).map_err(|e| {
+            let advice = if super::prepare::is_disk_full(&e) {
+                format!("; {}", super::prepare::SPOOL_ADVICE)
+            } else {
+                String::new()
+            };
+            format!("cannot write {}: {e}{advice}", config_path.display())
+        })?;
         let config_len = image.config.len() as u64;
         let mut blobs = vec![Blob {
             key: image.config_digest.clone(),

@@ -91,6 +91,14 @@ impl Run<'_> {
         let mut prepared = prepared
             .map_err(|e| format!("layer task failed: {e}"))?
             .map_err(|e| {
+                if is_disk_full(&e) {
+                    return format!(
+                        "cannot write layer {} of {} to the temporary directory {}: {e}; {SPOOL_ADVICE}",
+                        index + 1,
+                        src.path.display(),
+                        self.spool_dir.path().display()
+                    );
+                }
                 format!(
                     "cannot read layer {} of {}: {e}",
                     index + 1,
@@ -365,4 +373,12 @@ pub(super) fn layer_users(plan: &Plan) -> HashMap<String, usize> {
         }
     }
     users
+}
+
+/// What to do when the temporary directory is full.
+pub(super) const SPOOL_ADVICE: &str = "the disk is full: free space there or set TMPDIR to a directory with room for the largest compressed layers";
+
+/// A write failed for want of room (ENOSPC, or EDQUOT: a quota).
+pub(super) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == std::io::ErrorKind::StorageFull
 }

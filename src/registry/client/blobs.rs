@@ -12,7 +12,8 @@ use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
 
 use super::body::OnceStream;
-use super::request::{pull_scopes, push_scopes, Client, MAX_FETCH};
+use super::request::{pull_scopes, push_scopes, Client};
+use crate::registry::answer::{Cap, Trickle};
 use crate::registry::errors::RegistryError;
 
 /// Why a [`Download`] did not deliver its blob.
@@ -51,8 +52,10 @@ struct Checked {
     held: Option<Bytes>,
     failure: Arc<Mutex<Option<DownloadFailure>>>,
     done: bool,
-    /// An origin that sends nothing for this long broke (`--stall-timeout`).
+    /// An origin that sends too little for this long broke (`--stall-timeout`).
     stall: std::time::Duration,
+    /// The progress of the current `stall` window; set at the first read.
+    watch: Option<Trickle>,
 }
 
 impl Checked {
@@ -72,13 +75,15 @@ impl Checked {
             return None;
         }
         loop {
-            let Ok(next) = tokio::time::timeout(self.stall, self.inner.next()).await else {
-                let m = crate::registry::errors::stall_reason(self.stall);
+            let watch = self.watch.get_or_insert_with(|| Trickle::new(self.stall));
+            let Some(next) = watch.within(self.inner.next()).await else {
+                let m = watch.reason();
                 return Some(self.fail(DownloadFailure::Broken(m)));
             };
             match next {
                 Some(Ok(chunk)) => {
                     self.seen += chunk.len() as u64;
+                    watch.arrived(chunk.len() as u64);
                     if self.seen > self.size {
                         let m = format!("more than the {} bytes its descriptor says", self.size);
                         return Some(self.fail(DownloadFailure::Corrupt(m)));
@@ -138,7 +143,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }
-        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
+        let bytes = self.read_body(&op, resp, Cap::Config).await?;
         let got = crate::blob::sha256_digest(&bytes);
         if got != digest {
             return Err(RegistryError::Protocol {
@@ -185,6 +190,7 @@ impl Client {
             failure: failure.clone(),
             done: false,
             stall: self.retry.stall_timeout,
+            watch: None,
         };
         let stream = futures::stream::unfold(checked, |mut c| async move {
             c.next().await.map(|item| (item, c))
@@ -223,6 +229,7 @@ mod tests {
             failure: failure.clone(),
             done: false,
             stall: std::time::Duration::from_secs(5),
+            watch: None,
         };
         let mut sent = Vec::new();
         let runtime = tokio::runtime::Builder::new_current_thread()

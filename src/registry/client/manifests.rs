@@ -10,7 +10,8 @@ use std::time::Instant;
 use reqwest::{Method, Response, StatusCode};
 
 use super::body::Body;
-use super::request::{pull_scopes, push_scopes, Client, ERROR_BODY_MAX, MAX_FETCH};
+use super::request::{pull_scopes, push_scopes, Client};
+use crate::registry::answer::Cap;
 use crate::registry::errors::{describe_error_body, error_codes, RegistryError};
 use crate::registry::media;
 
@@ -79,7 +80,7 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = self.read_body(&op, resp, MAX_FETCH).await?;
+        let bytes = self.read_body(&op, resp, Cap::Manifest).await?;
         let digest = crate::blob::sha256_digest(&bytes);
         let expected = said.or_else(|| {
             reference
@@ -183,7 +184,7 @@ impl Client {
             return Err(self.status_error(op, resp).await);
         }
         let body = self
-            .read_body(op, resp, ERROR_BODY_MAX)
+            .read_body(op, resp, Cap::ErrorBody)
             .await
             .unwrap_or_default();
         let error = RegistryError::Status {

@@ -16,21 +16,16 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::body::{Body, Progress};
 use super::session::ChunkPolicy;
+use crate::registry::answer::{read_capped, Cap, ReadFailure};
 use crate::registry::auth::{challenge_error, Authenticator};
 use crate::registry::credentials::{lookup_credentials, FoundCredential};
 use crate::registry::endpoint::Endpoint;
 use crate::registry::errors::{
-    describe_error_body, error_body_text, stall_reason, transport_failure, transport_reason,
-    RegistryError, TransportFailure,
+    describe_error_body, error_body_text, stall_reason, transport_failure, RegistryError,
+    TransportFailure,
 };
 use crate::registry::retry::{retry_after, retryable_status, HostBackoff, RetryPolicy};
 use crate::registry::transport::{self, HttpClients};
-
-/// Manifests and configs read into memory: refuse anything larger.
-pub(super) const MAX_FETCH: u64 = 16 << 20;
-
-/// Error bodies read for their message: the rest is ignored.
-pub(super) const ERROR_BODY_MAX: u64 = 64 << 10;
 
 /// One request as `execute` needs it to (re)send it.
 pub(super) struct Req<'a> {
@@ -315,7 +310,7 @@ impl Client {
         let repo = repo_of_path(resp.url().path()).to_string();
         // A registry that stops mid-body still gets its status reported.
         let body = self
-            .read_body(operation, resp, ERROR_BODY_MAX)
+            .read_body(operation, resp, Cap::ErrorBody)
             .await
             .unwrap_or_default();
         if denied {
@@ -366,41 +361,27 @@ impl Client {
         Err(self.status_error(op, resp).await)
     }
 
-    /// Read the body of the answer to `op`, at most `max` bytes, giving up
-    /// when nothing arrives for `--stall-timeout`.
+    /// Read the body of the answer to `op`, at most `cap` bytes, giving up
+    /// when it trickles ([`crate::registry::answer`]).
     pub(super) async fn read_body(
         &self,
         op: &str,
-        mut resp: Response,
-        max: u64,
+        resp: Response,
+        cap: Cap,
     ) -> Result<Vec<u8>, RegistryError> {
-        let too_large = |n: u64| RegistryError::Protocol {
-            host: self.endpoint.host.clone(),
-            message: format!("{op}: the answer is {n} bytes, more than kvpush expects"),
-        };
-        let broken = |reason: String| RegistryError::Unreachable {
-            host: self.endpoint.host.clone(),
-            url: self.endpoint.base_url.clone(),
-            reason: format!("{op} failed while reading the answer: {reason}"),
-        };
-        if let Some(n) = resp.content_length().filter(|n| *n > max) {
-            return Err(too_large(n));
-        }
-        let limit = self.retry.stall_timeout;
-        let mut body = Vec::new();
-        loop {
-            match tokio::time::timeout(limit, resp.chunk()).await {
-                Err(_) => return Err(broken(stall_reason(limit))),
-                Ok(Err(e)) => return Err(broken(transport_reason(e))),
-                Ok(Ok(None)) => return Ok(body),
-                Ok(Ok(Some(chunk))) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() as u64 > max {
-                        return Err(too_large(body.len() as u64));
-                    }
-                }
-            }
-        }
+        read_capped(resp, cap, self.retry.stall_timeout)
+            .await
+            .map_err(|failure| match failure {
+                ReadFailure::TooLarge(why) => RegistryError::Protocol {
+                    host: self.endpoint.host.clone(),
+                    message: format!("{op}: {why}"),
+                },
+                ReadFailure::Broken(reason) => RegistryError::Unreachable {
+                    host: self.endpoint.host.clone(),
+                    url: self.endpoint.base_url.clone(),
+                    reason: format!("{op} failed while reading the answer: {reason}"),
+                },
+            })
     }
 
     /// The registry's `Docker-Content-Digest` for a blob or manifest just
