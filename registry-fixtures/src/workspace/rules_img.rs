@@ -525,6 +525,48 @@ pub fn write_base_layouts(
     Ok(out)
 }
 
+/// Write each target's image as a complete OCI layout `dir/<name>/` (base
+/// layers included, tagged `latest`), what `skopeo copy oci:<dir/name>:latest
+/// docker://...` pushes when it must not fetch anything (the bench's
+/// stand-in for the sequential `bazel run`s). A blob several images share
+/// is written once and hard-linked. Returns `(name, layout dir)` per target.
+pub fn write_image_layouts(
+    dir: &Path,
+    targets: &[RulesImgTarget],
+) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut written: std::collections::HashMap<String, PathBuf> = Default::default();
+    let mut out = Vec::new();
+    for t in targets {
+        let image = &t.images[0];
+        let layout = dir.join(&t.name);
+        let blobs = layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs)?;
+        for blob in [&image.manifest, &image.config]
+            .into_iter()
+            .chain(&image.layers)
+        {
+            let path = blobs.join(&blob.digest[7..]);
+            match written.get(&blob.digest) {
+                Some(first) if fs::hard_link(first, &path).is_ok() => {}
+                _ => fs::write(&path, &blob.bytes)?,
+            }
+            written.entry(blob.digest.clone()).or_insert(path);
+        }
+        fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let mut desc = image.manifest.descriptor();
+        desc["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
+        fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).expect("json"),
+        )?;
+        out.push((t.name.clone(), layout));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,5 +606,14 @@ mod tests {
             .join("blobs/sha256")
             .join(&ws.bases[0].layers[1].digest[7..])
             .is_file());
+        let images = write_image_layouts(&dir.path().join("images"), &ws.targets).unwrap();
+        assert_eq!(images.len(), 12);
+        let (name, layout) = &images[1];
+        let t = &ws.targets[1];
+        assert_eq!(name, &t.name);
+        for blob in t.images[0].layers.iter().chain([&t.images[0].manifest]) {
+            let path = layout.join("blobs/sha256").join(&blob.digest[7..]);
+            assert_eq!(fs::read(path).unwrap(), blob.bytes);
+        }
     }
 }
