@@ -141,6 +141,23 @@ fn every_image_lands_with_its_root_digest_bases_fetched_once_and_a_rerun_moves_n
         digests.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0);
+    // The summary tells the base layers copied from the origin (each once)
+    // from the layers pushed as Bazel built them (the images' own).
+    let own: usize =
+        s.ws.targets
+            .iter()
+            .map(|t| t.images[0].layers.len() - t.images[0].base_layers)
+            .sum();
+    let copied = format!(
+        "({} copied from origin registries,",
+        s.base_layer_digests().len()
+    );
+    let bazel = format!("{own} pushed as Bazel compressed them");
+    assert!(
+        run.stderr.contains(&copied) && run.stderr.contains(&bazel),
+        "{copied} / {bazel}: {}",
+        run.stderr
+    );
     for t in &s.ws.targets {
         let reference = format!("{prefix}/{}:t1", t.name);
         assert_eq!(
@@ -178,6 +195,11 @@ fn every_image_lands_with_its_root_digest_bases_fetched_once_and_a_rerun_moves_n
         "json",
     ]);
     assert_eq!(again.code, 0);
+    assert!(
+        !again.stdout.contains("copied_from_origin"),
+        "{}",
+        again.stdout
+    );
     assert!(
         again.stdout.contains(&s.ws.targets[0].root_digest),
         "{}",

@@ -167,7 +167,7 @@ impl Run<'_> {
             }
         }
         for image in root.images() {
-            for l in &image.layers {
+            for l in image.layers.iter().filter(|l| l.remote.is_none()) {
                 if !result.prebuilt_layers.contains(&l.digest) {
                     result.prebuilt_layers.push(l.digest.clone());
                 }
