@@ -525,6 +525,71 @@ pub fn write_base_layouts(
     Ok(out)
 }
 
+/// Add an index target `push-<name>` to a generated workspace (its
+/// BUILD.bazel too): one image per architecture of `arches` on base 0, in
+/// the v0.3.16+ layout. `manifest_tags[i]`, when not empty, become a
+/// `registry_tag` operation tagging child `i` (rules_img's per-manifest
+/// tags of an index), in the push's registry and repository.
+pub fn add_index_target(
+    ws: &RulesImgWorkspace,
+    spec: &RulesImgSpec,
+    name: &str,
+    arches: &[&str],
+    manifest_tags: &[&[&str]],
+) -> io::Result<RulesImgTarget> {
+    let images: Vec<ImageParts> = arches
+        .iter()
+        .map(|arch| {
+            let spec = RulesImgSpec {
+                arch: arch.to_string(),
+                ..spec.clone()
+            };
+            image_on(&spec, &ws.bases[0], &format!("{name}-{arch}"), 1, 2048)
+        })
+        .collect();
+    let index = index_of(&images, arches);
+    let bin = ws.root.join("bazel-out/k8-fastbuild/bin");
+    let target = write_push_target(
+        &bin,
+        spec,
+        &ws.bases[0],
+        0,
+        name,
+        RulesImgLayout::SparseSources,
+        false,
+        images,
+        Some(index),
+    )?;
+    let mut deploy: Value = serde_json::from_slice(&fs::read(&target.deploy_manifest)?)?;
+    let push = deploy["operations"][0].clone();
+    for (child, tags) in target.images.iter().zip(manifest_tags) {
+        if tags.is_empty() {
+            continue;
+        }
+        deploy["operations"]
+            .as_array_mut()
+            .expect("operations")
+            .push(json!({
+                "command": "registry_tag",
+                "root_kind": "manifest",
+                "root": child.manifest.descriptor(),
+                "registry": push["registry"],
+                "repository": push["repository"],
+                "tags": tags,
+            }));
+    }
+    fs::write(
+        &target.deploy_manifest,
+        serde_json::to_vec_pretty(&deploy).expect("json"),
+    )?;
+    let mut build = fs::read_to_string(ws.root.join("BUILD.bazel"))?;
+    build.push_str(&format!(
+        "\nimage_push(\n    name = \"push-{name}\",\n    image = \"//cmd/{name}:{name}-index\",\n    registry = \"quay.io\",\n    repository = \"kubevirt/{name}\",\n)\n"
+    ));
+    fs::write(ws.root.join("BUILD.bazel"), build)?;
+    Ok(target)
+}
+
 /// Write each target's image as a complete OCI layout `dir/<name>/` (base
 /// layers included, tagged `latest`), what `skopeo copy oci:<dir/name>:latest
 /// docker://...` pushes when it must not fetch anything (the bench's
