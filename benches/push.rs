@@ -7,6 +7,9 @@
 //! change** (one layer of virt-handler rebuilt). skopeo pushes one image after
 //! another (`skopeo copy docker-archive:... docker://...`), as the sequential
 //! `bazel run //:push-*` did, with a blob-info cache private to the bench.
+//! A fourth, **rules_img**, pushes a generated rules_img workspace whose
+//! shallow base layers live in an origin registry (see [`rules_img`]), with
+//! the bytes each tool fetched from that origin.
 //! Then: compression throughput against pigz at the same level on the same
 //! layers, and peak memory of kvpush on a single multi-GiB layer.
 //!
@@ -39,6 +42,9 @@ use kvpush_fixtures::{
 };
 use serde_json::json;
 
+#[path = "push/rules_img.rs"]
+mod rules_img;
+
 /// kvpush's default level, used for the pigz comparison too.
 const LEVEL: u32 = kvpush::blob::DEFAULT_COMPRESSION_LEVEL;
 
@@ -52,6 +58,8 @@ struct Measure {
     stored: u64,
     /// CPU seconds the registry spent during the run (it shares the cores).
     registry_cpu: f64,
+    /// Blob bytes an origin registry served during the run (rules_img).
+    fetched: u64,
 }
 
 impl Measure {
@@ -60,10 +68,11 @@ impl Measure {
         self.cpu += other.cpu;
         self.rss_kib = self.rss_kib.max(other.rss_kib);
         self.registry_cpu += other.registry_cpu;
+        self.fetched += other.fetched;
     }
 
     fn json(&self) -> serde_json::Value {
-        json!({"wall_s": self.wall, "cpu_s": self.cpu, "peak_rss_kib": self.rss_kib, "bytes_stored": self.stored, "registry_cpu_s": self.registry_cpu})
+        json!({"wall_s": self.wall, "cpu_s": self.cpu, "peak_rss_kib": self.rss_kib, "bytes_stored": self.stored, "registry_cpu_s": self.registry_cpu, "bytes_fetched_from_origin": self.fetched})
     }
 }
 
@@ -105,8 +114,7 @@ fn timed(cmd: &mut Command) -> Measure {
         wall: f[0],
         cpu: f[1] + f[2],
         rss_kib: f[3] as u64,
-        stored: 0,
-        registry_cpu: 0.0,
+        ..Measure::default()
     }
 }
 
@@ -158,6 +166,16 @@ struct Bench {
     skopeo_registry: Registry,
 }
 
+fn report_round(round: usize, name: &str, k: &Measure, s: &Measure) {
+    println!(
+        "round {}: {name}: kvpush {:.2}s, skopeo {:.2}s, ratio {:.2}",
+        round + 1,
+        k.wall,
+        s.wall,
+        k.wall / s.wall
+    );
+}
+
 /// Write every dirty page to disk, so that no measured run pays for the
 /// writeback of what came before it (the generated workspaces, the other
 /// tool's registry storage): without it the first run of each scenario,
@@ -168,14 +186,26 @@ fn settle() {
 }
 
 impl Bench {
-    fn kvpush(&self, ws: &Workspace, tag: &str) -> Measure {
+    /// Two empty registries (storage under `storage`), the caches in `work`.
+    fn fresh(work: PathBuf, storage: &Path) -> Bench {
+        std::fs::create_dir_all(&work).unwrap();
+        Bench {
+            kvpush: PathBuf::from(env!("CARGO_BIN_EXE_kvpush")),
+            work,
+            kv_registry: Registry::start_in(RegistryKind::Plain, storage),
+            skopeo_registry: Registry::start_in(RegistryKind::Plain, storage),
+        }
+    }
+
+    /// `kvpush all` of the workspace at `root`.
+    fn kvpush(&self, root: &Path, tag: &str) -> Measure {
         settle();
         let before = stored_bytes(&self.kv_registry);
         let cpu_before = registry_cpu(&self.kv_registry);
         let mut cmd = Command::new(&self.kvpush);
         cmd.arg("all")
             .arg("--workspace")
-            .arg(&ws.root)
+            .arg(root)
             .arg("--registry")
             .arg(format!("{}/kubevirt", self.kv_registry.addr()))
             .arg("--tag")
@@ -188,22 +218,21 @@ impl Bench {
         m
     }
 
-    /// skopeo, one image after another, with its blob-info cache in the
-    /// bench's own directory (a private mount namespace for root, HOME
-    /// otherwise), so "cold" really is cold and the host's cache untouched.
-    fn skopeo(&self, ws: &Workspace, tag: &str) -> Measure {
+    /// skopeo, one image after another (`(name, source)` each), with its
+    /// blob-info cache in the bench's own directory (a private mount
+    /// namespace for root, HOME otherwise), so "cold" really is cold and the
+    /// host's cache untouched.
+    fn skopeo(&self, images: &[(String, String)], tag: &str) -> Measure {
         settle();
         let before = stored_bytes(&self.skopeo_registry);
         let cpu_before = registry_cpu(&self.skopeo_registry);
         let cache = self.work.join("skopeo-cache");
         std::fs::create_dir_all(&cache).unwrap();
         let mut total = Measure::default();
-        for image in &ws.images {
-            let source = image.skopeo_source();
+        for (name, source) in images {
             let dest = format!(
-                "docker://{}/kubevirt/{}:{tag}",
-                self.skopeo_registry.addr(),
-                image.name
+                "docker://{}/kubevirt/{name}:{tag}",
+                self.skopeo_registry.addr()
             );
             let copy = format!(
                 "skopeo --insecure-policy copy -q --dest-tls-verify=false '{source}' '{dest}'"
@@ -227,6 +256,14 @@ impl Bench {
         total.registry_cpu = registry_cpu(&self.skopeo_registry) - cpu_before;
         total
     }
+}
+
+/// `(name, skopeo source)` of each image of a workspace.
+fn skopeo_sources(ws: &Workspace) -> Vec<(String, String)> {
+    ws.images
+        .iter()
+        .map(|i| (i.name.clone(), i.skopeo_source()))
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -444,6 +481,14 @@ fn main() {
         ws.images.len(),
         human(ws.total_bytes)
     );
+    let rules = rules_img::RulesImgBench::prepare(&work.path().join("rules-img"), &storage, scale);
+    println!(
+        "generated a rules_img workspace of {} images, {} of distinct base layers in the origin registry",
+        rules.images(),
+        human(rules.base_bytes())
+    );
+    let sources = skopeo_sources(&ws);
+    let sources_changed = skopeo_sources(&ws_changed);
 
     // Every round of every scenario: (kvpush, skopeo).
     let mut rounds_of: BTreeMap<&str, Vec<(Measure, Measure)>> = BTreeMap::new();
@@ -452,28 +497,27 @@ fn main() {
         // Fresh registries and caches: each round's cold push is cold.
         let round_dir = work.path().join(format!("round-{round}"));
         std::fs::create_dir_all(&round_dir).unwrap();
-        let b = bench.insert(Bench {
-            kvpush: PathBuf::from(env!("CARGO_BIN_EXE_kvpush")),
-            work: round_dir,
-            kv_registry: Registry::start_in(RegistryKind::Plain, &storage),
-            skopeo_registry: Registry::start_in(RegistryKind::Plain, &storage),
-        });
-        for (name, workspace, tag) in [
-            ("1-cold", &ws, "cold"),
-            ("2-warm", &ws, "warm"),
-            ("3-one-image-change", &ws_changed, "change"),
+        let b = bench.insert(Bench::fresh(round_dir.clone(), &storage));
+        for (name, workspace, images, tag) in [
+            ("1-cold", &ws, &sources, "cold"),
+            ("2-warm", &ws, &sources, "warm"),
+            (
+                "3-one-image-change",
+                &ws_changed,
+                &sources_changed,
+                "change",
+            ),
         ] {
-            let k = b.kvpush(workspace, tag);
-            let s = b.skopeo(workspace, tag);
-            println!(
-                "round {}: {name}: kvpush {:.2}s, skopeo {:.2}s, ratio {:.2}",
-                round + 1,
-                k.wall,
-                s.wall,
-                k.wall / s.wall
-            );
+            let k = b.kvpush(&workspace.root, tag);
+            let s = b.skopeo(images, tag);
+            report_round(round, name, &k, &s);
             rounds_of.entry(name).or_default().push((k, s));
         }
+        // Fresh destinations: the bases must come from the origin again.
+        let fresh = Bench::fresh(round_dir.join("rules-img"), &storage);
+        let (k, s) = rules.round(&fresh);
+        report_round(round, "4-rules-img", &k, &s);
+        rounds_of.entry("4-rules-img").or_default().push((k, s));
     }
     let bench = bench.expect("at least one round");
     // Per scenario: the round with the median ratio, and every ratio.
@@ -550,6 +594,17 @@ fn main() {
             json!({"kvpush": k.json(), "skopeo": s.json(), "wall_ratio": ratio, "round_ratios": ratios}),
         );
     }
+    if let Some((_, k, s, _)) = scenarios.iter().find(|(n, ..)| *n == "4-rules-img") {
+        println!();
+        println!(
+            "4-rules-img: fetched from the origin registry: kvpush {:.1} MiB (distinct base layers {:.1} MiB), skopeo {:.1} MiB (complete layouts); uploaded (stored): kvpush {:.1} MiB, skopeo {:.1} MiB",
+            mib(k.fetched),
+            mib(rules.base_bytes()),
+            mib(s.fetched),
+            mib(k.stored),
+            mib(s.stored)
+        );
+    }
     println!();
     for (name, _, _, ratios) in &scenarios {
         let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
@@ -581,6 +636,7 @@ fn main() {
         "scale_bytes": scale,
         "rounds": rounds,
         "images": ws.images.len(),
+        "rules_img": {"images": rules.images(), "distinct_base_layer_bytes": rules.base_bytes()},
         "scenarios": json_scenarios,
         "compression": {
             "level": LEVEL, "input_bytes": layer_bytes,

@@ -30,9 +30,9 @@ sanitizer=(--sanitizer "${KVPUSH_FUZZ_SANITIZER:-address}")
 export CFLAGS="${CFLAGS:-} -fno-sanitize=all"
 
 cargo run -q --manifest-path ../Cargo.toml -p kvpush-fixtures -- fuzz-seeds corpus
-for target in tarball manifest; do
+for target in tarball manifest deploy_manifest; do
     echo "fuzz/run.sh: $target for ${secs}s" >&2
     cargo fuzz run "${sanitizer[@]}" "$target" "corpus/$target" -- \
         -max_total_time="$secs" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 done
-echo "fuzz: 2 passed, 0 failed"
+echo "fuzz: 3 passed, 0 failed"

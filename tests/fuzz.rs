@@ -5,7 +5,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use kvpush_fixtures::fuzzcorpus::{manifest_seeds, mutate, tarball_seeds};
+use kvpush_fixtures::fuzzcorpus::{deploy_manifest_seeds, manifest_seeds, mutate, tarball_seeds};
 use kvpush_fixtures::prng::Rng;
 
 /// Inputs per target; `KVPUSH_FUZZ_ITERATIONS` raises it for a longer run.
@@ -56,5 +56,15 @@ fn manifest_and_config_parsing_never_panics() {
         manifest_seeds(),
         iterations(20_000),
         kvpush::source::fuzzing::manifest,
+    );
+}
+
+#[test]
+fn deploy_manifest_parsing_never_panics() {
+    fuzz(
+        "deploy_manifest",
+        deploy_manifest_seeds(),
+        iterations(20_000),
+        kvpush::source::fuzzing::deploy_manifest,
     );
 }

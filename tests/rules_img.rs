@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use common::{blob_uploads, kvpush_command, run_command, sha256, Run};
 use kvpush_fixtures::{
-    generate_rules_img_workspace, skopeo_copy, skopeo_inspect_raw, write_base_layouts, Fault,
-    FaultPlan, FaultProxy, Outcome, Registry, RegistryKind, RulesImgSpec,
+    add_index_target, generate_rules_img_workspace, skopeo_copy, skopeo_inspect_raw,
+    write_base_layouts, Fault, FaultPlan, FaultProxy, Outcome, Registry, RegistryKind,
+    RulesImgSpec,
 };
 
 /// A rules_img workspace whose bases live in a seeded origin registry.
@@ -141,6 +142,23 @@ fn every_image_lands_with_its_root_digest_bases_fetched_once_and_a_rerun_moves_n
         digests.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0);
+    // The summary tells the base layers copied from the origin (each once)
+    // from the layers pushed as Bazel built them (the images' own).
+    let own: usize =
+        s.ws.targets
+            .iter()
+            .map(|t| t.images[0].layers.len() - t.images[0].base_layers)
+            .sum();
+    let copied = format!(
+        "({} copied from origin registries,",
+        s.base_layer_digests().len()
+    );
+    let bazel = format!("{own} pushed as Bazel compressed them");
+    assert!(
+        run.stderr.contains(&copied) && run.stderr.contains(&bazel),
+        "{copied} / {bazel}: {}",
+        run.stderr
+    );
     for t in &s.ws.targets {
         let reference = format!("{prefix}/{}:t1", t.name);
         assert_eq!(
@@ -178,6 +196,11 @@ fn every_image_lands_with_its_root_digest_bases_fetched_once_and_a_rerun_moves_n
         "json",
     ]);
     assert_eq!(again.code, 0);
+    assert!(
+        !again.stdout.contains("copied_from_origin"),
+        "{}",
+        again.stdout
+    );
     assert!(
         again.stdout.contains(&s.ws.targets[0].root_digest),
         "{}",
@@ -429,4 +452,45 @@ fn a_token_origin_is_read_with_its_own_credentials_and_a_pull_scope() {
         "{asked:?}"
     );
     assert!(!asked.iter().any(|a| a.contains("push")), "{asked:?}");
+}
+
+#[test]
+fn registry_tag_operations_tag_their_child_in_the_destination_repository() {
+    let s = Setup::new();
+    let spec = RulesImgSpec {
+        scale_bytes: 512 << 10,
+        origin_registry: s.origin.addr().to_string(),
+        ..RulesImgSpec::default()
+    };
+    let t = add_index_target(
+        &s.ws,
+        &spec,
+        "virt-multi",
+        &["amd64", "arm64"],
+        &[&["v1-amd64"], &["v1-arm64"]],
+    )
+    .unwrap();
+    let dest = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", dest.addr());
+    let run = s.kvpush(&["virt-multi", "--registry", &prefix, "--tag", "t1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The run's tag names the index; each registry_tag its child, in the
+    // destination repository (the build-time quay.io/kubevirt is replaced).
+    assert_eq!(
+        pushed_digest(&format!("{prefix}/virt-multi:t1")).as_deref(),
+        Some(t.root_digest.as_str())
+    );
+    for (child, tag) in t.images.iter().zip(["v1-amd64", "v1-arm64"]) {
+        assert_eq!(
+            pushed_digest(&format!("{prefix}/virt-multi:{tag}")).as_deref(),
+            Some(child.manifest.digest.as_str()),
+            "{tag}"
+        );
+    }
+    // A re-run writes nothing.
+    dest.clear_access_log();
+    let again = s.kvpush(&["virt-multi", "--registry", &prefix, "--tag", "t1"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(dest.count_requests("PUT", "/manifests/"), 0);
 }

@@ -1,4 +1,5 @@
-//! Seeds and mutations for fuzzing kvpush's tarball reading: the seed
+//! Seeds and mutations for fuzzing kvpush's tarball and deploy manifest
+//! reading: the seed
 //! corpus of the cargo-fuzz targets (`kvpush-fixtures fuzz-seeds DIR`) and
 //! the mutator of the bounded fuzz test that runs on stable.
 //!
@@ -92,6 +93,67 @@ pub fn manifest_seeds() -> Vec<(String, Vec<u8>)> {
             br#"[{"Config":"a.json","RepoTags":null,"Layers":["x/layer.tar"],"LayerSources":{"sha256:00":{"mediaType":"m","size":1,"digest":"sha256:00"}}}]"#.to_vec(),
         ),
     ]
+}
+
+/// rules_img deploy manifests (`push-X.json`), from the generator: each
+/// runfiles layout's form (`missing_blobs`, per-layer `sources`), a
+/// cross-mount hint, an index target, and a `registry_tag` operation with
+/// a lazy push strategy (refused): (name, bytes).
+pub fn deploy_manifest_seeds() -> Vec<(String, Vec<u8>)> {
+    use crate::workspace::rules_img::{
+        base_images, generate_rules_img_workspace, image_on, index_of, write_push_target,
+        RulesImgLayout, RulesImgSpec,
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = RulesImgSpec {
+        scale_bytes: 24 << 10,
+        ..RulesImgSpec::default()
+    };
+    let ws = generate_rules_img_workspace(dir.path(), &spec).expect("a rules_img workspace");
+    let mut seeds: Vec<(String, Vec<u8>)> = [0, 1, 2, 9]
+        .into_iter()
+        .map(|i| {
+            let t = &ws.targets[i];
+            let bytes = std::fs::read(&t.deploy_manifest).expect("the deploy manifest");
+            (format!("{:?}-{}", t.layout, t.name), bytes)
+        })
+        .collect();
+    let bases = base_images(&spec);
+    let images = vec![
+        image_on(&spec, &bases[0], "multi", 1, 64),
+        image_on(&spec, &bases[0], "multi-arm", 1, 64),
+    ];
+    let index = index_of(&images, &["amd64", "arm64"]);
+    let bin = dir.path().join("index-bin");
+    let t = write_push_target(
+        &bin,
+        &spec,
+        &bases[0],
+        0,
+        "multi",
+        RulesImgLayout::SparseSources,
+        false,
+        images,
+        Some(index),
+    )
+    .expect("an index target");
+    let bytes = std::fs::read(&t.deploy_manifest).expect("the deploy manifest");
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    seeds.push(("index".into(), bytes));
+    let mut tag = v["operations"][0].clone();
+    tag["command"] = "registry_tag".into();
+    tag["root"] = tag["manifests"][0]["descriptor"].clone();
+    tag["tags"] = serde_json::json!(["v1-amd64"]);
+    v["operations"]
+        .as_array_mut()
+        .expect("operations")
+        .push(tag);
+    v["settings"]["push_strategy"] = "lazy".into();
+    seeds.push((
+        "registry-tag-lazy".into(),
+        serde_json::to_vec(&v).expect("json"),
+    ));
+    seeds
 }
 
 /// Recompute the checksum of the 512-byte tar header at `at`, if whole.
@@ -188,9 +250,14 @@ pub fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-/// Write the seeds under `dir/tarball` and `dir/manifest`, one file each.
+/// Write the seeds under `dir/<target>` (`tarball`, `manifest`,
+/// `deploy_manifest`), one file each.
 pub fn write_seeds(dir: &std::path::Path) -> std::io::Result<()> {
-    for (target, seeds) in [("tarball", tarball_seeds()), ("manifest", manifest_seeds())] {
+    for (target, seeds) in [
+        ("tarball", tarball_seeds()),
+        ("manifest", manifest_seeds()),
+        ("deploy_manifest", deploy_manifest_seeds()),
+    ] {
         let sub = dir.join(target);
         std::fs::create_dir_all(&sub)?;
         for (name, data) in seeds {
@@ -224,5 +291,11 @@ mod tests {
         let mut header = seed[..512].to_vec();
         fix_checksum(&mut header, 0);
         assert_eq!(header, seed[..512], "checksums are computed as tar does");
+        let deploy = deploy_manifest_seeds();
+        assert_eq!(deploy.len(), 6);
+        for (name, data) in deploy {
+            let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            assert!(v["operations"][0]["root"]["digest"].is_string(), "{name}");
+        }
     }
 }

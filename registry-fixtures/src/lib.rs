@@ -45,8 +45,8 @@ pub use registry::{
 pub use relay::{Origin, Relay, Seen};
 pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::rules_img::{
-    base_images, generate_rules_img_workspace, write_base_layouts, RulesImgLayout, RulesImgSpec,
-    RulesImgTarget, RulesImgWorkspace,
+    add_index_target, base_images, generate_rules_img_workspace, write_base_layouts,
+    write_image_layouts, RulesImgLayout, RulesImgSpec, RulesImgTarget, RulesImgWorkspace,
 };
 pub use workspace::rules_oci::{
     generate_rules_oci_workspace, write_oci_image_layout, BlobStyle, RulesOciSpec, RulesOciTarget,

@@ -10,6 +10,9 @@ use crate::targets::Target;
 pub enum Placement {
     /// Uploaded this many bytes, after compressing the layer first if true.
     Uploaded(u64, bool),
+    /// Uploaded this many bytes streamed from an origin registry (a
+    /// rules_img shallow base layer).
+    Copied(u64),
     Mounted,
     Existed,
 }
@@ -24,6 +27,10 @@ pub struct BlobCounts {
     /// Layers compressed for this image: not found in the run or the cache,
     /// or found in the cache but missing from the registry.
     pub compressed: u64,
+    /// Of the uploads, the blobs (and their bytes) streamed from an origin
+    /// registry.
+    pub copied: u64,
+    pub bytes_copied: u64,
 }
 
 impl BlobCounts {
@@ -33,6 +40,11 @@ impl BlobCounts {
                 self.uploaded += 1;
                 self.bytes_uploaded += bytes;
                 self.compressed += u64::from(compressed);
+            }
+            Placement::Copied(bytes) => {
+                self.add(Placement::Uploaded(bytes, false));
+                self.copied += 1;
+                self.bytes_copied += bytes;
             }
             Placement::Mounted => self.mounted += 1,
             Placement::Existed => self.existing += 1,
@@ -45,6 +57,8 @@ impl BlobCounts {
         self.mounted += other.mounted;
         self.existing += other.existing;
         self.compressed += other.compressed;
+        self.copied += other.copied;
+        self.bytes_copied += other.bytes_copied;
     }
 }
 
@@ -80,7 +94,8 @@ pub struct ImageResult {
     pub status: Status,
     pub blobs: BlobCounts,
     /// Digests of the layers pushed as Bazel compressed them (push-target
-    /// parts, OCI layouts).
+    /// parts, OCI layouts, rules_img runfiles; not the layers copied from
+    /// an origin registry).
     pub prebuilt_layers: Vec<String>,
     /// A manifest list: the platforms it lists (`linux/arm64`); empty for
     /// an image.

@@ -15,6 +15,16 @@ struct Blobs {
     mounted: u64,
     existing: u64,
     compressed: u64,
+    /// Of `uploaded`, those streamed from an origin registry (rules_img
+    /// base layers); absent when none, as for every other source.
+    #[serde(skip_serializing_if = "none_copied")]
+    copied_from_origin: u64,
+    #[serde(skip_serializing_if = "none_copied")]
+    bytes_copied_from_origin: u64,
+}
+
+fn none_copied(n: &u64) -> bool {
+    *n == 0
 }
 
 impl From<&BlobCounts> for Blobs {
@@ -25,6 +35,8 @@ impl From<&BlobCounts> for Blobs {
             mounted: b.mounted,
             existing: b.existing,
             compressed: b.compressed,
+            copied_from_origin: b.copied,
+            bytes_copied_from_origin: b.bytes_copied,
         }
     }
 }

@@ -47,13 +47,14 @@ pub fn done_line(result: &ImageResult) -> String {
             }
             let b = &result.blobs;
             format!(
-                "{verb} {} {}@{} ({}; {} uploaded in {} blobs, {} mounted, {} already present)",
+                "{verb} {} {}@{} ({}; {} uploaded in {} blobs{}, {} mounted, {} already present)",
                 result.name,
                 result.references.join(", "),
                 digest.as_deref().unwrap_or("?"),
                 human_bytes(result.size.unwrap_or(0)),
                 human_bytes(b.bytes_uploaded),
                 b.uploaded,
+                super::copied(b),
                 b.mounted,
                 b.existing
             )
@@ -205,6 +206,7 @@ mod tests {
                 mounted: 1,
                 existing: 0,
                 compressed: 1,
+                ..BlobCounts::default()
             },
             prebuilt_layers: Vec::new(),
             platforms: Vec::new(),

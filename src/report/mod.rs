@@ -169,11 +169,12 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
     };
     let mut out = format!(
         "kvpush: {}; \
-         uploaded {} in {} blobs, {} mounted, {} already present; \
+         uploaded {} in {} blobs{}, {} mounted, {} already present; \
          layers: {} compressed by kvpush, {} pushed as Bazel compressed them; {:.1}s",
         outcomes("images", results),
         human_bytes(blobs.bytes_uploaded),
         blobs.uploaded,
+        copied(&blobs),
         blobs.mounted,
         blobs.existing,
         blobs.compressed,
@@ -182,6 +183,19 @@ pub fn summary(results: &[ImageResult], elapsed: Duration) -> String {
     );
     failures(&mut out, results);
     out
+}
+
+/// ` (N copied from origin registries, SIZE)` when some uploads were
+/// streamed from an origin registry; else nothing.
+pub(crate) fn copied(b: &BlobCounts) -> String {
+    if b.copied == 0 {
+        return String::new();
+    }
+    format!(
+        " ({} copied from origin registries, {})",
+        b.copied,
+        human_bytes(b.bytes_copied)
+    )
 }
 
 /// Write `push-<target>.digest` (`sha256:<hex>`, no newline) for every
@@ -397,6 +411,7 @@ mod tests {
                 mounted: 1,
                 existing: 0,
                 compressed: 1,
+                ..BlobCounts::default()
             },
             prebuilt_layers: vec!["sha256:c".into()],
             platforms: Vec::new(),

@@ -127,6 +127,7 @@ impl Observer for TerminalProgress {
             match placement {
                 Placement::Mounted => bar.set_message("mounted"),
                 Placement::Existed => bar.set_message("exists"),
+                Placement::Copied(_) => bar.set_message("copied from origin"),
                 Placement::Uploaded(..) => {}
             }
         }

@@ -1,4 +1,5 @@
-//! Entry points for fuzzing what reads untrusted tarballs: the cargo-fuzz
+//! Entry points for fuzzing what reads untrusted files (tarballs, their
+//! manifests, rules_img deploy manifests): the cargo-fuzz
 //! targets in `fuzz/` and the bounded mutation test that runs on stable
 //! (`tests/fuzz.rs`) call these with arbitrary bytes. Any input may be
 //! refused with an error; none may panic or hang.
@@ -8,6 +9,7 @@ use std::sync::OnceLock;
 
 use super::docker_archive::{parse_diff_ids, parse_manifest, repo_tag_name, DockerArchive};
 use super::oci_layout::Layout;
+use super::rules_img::deploy_manifest::DeployManifest;
 use super::tar_index::TarIndex;
 use crate::blob::prepare_layer;
 
@@ -67,4 +69,20 @@ pub fn manifest(data: &[u8]) {
         }
     }
     let _ = parse_diff_ids(data, "config.json", path);
+}
+
+/// `data` as a rules_img deploy manifest (`bazel-bin/push-X.json`): parse
+/// and check it, then ask each image which layers it lacks, as the reader
+/// does.
+pub fn deploy_manifest(data: &[u8]) {
+    let Ok(manifest) = DeployManifest::parse(data, "push-x", "push-x.json") else {
+        return;
+    };
+    for op in &manifest.operations {
+        for image in &op.manifests {
+            for layer in &image.layer_blobs {
+                let _ = image.lists_missing(&layer.digest);
+            }
+        }
+    }
 }

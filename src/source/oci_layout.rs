@@ -84,6 +84,10 @@ pub struct LayoutImage {
     pub layers: Vec<LayoutBlob>,
     /// From the index entry, else from the config; for messages and `list`.
     pub platform: Option<Platform>,
+    /// Tags of this manifest's own, put in each destination repository
+    /// after the push (rules_img's `registry_tag` operations); kvpush's
+    /// `--tag`s name the root.
+    pub tags: Vec<String>,
 }
 
 /// A multi-platform index and its images (pushed first).
@@ -413,6 +417,7 @@ impl Layout {
             config,
             layers,
             platform,
+            tags: Vec::new(),
         })
     }
 }

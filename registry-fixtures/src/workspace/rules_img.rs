@@ -525,6 +525,113 @@ pub fn write_base_layouts(
     Ok(out)
 }
 
+/// Add an index target `push-<name>` to a generated workspace (its
+/// BUILD.bazel too): one image per architecture of `arches` on base 0, in
+/// the v0.3.16+ layout. `manifest_tags[i]`, when not empty, become a
+/// `registry_tag` operation tagging child `i` (rules_img's per-manifest
+/// tags of an index), in the push's registry and repository.
+pub fn add_index_target(
+    ws: &RulesImgWorkspace,
+    spec: &RulesImgSpec,
+    name: &str,
+    arches: &[&str],
+    manifest_tags: &[&[&str]],
+) -> io::Result<RulesImgTarget> {
+    let images: Vec<ImageParts> = arches
+        .iter()
+        .map(|arch| {
+            let spec = RulesImgSpec {
+                arch: arch.to_string(),
+                ..spec.clone()
+            };
+            image_on(&spec, &ws.bases[0], &format!("{name}-{arch}"), 1, 2048)
+        })
+        .collect();
+    let index = index_of(&images, arches);
+    let bin = ws.root.join("bazel-out/k8-fastbuild/bin");
+    let target = write_push_target(
+        &bin,
+        spec,
+        &ws.bases[0],
+        0,
+        name,
+        RulesImgLayout::SparseSources,
+        false,
+        images,
+        Some(index),
+    )?;
+    let mut deploy: Value = serde_json::from_slice(&fs::read(&target.deploy_manifest)?)?;
+    let push = deploy["operations"][0].clone();
+    for (child, tags) in target.images.iter().zip(manifest_tags) {
+        if tags.is_empty() {
+            continue;
+        }
+        deploy["operations"]
+            .as_array_mut()
+            .expect("operations")
+            .push(json!({
+                "command": "registry_tag",
+                "root_kind": "manifest",
+                "root": child.manifest.descriptor(),
+                "registry": push["registry"],
+                "repository": push["repository"],
+                "tags": tags,
+            }));
+    }
+    fs::write(
+        &target.deploy_manifest,
+        serde_json::to_vec_pretty(&deploy).expect("json"),
+    )?;
+    let mut build = fs::read_to_string(ws.root.join("BUILD.bazel"))?;
+    build.push_str(&format!(
+        "\nimage_push(\n    name = \"push-{name}\",\n    image = \"//cmd/{name}:{name}-index\",\n    registry = \"quay.io\",\n    repository = \"kubevirt/{name}\",\n)\n"
+    ));
+    fs::write(ws.root.join("BUILD.bazel"), build)?;
+    Ok(target)
+}
+
+/// Write each target's image as a complete OCI layout `dir/<name>/` (base
+/// layers included, tagged `latest`), what `skopeo copy oci:<dir/name>:latest
+/// docker://...` pushes when it must not fetch anything (the bench's
+/// stand-in for the sequential `bazel run`s). A blob several images share
+/// is written once and hard-linked. Returns `(name, layout dir)` per target.
+pub fn write_image_layouts(
+    dir: &Path,
+    targets: &[RulesImgTarget],
+) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut written: std::collections::HashMap<String, PathBuf> = Default::default();
+    let mut out = Vec::new();
+    for t in targets {
+        let image = &t.images[0];
+        let layout = dir.join(&t.name);
+        let blobs = layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs)?;
+        for blob in [&image.manifest, &image.config]
+            .into_iter()
+            .chain(&image.layers)
+        {
+            let path = blobs.join(&blob.digest[7..]);
+            match written.get(&blob.digest) {
+                Some(first) if fs::hard_link(first, &path).is_ok() => {}
+                _ => fs::write(&path, &blob.bytes)?,
+            }
+            written.entry(blob.digest.clone()).or_insert(path);
+        }
+        fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let mut desc = image.manifest.descriptor();
+        desc["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
+        fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [desc]})).expect("json"),
+        )?;
+        out.push((t.name.clone(), layout));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,5 +671,14 @@ mod tests {
             .join("blobs/sha256")
             .join(&ws.bases[0].layers[1].digest[7..])
             .is_file());
+        let images = write_image_layouts(&dir.path().join("images"), &ws.targets).unwrap();
+        assert_eq!(images.len(), 12);
+        let (name, layout) = &images[1];
+        let t = &ws.targets[1];
+        assert_eq!(name, &t.name);
+        for blob in t.images[0].layers.iter().chain([&t.images[0].manifest]) {
+            let path = layout.join("blobs/sha256").join(&blob.digest[7..]);
+            assert_eq!(fs::read(path).unwrap(), blob.bytes);
+        }
     }
 }

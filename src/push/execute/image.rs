@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 
 use super::layer::{claimed_file, Layer};
-use super::manifests::{manifest_of, not_stopped, put_tags};
+use super::manifests::{manifest_of, not_stopped, put_tags, RepoState};
 use super::placement::{layout_blobs, Blob, Source};
 use super::run::Run;
 use crate::blob::FileRange;
@@ -173,7 +173,7 @@ impl Run<'_> {
             }
         }
         for image in root.images() {
-            for l in &image.layers {
+            for l in image.layers.iter().filter(|l| l.remote.is_none()) {
                 if !result.prebuilt_layers.contains(&l.digest) {
                     result.prebuilt_layers.push(l.digest.clone());
                 }
@@ -216,10 +216,50 @@ impl Run<'_> {
             )
             .await?;
         }
-        if repos.iter().all(|p| p.stale.is_empty()) {
+        let own_tags = self.put_own_tags(&repos, root).await?;
+        if !own_tags && repos.iter().all(|p| p.stale.is_empty()) {
             result.status = Status::Unchanged;
         }
         Ok(())
+    }
+
+    /// After the push, the manifests' own tags (rules_img `registry_tag`
+    /// operations) in each repository, where they do not point at them
+    /// yet. Returns whether one was written.
+    async fn put_own_tags(
+        &self,
+        repos: &[RepoState<'_>],
+        root: &LayoutRoot,
+    ) -> Result<bool, String> {
+        let mut wrote = false;
+        for p in repos {
+            let client = &self.clients[&p.repo.host];
+            for image in root.images() {
+                let m = &image.manifest;
+                for tag in &image.tags {
+                    let current = client
+                        .manifest_digest(&p.repo.repo, tag)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if current.as_deref() == Some(m.digest.as_str()) {
+                        continue;
+                    }
+                    not_stopped(self.stop)?;
+                    client
+                        .put_manifest(&p.repo.repo, tag, &m.media_type, &m.bytes, &m.digest)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(
+                        "tagged {}/{}:{tag} -> {}",
+                        p.repo.host,
+                        p.repo.repo,
+                        m.digest
+                    );
+                    wrote = true;
+                }
+            }
+        }
+        Ok(wrote)
     }
 }
 

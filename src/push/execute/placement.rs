@@ -194,7 +194,7 @@ impl Run<'_> {
             self.copy_from_origins(client, repo, digest, size, remote, session)
                 .await?;
             self.remember(client.host(), &blob.digest, repo);
-            return Ok(Placement::Uploaded(blob.size, false));
+            return Ok(Placement::Copied(blob.size));
         }
         // No network permit is held while a cached layer is compressed.
         let (body, compressed) = self.body(blob).await?;

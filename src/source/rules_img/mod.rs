@@ -71,16 +71,59 @@ pub struct Deploy {
 }
 
 impl Deploy {
-    /// The artifact to push for an `image_push` target: its one push.
+    /// The artifact to push for an `image_push` target: its one push, each
+    /// `registry_tag` operation's tags attached to the manifest it names
+    /// (as rules_img does, they go to the push's repository, after the
+    /// push; kvpush's destination replaces the build-time one as it does
+    /// the push's). A tag operation for another repository than the push's,
+    /// or for a manifest the push does not push, is refused.
     pub fn artifact(&self) -> Result<Artifact, String> {
-        match self.pushes.as_slice() {
-            [one] => Ok(Artifact::Layout(one.root.clone())),
-            many => Err(format!(
-                "{} holds {} push operations; kvpush pushes image_push targets, which have one",
-                self.deploy_manifest.display(),
-                many.len()
-            )),
+        let one = match self.pushes.as_slice() {
+            [one] => one,
+            many => {
+                return Err(format!(
+                    "{} holds {} push operations; kvpush pushes image_push targets, which have one",
+                    self.deploy_manifest.display(),
+                    many.len()
+                ))
+            }
+        };
+        let mut root = one.root.clone();
+        for op in &self.tags {
+            let refuse = |why: String| {
+                format!(
+                    "{}: its registry_tag operation (tags {:?} of {}) {why}; kvpush cannot apply it: push this target with `bazel run`, or tag after the push",
+                    self.deploy_manifest.display(),
+                    op.tags,
+                    op.digest
+                )
+            };
+            if (op.registry.as_str(), op.repository.as_str())
+                != (one.registry.as_str(), one.repository.as_str())
+            {
+                return Err(refuse(format!(
+                    "names {}/{}, not the push's repository {}/{}",
+                    op.registry, op.repository, one.registry, one.repository
+                )));
+            }
+            let image = images_mut(&mut root)
+                .iter_mut()
+                .find(|i| i.manifest.digest == op.digest)
+                .ok_or_else(|| refuse("names a manifest the push does not push".into()))?;
+            for tag in &op.tags {
+                if !image.tags.contains(tag) {
+                    image.tags.push(tag.clone());
+                }
+            }
         }
+        Ok(Artifact::Layout(root))
+    }
+}
+
+fn images_mut(root: &mut LayoutRoot) -> &mut [LayoutImage] {
+    match root {
+        LayoutRoot::Image(image) => std::slice::from_mut(image.as_mut()),
+        LayoutRoot::Index(index) => &mut index.images,
     }
 }
 
@@ -361,6 +404,7 @@ impl<'a> OpFiles<'a> {
             ),
             layers,
             platform,
+            tags: Vec::new(),
         })
     }
 

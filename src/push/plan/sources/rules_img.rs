@@ -35,23 +35,11 @@ impl RulesImgSource {
         self.path.is_file()
     }
 
-    /// The target's one image. `registry_tag` operations (rules_img's
-    /// `manifest_tags` of an index) are refused: kvpush names every tag
-    /// itself, so a tag only the deploy manifest knows would be lost.
+    /// The target's one image or index; `registry_tag` operations
+    /// (tags of a child of an index) ride on the manifest they name.
     pub(super) fn read(&self) -> Found {
-        let image = rules_img::read(&self.bazel_bin, self.target.push).and_then(|deploy| {
-            if let Some(op) = deploy.tags.first() {
-                return Err(format!(
-                    "{}: {} holds registry_tag operations (tags {:?} of {}), which kvpush does not apply; push with `--tag` for each tag, or with `bazel run //:{}`",
-                    self.target.push,
-                    deploy.deploy_manifest.display(),
-                    op.tags,
-                    op.digest,
-                    self.target.push
-                ));
-            }
-            deploy.artifact()
-        });
+        let image =
+            rules_img::read(&self.bazel_bin, self.target.push).and_then(|deploy| deploy.artifact());
         Found {
             source: SourceKind::RulesImg,
             file: self.path.clone(),
@@ -83,7 +71,7 @@ mod tests {
     };
 
     #[test]
-    fn the_deploy_manifest_gives_the_root_and_registry_tags_are_refused() {
+    fn the_deploy_manifest_gives_the_root_and_registry_tags_tag_their_manifest() {
         let dir = tempfile::tempdir().unwrap();
         let spec = RulesImgSpec::default();
         let bases = base_images(&spec);
@@ -117,9 +105,20 @@ mod tests {
         tag["tags"] = serde_json::json!(["v1-amd64"]);
         v["operations"].as_array_mut().unwrap().push(tag);
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        // rules_img's registry_tag: the manifest it names gets its tags.
+        match source.read().image {
+            Ok(Artifact::Layout(root)) => assert_eq!(root.images()[0].tags, ["v1-amd64"]),
+            other => panic!("{other:?}"),
+        }
+        // One for another repository than the push's cannot be honoured.
+        v["operations"][1]["repository"] = "kubevirt/other".into();
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
         let err = source.read().image.unwrap_err();
         assert!(
-            err.contains("registry_tag") && err.contains("v1-amd64") && err.contains("--tag"),
+            err.contains("registry_tag")
+                && err.contains("v1-amd64")
+                && err.contains("quay.io/kubevirt/other")
+                && err.contains("bazel run"),
             "{err}"
         );
     }
