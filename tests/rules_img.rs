@@ -454,6 +454,49 @@ fn a_token_origin_is_read_with_its_own_credentials_and_a_pull_scope() {
     assert!(!asked.iter().any(|a| a.contains("push")), "{asked:?}");
 }
 
+/// The push's credentials (`KVPUSH_USERNAME`/`KVPUSH_PASSWORD`) are the
+/// destination's: an origin that wants credentials never gets them, even
+/// when they would be good there, so the copy fails as anonymous.
+#[test]
+fn the_push_credentials_never_reach_an_origin() {
+    let origin = Registry::start(RegistryKind::Htpasswd);
+    let name = origin.addr().to_string();
+    let s = Setup::seeded(origin, &name);
+    let (user, password) = s.origin.credentials().unwrap();
+    let dest = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", dest.addr());
+    let mut cmd = kvpush_command(&s.dir.path().join("home"));
+    cmd.arg("--workspace")
+        .arg(&s.ws.root)
+        .args(["all", "--registry", &prefix, "--tag", "t1"])
+        .env("KVPUSH_USERNAME", &user)
+        .env("KVPUSH_PASSWORD", &password);
+    let run = run_command(cmd);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(&name), "{}", run.stderr);
+    assert!(!run.stderr.contains(&password), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "an origin registry of base layers gets only what these login files hold for it"
+        ),
+        "{}",
+        run.stderr
+    );
+    // The origin was asked anonymously and served nothing.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let answers: Vec<(String, u16)> = s
+        .origin
+        .requests()
+        .iter()
+        .map(|r| (r.uri.clone(), r.status))
+        .collect();
+    assert!(!answers.is_empty(), "kvpush never asked the origin");
+    assert!(
+        answers.iter().all(|(_, status)| *status == 401),
+        "the origin answered the push's credentials: {answers:?}"
+    );
+}
+
 #[test]
 fn registry_tag_operations_tag_their_child_in_the_destination_repository() {
     let s = Setup::new();

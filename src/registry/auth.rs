@@ -24,7 +24,7 @@ use reqwest::{StatusCode, Url};
 
 use super::answer::{read_capped, Cap, ReadFailure};
 pub use super::challenge::{challenge_error, parse_challenge, Challenge};
-use super::credentials::{Credential, FoundCredential, Lookup};
+use super::credentials::{Credential, FoundCredential, Lookup, ENV_SOURCE};
 use super::errors::{error_body_text, stall_reason, transport_failure, RegistryError};
 use super::retry::{retry_after, retryable_status, RetryPolicy};
 use super::transport::{may_send_credentials, HttpClients};
@@ -216,8 +216,14 @@ impl Authenticator {
     pub fn advice(&self, status: u16, error: Option<&str>, repo: &str) -> String {
         let host = &self.host;
         let Some(found) = &self.credential else {
+            // An origin registry is never given the push's own credentials.
+            let env = if self.searched.iter().any(|s| s == ENV_SOURCE) {
+                ", or set KVPUSH_USERNAME and KVPUSH_PASSWORD"
+            } else {
+                " (an origin registry of base layers gets only what these login files hold for it)"
+            };
             return format!(
-                "the registry wants credentials and kvpush found none for {host} (it looked at {}); run `docker login {host}` (or `podman login {host}`), or set KVPUSH_USERNAME and KVPUSH_PASSWORD",
+                "the registry wants credentials and kvpush found none for {host} (it looked at {}); run `docker login {host}` (or `podman login {host}`){env}",
                 self.searched.join(", ")
             );
         };

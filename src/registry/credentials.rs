@@ -5,6 +5,11 @@
 //! crate; this module picks the files, names the source for messages, and
 //! tells "nothing stored for this host" from a broken file or helper.
 //! Secrets live in [`Secret`], which never prints.
+//!
+//! The command line's and the environment's credentials are the push's:
+//! they go to the registries kvpush pushes to, never to an origin registry
+//! a base layer is copied from ([`Login::Origin`]), which gets only what the
+//! login files hold for its own host.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -70,14 +75,30 @@ pub struct Lookup {
     pub searched: Vec<String>,
 }
 
-const ENV_SOURCE: &str = "KVPUSH_USERNAME/KVPUSH_PASSWORD";
+/// How the environment's credentials are named in messages.
+pub(crate) const ENV_SOURCE: &str = "KVPUSH_USERNAME/KVPUSH_PASSWORD";
+
+/// Whose credentials a registry gets.
+#[derive(Clone, Debug)]
+pub enum Login {
+    /// A registry pushed to: the command line's credential if any, then
+    /// `KVPUSH_USERNAME`/`KVPUSH_PASSWORD`, then the login files.
+    Push(Option<FoundCredential>),
+    /// A registry base layers are read from: the login files only.
+    Origin,
+}
 
 /// Find credentials for registry `host`; see the module docs for the order.
-pub fn lookup_credentials(host: &str, explicit: Option<FoundCredential>) -> Result<Lookup, String> {
-    let mut lookup = Lookup {
+pub fn lookup_credentials(host: &str, login: Login) -> Result<Lookup, String> {
+    let explicit = match login {
+        Login::Push(explicit) => explicit,
+        Login::Origin => return lookup_login_files(host, Lookup::default()),
+    };
+    let lookup = Lookup {
         searched: vec!["--username/--password-stdin".into(), ENV_SOURCE.into()],
         ..Lookup::default()
     };
+    let mut lookup = lookup;
     if explicit.is_some() {
         lookup.found = explicit;
         return Ok(lookup);
@@ -106,6 +127,11 @@ pub fn lookup_credentials(host: &str, explicit: Option<FoundCredential>) -> Resu
         }
         (None, None) => {}
     }
+    lookup_login_files(host, lookup)
+}
+
+/// Docker's config.json, then Podman's auth.json, for `host`.
+fn lookup_login_files(host: &str, mut lookup: Lookup) -> Result<Lookup, String> {
     let files = [
         (LoginFile::Docker, docker_config_path()),
         (LoginFile::Podman, podman_auth_path()),

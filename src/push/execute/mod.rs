@@ -55,6 +55,7 @@ use crate::interrupt::Stop;
 use crate::push::events::Observer;
 use crate::push::plan::{Plan, PlannedImage};
 use crate::registry::client::Client;
+use crate::registry::credentials::Login;
 use crate::source::{Artifact, Layer as SourceLayer};
 
 // The old paths (`push::execute::ImageResult`, ...) keep working.
@@ -142,7 +143,7 @@ pub(crate) async fn connect<'a>(
     let mut clients = HashMap::new();
     for host in hosts {
         if !clients.contains_key(host) {
-            let client = Client::connect(host, options.credential.clone(), &connect)
+            let client = Client::connect(host, Login::Push(options.credential.clone()), &connect)
                 .await
                 .map_err(|e| e.to_string())?;
             clients.insert(host.to_string(), client);

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::run::{cell, Run};
 use crate::registry::client::{Client, DownloadFailure, Session};
+use crate::registry::credentials::Login;
 use crate::source::remote::{BlobOrigin, RemoteBlob};
 
 /// Repositories of `host` that may hold `remote`, to mount from, in order:
@@ -59,8 +60,9 @@ enum CopyError {
 
 impl Run<'_> {
     /// The client of origin `host`, connected on first need like the
-    /// destination clients (credentials from the usual lookup for that
-    /// host, never the command line's, which are the destination's).
+    /// destination clients, but with the login files' credentials for that
+    /// host only: never the command line's or the environment's, which are
+    /// the push's ([`Login::Origin`]).
     async fn origin_client(&self, host: &str) -> Result<OriginClient<'_>, String> {
         // Docker Hub's names are served by one API host.
         let host = match host {
@@ -73,7 +75,7 @@ impl Run<'_> {
         let connect = self.options.connect_options();
         cell(&self.origin_clients, host.to_string())
             .get_or_init(|| async {
-                Client::connect(host, None, &connect)
+                Client::connect(host, Login::Origin, &connect)
                     .await
                     .map(Arc::new)
                     .map_err(|e| e.to_string())

@@ -18,7 +18,7 @@ use super::body::{Body, Progress};
 use super::session::ChunkPolicy;
 use crate::registry::answer::{read_capped, Cap, ReadFailure};
 use crate::registry::auth::{challenge_error, Authenticator};
-use crate::registry::credentials::{lookup_credentials, FoundCredential};
+use crate::registry::credentials::{lookup_credentials, Login};
 use crate::registry::endpoint::Endpoint;
 use crate::registry::errors::{
     describe_error_body, error_body_text, stall_reason, transport_failure, RegistryError,
@@ -93,14 +93,14 @@ impl Client {
     /// registry asks.
     pub async fn connect(
         host: &str,
-        explicit: Option<FoundCredential>,
+        login: Login,
         options: &ConnectOptions,
     ) -> Result<Client, RegistryError> {
         let protocol = |message: String| RegistryError::Protocol {
             host: host.to_string(),
             message,
         };
-        let lookup = lookup_credentials(host, explicit).map_err(protocol)?;
+        let lookup = lookup_credentials(host, login).map_err(protocol)?;
         match &lookup.found {
             Some(c) => tracing::info!("using credentials for {host} from {}", c.source),
             None => tracing::info!("no credentials for {host}; going on anonymously"),
