@@ -469,12 +469,12 @@ fn the_push_credentials_never_reach_an_origin() {
     cmd.arg("--workspace")
         .arg(&s.ws.root)
         .args(["all", "--registry", &prefix, "--tag", "t1"])
-        .env("KVPUSH_USERNAME", &user)
-        .env("KVPUSH_PASSWORD", &password);
+        .env("KVPUSH_USERNAME", user)
+        .env("KVPUSH_PASSWORD", password);
     let run = run_command(cmd);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains(&name), "{}", run.stderr);
-    assert!(!run.stderr.contains(&password), "{}", run.stderr);
+    assert!(!run.stderr.contains(password), "{}", run.stderr);
     assert!(
         run.stderr.contains(
             "an origin registry of base layers gets only what these login files hold for it"
