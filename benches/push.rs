@@ -14,7 +14,8 @@
 //! layers, and peak memory of kvpush on a single multi-GiB layer.
 //!
 //! Usage: `cargo bench --bench push -- [--scale 1GiB] [--big-layer 2GiB] [--rounds 3]
-//! [--registry-storage DIR] [--out FILE]`.
+//! [--registry-storage DIR] [--out FILE]`; `--profile wan` runs the far-link
+//! profile of `wan/mod.rs` instead.
 //!
 //! The registries keep their blobs on tmpfs (`/dev/shm`) when it has room,
 //! else under the temp dir; `--registry-storage` chooses. A pushed-to
@@ -42,8 +43,11 @@ use kvpush_fixtures::{
 };
 use serde_json::json;
 
+// The scenarios with a set-up of their own, beside this file.
 #[path = "push/rules_img.rs"]
 mod rules_img;
+#[path = "push/wan.rs"]
+mod wan;
 
 /// kvpush's default level, used for the pigz comparison too.
 const LEVEL: u32 = kvpush::blob::DEFAULT_COMPRESSION_LEVEL;
@@ -439,6 +443,9 @@ fn mib(bytes: u64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if arg(&args, "--profile").as_deref() == Some("wan") {
+        return wan::main(&args);
+    }
     let scale = arg(&args, "--scale")
         .and_then(|s| parse_size(&s))
         .unwrap_or(1 << 30);

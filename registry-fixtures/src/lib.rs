@@ -16,7 +16,8 @@
 //!   loopback, started through `start-registry.sh` (kinds plain, htpasswd,
 //!   tls, htpasswd-tls, readonly, token), with access-log inspection, plus
 //!   skopeo helpers; [`Relay`] puts a second origin ("blob storage") behind
-//!   one, to see where credentials go.
+//!   one, to see where credentials go; [`Shaper`] puts a far network link
+//!   (round trip, shared bandwidth cap) in front of one, for benches.
 //! * [`FaultProxy`]: a fault-injecting HTTP proxy to put in front of a
 //!   [`Registry`] (errors, resets, stalls, truncated answers, 413s, slowness).
 
@@ -28,6 +29,7 @@ pub mod fuzzcorpus;
 pub mod prng;
 pub mod registry;
 pub mod relay;
+pub mod shaper;
 pub mod tarfmt;
 mod token;
 pub mod workspace;
@@ -43,6 +45,7 @@ pub use registry::{
     RegistryKind,
 };
 pub use relay::{Origin, Relay, Seen};
+pub use shaper::{LinkShape, Shaper, ShaperStats};
 pub use token::{TokenPolicy, TokenRequest, TokenUser};
 pub use workspace::rules_img::{
     add_index_target, base_images, generate_rules_img_workspace, write_base_layouts,

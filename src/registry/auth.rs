@@ -2,8 +2,12 @@
 //! `WWW-Authenticate` challenge: `Basic` (the credentials on every request)
 //! or `Bearer` (a token from the realm for the scopes a request needs).
 //!
-//! Tokens are cached per scope set and renewed before `expires_in` runs
-//! out; concurrent requests for one scope set share one fetch. A token the
+//! Tokens are cached per repository and renewed before `expires_in` runs
+//! out; concurrent requests for one repository share one fetch, and a
+//! token serves every request whose scopes it covers. A push token also
+//! asks to pull from the repositories blobs were mounted from so far, so
+//! that later mounts into it need no token of their own: a cold push
+//! fetches about one token per repository, not one per mount source. A token the
 //! registry refuses mid-run (expired, revoked, `insufficient_scope`) is
 //! dropped so that the next try fetches a new one, unless another request
 //! already replaced it. Token requests are retried and watched for stalls
@@ -34,6 +38,8 @@ struct Token {
     value: HeaderValue,
     id: u64,
     renew_at: Instant,
+    /// The scopes it was asked for.
+    scopes: Vec<String>,
 }
 
 /// How long to use a token: until `expires_in` (60 s when absent, as the
@@ -74,8 +80,12 @@ pub struct Authenticator {
     /// without `--insecure`: Basic credentials are then never sent.
     basic_allowed: bool,
     challenge: RwLock<Option<Challenge>>,
-    /// One slot per scope set: concurrent requests share one token fetch.
+    /// One slot per repository (the first scope's): concurrent requests
+    /// share one token fetch.
     tokens: Mutex<HashMap<String, TokenSlot>>,
+    /// Scopes requests needed beyond their own repository's (mount
+    /// sources), in order of first need; push tokens ask for them too.
+    sources: Mutex<Vec<String>>,
     next_token_id: AtomicU64,
     /// Token requests are retried and watched for stalls as registry
     /// requests are.
@@ -108,13 +118,17 @@ impl Authenticator {
             basic_allowed: may_send_credentials(registry_url, insecure),
             challenge: RwLock::new(None),
             tokens: Mutex::default(),
+            sources: Mutex::default(),
             next_token_id: AtomicU64::new(1),
             retry,
         }
     }
 
     fn slot(&self, scopes: &[String]) -> TokenSlot {
-        let key = scopes.join(" ");
+        let key = scopes
+            .first()
+            .map_or("", |s| s.rsplit_once(':').map_or(s.as_str(), |(r, _)| r))
+            .to_string();
         self.tokens
             .lock()
             .expect("token map poisoned")
@@ -139,13 +153,17 @@ impl Authenticator {
             Some(Challenge::Bearer { realm, service }) => {
                 let slot = self.slot(scopes);
                 let mut guard = slot.lock().await;
-                if let Some(t) = guard.as_ref().filter(|t| Instant::now() < t.renew_at) {
+                if let Some(t) = guard
+                    .as_ref()
+                    .filter(|t| Instant::now() < t.renew_at && covers(&t.scopes, scopes))
+                {
                     return Ok(Some(Authorization {
                         value: t.value.clone(),
                         token_id: Some(t.id),
                     }));
                 }
-                let token = self.fetch_token(&realm, service.as_deref(), scopes).await?;
+                let ask = self.scopes_to_ask(scopes, guard.as_ref());
+                let token = self.fetch_token(&realm, service.as_deref(), &ask).await?;
                 let auth = Authorization {
                     value: token.value.clone(),
                     token_id: Some(token.id),
@@ -187,6 +205,24 @@ impl Authenticator {
                 true
             }
         }
+    }
+
+    /// What to ask a new token for: `needed`, what the repository's last
+    /// token had, and, for a push, pull on every mount source seen so far.
+    fn scopes_to_ask(&self, needed: &[String], last: Option<&Token>) -> Vec<String> {
+        let mut sources = self.sources.lock().expect("sources poisoned");
+        for s in needed.iter().skip(1) {
+            if !sources.contains(s) {
+                sources.push(s.clone());
+            }
+        }
+        let push = needed
+            .first()
+            .and_then(|s| s.rsplit_once(':'))
+            .is_some_and(|(_, actions)| actions.split(',').any(|a| a == "push"));
+        let last = last.map_or(&[][..], |t| t.scopes.as_slice());
+        let extra = if push { sources.as_slice() } else { &[] };
+        merge_scopes(needed.iter().chain(last).chain(extra))
     }
 
     fn basic_header(&self) -> Option<HeaderValue> {
@@ -441,8 +477,56 @@ impl Authenticator {
             value,
             id: self.next_token_id.fetch_add(1, Ordering::Relaxed),
             renew_at: requested_at + token_use_period(body.expires_in),
+            scopes: scopes.to_vec(),
         })
     }
+}
+
+/// `type:name:actions` into its resource and actions.
+fn split_scope(scope: &str) -> (&str, Vec<&str>) {
+    match scope.rsplit_once(':') {
+        Some((resource, actions)) => (resource, actions.split(',').collect()),
+        None => (scope, Vec::new()),
+    }
+}
+
+/// One scope per resource, actions united, in order of first appearance.
+fn merge_scopes<'a>(scopes: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut merged: Vec<(&str, Vec<&str>)> = Vec::new();
+    for scope in scopes {
+        let (resource, actions) = split_scope(scope);
+        match merged.iter_mut().find(|(r, _)| *r == resource) {
+            Some((_, have)) => {
+                for a in actions {
+                    if !have.contains(&a) {
+                        have.push(a);
+                    }
+                }
+            }
+            None => merged.push((resource, actions)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(r, a)| {
+            if a.is_empty() {
+                r.to_string()
+            } else {
+                format!("{r}:{}", a.join(","))
+            }
+        })
+        .collect()
+}
+
+/// Whether a token asked for `granted` serves a request needing `needed`.
+fn covers(granted: &[String], needed: &[String]) -> bool {
+    needed.iter().all(|n| {
+        let (resource, actions) = split_scope(n);
+        granted.iter().any(|g| {
+            let (r, have) = split_scope(g);
+            r == resource && actions.iter().all(|a| have.contains(a))
+        })
+    })
 }
 
 /// A header value marked sensitive (hidden by `Debug`, never indexed).
@@ -536,6 +620,27 @@ mod tests {
                 .await
         );
         assert!(slot.lock().await.is_none(), "the refused token is dropped");
+    }
+
+    #[test]
+    fn scopes_merge_per_repository_and_cover_their_subsets() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let merged = merge_scopes(
+            s(&[
+                "repository:a:pull",
+                "repository:b:pull",
+                "repository:a:push",
+            ])
+            .iter(),
+        );
+        assert_eq!(merged, s(&["repository:a:pull,push", "repository:b:pull"]));
+        assert!(covers(&merged, &s(&["repository:a:pull"])));
+        assert!(covers(
+            &merged,
+            &s(&["repository:a:push", "repository:b:pull"])
+        ));
+        assert!(!covers(&merged, &s(&["repository:b:push"])));
+        assert!(!covers(&merged, &s(&["repository:c:pull"])));
     }
 
     #[test]
