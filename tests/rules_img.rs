@@ -22,7 +22,12 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let origin = Registry::start(RegistryKind::Plain);
+        Setup::with_origin(RegistryKind::Plain)
+    }
+
+    /// An origin of `kind` (plain, htpasswd, token) seeded with the bases.
+    fn with_origin(kind: RegistryKind) -> Setup {
+        let origin = Registry::start(kind);
         let name = origin.addr().to_string();
         Setup::seeded(origin, &name)
     }
@@ -82,6 +87,13 @@ impl Setup {
     }
 }
 
+/// A fresh destination registry and the `ADDR/kubevirt` prefix pushed to.
+fn destination() -> (Registry, String) {
+    let dest = Registry::start(RegistryKind::Plain);
+    let prefix = format!("{}/kubevirt", dest.addr());
+    (dest, prefix)
+}
+
 /// The digest of the manifest `reference` points at, read with skopeo.
 fn pushed_digest(reference: &str) -> Option<String> {
     skopeo_inspect_raw(&format!("docker://{reference}"), &["--tls-verify=false"])
@@ -110,8 +122,7 @@ fn stored_blob(root: &Path, digest: &str) -> PathBuf {
 #[test]
 fn every_image_lands_with_its_root_digest_bases_fetched_once_and_a_rerun_moves_nothing() {
     let s = Setup::new();
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (dest, prefix) = destination();
 
     let list = s.kvpush(&["list", "--registry", &prefix]);
     assert_eq!(list.code, 0);
@@ -231,8 +242,7 @@ fn every_image_lands_with_its_root_digest_bases_fetched_once_and_a_rerun_moves_n
 #[test]
 fn a_corrupt_origin_blob_or_a_changed_local_layer_fails_only_the_images_needing_it() {
     let s = Setup::new();
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (dest, prefix) = destination();
     // The launcher base's own layer: same size, other bytes.
     let launcher = &s.ws.bases[1].layers[1].digest;
     let stored = stored_blob(s.origin.state_dir(), launcher);
@@ -298,8 +308,7 @@ fn a_corrupt_origin_blob_or_a_changed_local_layer_fails_only_the_images_needing_
 #[test]
 fn an_origin_that_is_down_fails_the_images_needing_it_naming_it() {
     let mut s = Setup::new();
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (dest, prefix) = destination();
     let origin = s.origin.addr().to_string();
     s.origin.stop();
     let run = s.kvpush(&[
@@ -384,8 +393,7 @@ fn a_flaky_origin_is_fetched_from_again_and_the_images_land() {
         },
     );
     let s = Setup::seeded(origin, proxy.addr());
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (_dest, prefix) = destination();
     let run = s.kvpush(&[
         "all",
         "--registry",
@@ -414,9 +422,8 @@ fn a_flaky_origin_is_fetched_from_again_and_the_images_land() {
 #[test]
 fn a_token_origin_is_read_with_its_own_credentials_and_a_pull_scope() {
     use base64::Engine as _;
-    let origin = Registry::start(RegistryKind::Token);
-    let name = origin.addr().to_string();
-    let s = Setup::seeded(origin, &name);
+    let s = Setup::with_origin(RegistryKind::Token);
+    let name = s.origin.addr().to_string();
     // The origin's credentials come from the usual lookup, not the command line.
     let (user, password) = s.origin.credentials().unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -424,8 +431,7 @@ fn a_token_origin_is_read_with_its_own_credentials_and_a_pull_scope() {
     std::fs::create_dir_all(&docker).unwrap();
     let config = serde_json::json!({"auths": {&name: {"auth": auth}}});
     std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (_dest, prefix) = destination();
     // Those of skopeo's seeding.
     let seeding = s.origin.token_requests().len();
     let run = s.kvpush(&["all", "--registry", &prefix, "--tag", "t1"]);
@@ -459,12 +465,10 @@ fn a_token_origin_is_read_with_its_own_credentials_and_a_pull_scope() {
 /// when they would be good there, so the copy fails as anonymous.
 #[test]
 fn the_push_credentials_never_reach_an_origin() {
-    let origin = Registry::start(RegistryKind::Htpasswd);
-    let name = origin.addr().to_string();
-    let s = Setup::seeded(origin, &name);
+    let s = Setup::with_origin(RegistryKind::Htpasswd);
+    let name = s.origin.addr().to_string();
     let (user, password) = s.origin.credentials().unwrap();
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (_dest, prefix) = destination();
     let mut cmd = kvpush_command(&s.dir.path().join("home"));
     cmd.arg("--workspace")
         .arg(&s.ws.root)
@@ -513,8 +517,7 @@ fn registry_tag_operations_tag_their_child_in_the_destination_repository() {
         &[&["v1-amd64"], &["v1-arm64"]],
     )
     .unwrap();
-    let dest = Registry::start(RegistryKind::Plain);
-    let prefix = format!("{}/kubevirt", dest.addr());
+    let (dest, prefix) = destination();
     let run = s.kvpush(&["virt-multi", "--registry", &prefix, "--tag", "t1"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     // The run's tag names the index; each registry_tag its child, in the
