@@ -15,11 +15,7 @@ use crate::targets::{self, Catalog, Selection};
 pub(super) fn run(names: Vec<String>, catalog: &Catalog) -> ExitCode {
     let mut names = names;
     if names.is_empty() {
-        names = std::env::var("PUSH_TARGETS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        names = super::kubevirt_env::push_targets();
     }
     if names.is_empty() {
         names.push("all".to_string());

@@ -10,6 +10,16 @@ use std::path::PathBuf;
 
 use crate::config::KubevirtDigests;
 
+/// The targets `PUSH_TARGETS` names (space-separated, as the script
+/// splits it); empty when unset.
+pub(super) fn push_targets() -> Vec<String> {
+    std::env::var("PUSH_TARGETS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// What the variables ask for; empty values count as unset, as in the
 /// script's `[[ $var ]]` tests.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -119,11 +119,7 @@ impl PushArgs {
             KubevirtEnv::default()
         };
         if names.is_empty() {
-            names = std::env::var("PUSH_TARGETS")
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
+            names = super::kubevirt_env::push_targets();
         }
         if names.is_empty() {
             return Err("name what to push: `kvpush all`, one or more targets (e.g. virt-api), or set PUSH_TARGETS; see kvpush --help".into());

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
 use super::body::OnceStream;
@@ -130,10 +130,13 @@ impl Client {
         }
     }
 
-    /// `GET /v2/<repo>/blobs/<digest>` of a small blob (an image config),
-    /// checked against its digest. Redirects to storage are followed
-    /// without the registry's credentials.
-    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+    /// `GET /v2/<repo>/blobs/<digest>` with a pull scope, answered with
+    /// success (its body unread), and the operation's name for messages.
+    async fn blob_answer(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<(String, Response), RegistryError> {
         let op = format!("GET blob {repo}@{digest}");
         let scopes = pull_scopes(repo);
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
@@ -143,6 +146,14 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(&op, resp).await);
         }
+        Ok((op, resp))
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>` of a small blob (an image config),
+    /// checked against its digest. Redirects to storage are followed
+    /// without the registry's credentials.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let (op, resp) = self.blob_answer(repo, digest).await?;
         let bytes = self.read_body(&op, resp, Cap::Config).await?;
         let got = crate::blob::sha256_digest(&bytes);
         if got != digest {
@@ -164,15 +175,7 @@ impl Client {
         digest: &str,
         size: u64,
     ) -> Result<Download, RegistryError> {
-        let op = format!("GET blob {repo}@{digest}");
-        let scopes = pull_scopes(repo);
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        let resp = self
-            .execute(&self.req(&op, Method::GET, url, &scopes))
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(&op, resp).await);
-        }
+        let (op, resp) = self.blob_answer(repo, digest).await?;
         if let Some(n) = resp.content_length().filter(|n| *n != size) {
             return Err(RegistryError::Protocol {
                 host: self.endpoint.host.clone(),
