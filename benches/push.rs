@@ -441,6 +441,27 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
+/// The bench's workspace of `scale` bytes of tarballs under `dir`, and a
+/// copy with virt-handler's own layer rebuilt (the one-image change).
+fn workspaces(dir: &Path, scale: u64) -> (Workspace, Workspace) {
+    let spec = WorkspaceSpec {
+        scale_bytes: scale,
+        ..WorkspaceSpec::default()
+    };
+    let ws = generate_workspace(&dir.join("ws"), &spec).unwrap();
+    let changed = WorkspaceSpec {
+        changed_layers: vec!["virt-handler".into()],
+        ..spec
+    };
+    let ws_changed = generate_workspace(&dir.join("ws-changed"), &changed).unwrap();
+    println!(
+        "generated {} images, {}",
+        ws.images.len(),
+        human(ws.total_bytes)
+    );
+    (ws, ws_changed)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if arg(&args, "--profile").as_deref() == Some("wan") {
@@ -473,21 +494,7 @@ fn main() {
         storage.display()
     );
 
-    let spec = WorkspaceSpec {
-        scale_bytes: scale,
-        ..WorkspaceSpec::default()
-    };
-    let ws = generate_workspace(&work.path().join("ws"), &spec).unwrap();
-    let changed_spec = WorkspaceSpec {
-        changed_layers: vec!["virt-handler".into()],
-        ..spec
-    };
-    let ws_changed = generate_workspace(&work.path().join("ws-changed"), &changed_spec).unwrap();
-    println!(
-        "generated {} images, {}",
-        ws.images.len(),
-        human(ws.total_bytes)
-    );
+    let (ws, ws_changed) = workspaces(work.path(), scale);
     let rules = rules_img::RulesImgBench::prepare(&work.path().join("rules-img"), &storage, scale);
     println!(
         "generated a rules_img workspace of {} images, {} of distinct base layers in the origin registry",

@@ -15,8 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kvpush_fixtures::{
-    generate_workspace, parse_size, LinkShape, Registry, RegistryKind, Shaper, ShaperStats,
-    Workspace, WorkspaceSpec,
+    parse_size, LinkShape, Registry, RegistryKind, Shaper, ShaperStats, Workspace,
 };
 use serde_json::json;
 
@@ -165,21 +164,7 @@ pub fn main(args: &[String]) {
         shape.bits_per_sec as f64 / 1e6,
         storage.display()
     );
-    let spec = WorkspaceSpec {
-        scale_bytes: scale,
-        ..WorkspaceSpec::default()
-    };
-    let ws = generate_workspace(&work.path().join("ws"), &spec).unwrap();
-    let changed = WorkspaceSpec {
-        changed_layers: vec!["virt-handler".into()],
-        ..spec
-    };
-    let ws_changed = generate_workspace(&work.path().join("ws-changed"), &changed).unwrap();
-    println!(
-        "generated {} images, {}",
-        ws.images.len(),
-        human(ws.total_bytes)
-    );
+    let (ws, ws_changed) = super::workspaces(work.path(), scale);
 
     println!();
     println!("| round | scenario | tool | time | round trips (time / RTT) | requests | connections | bytes up | link utilisation |");
