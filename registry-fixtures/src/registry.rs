@@ -568,6 +568,37 @@ impl Registry {
     }
 
     /// Stop the registry now (also done on drop).
+    /// Starts the registry again on the same storage, configuration and port
+    /// after it died (e.g. a test killed it): what a registry restarted by
+    /// its supervisor looks like to a client. The access log starts empty.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let port = self.addr.rsplit(':').next().unwrap_or("").to_string();
+        let mut cmd = Command::new(Self::script_dir().join("start-registry.sh"));
+        cmd.arg(self.kind.as_str())
+            .arg(self.state.path())
+            .arg(&port);
+        cmd.env("KVPUSH_REGISTRY_WATCH_PID", std::process::id().to_string());
+        if let Some((user, password)) = &self.credentials {
+            cmd.env("KVPUSH_REGISTRY_USER", user)
+                .env("KVPUSH_REGISTRY_PASSWORD", password);
+        }
+        if let Some(t) = &self.token {
+            cmd.env("KVPUSH_TOKEN_REALM", &t.realm);
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("running start-registry.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "restarting the registry on port {port} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        self.stopped = false;
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         if self.stopped {
             return;
