@@ -29,10 +29,17 @@ pub(super) fn create() -> Result<(tempfile::TempDir, File), String> {
     // `.lock`, which is therefore never seen unlocked while this runs.
     let staging = dir.path().join(".lock-new");
     let lock = File::create(&staging).map_err(setup)?;
-    if !try_lock(&lock) {
-        return Err(setup(std::io::Error::last_os_error()));
+    if try_lock(&lock) {
+        std::fs::rename(&staging, dir.path().join(LOCK)).map_err(setup)?;
+    } else {
+        // A filesystem without flock: the directory is never swept, as
+        // nothing could tell whether its run is alive.
+        tracing::debug!(
+            "cannot lock {}: {}",
+            staging.display(),
+            std::io::Error::last_os_error()
+        );
     }
-    std::fs::rename(&staging, dir.path().join(LOCK)).map_err(setup)?;
     Ok((dir, lock))
 }
 
