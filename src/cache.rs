@@ -14,7 +14,10 @@
 //! parse is ignored (and rewritten by the next run that learns it). A cache
 //! that cannot be written (a full disk, no permission) costs only speed:
 //! the first failure is said once, the push goes on without caching, and
-//! a write cut short leaves only its temporary file, which is removed.
+//! a write cut short leaves only its temporary file, which is removed; one
+//! a killed run left (`.tmp` and six characters, tempfile's default name)
+//! is removed by a later run once it is an hour old, far beyond the
+//! microseconds a live write keeps it.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,16 @@ pub fn default_dir() -> Option<PathBuf> {
         .map(PathBuf::from);
     let base = xdg.or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("kvpush"))
+}
+
+/// Age past which a temporary entry file is a killed run's.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// tempfile's default name (`.tmp` and six letters or digits), as
+/// [`Cache::write`] makes them; entries themselves are hex digests.
+fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix(".tmp")
+        .is_some_and(|rest| rest.len() == 6 && rest.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 fn hex_of(digest: &str) -> Option<&str> {
@@ -135,6 +148,43 @@ impl Cache {
         }
     }
 
+    /// Remove the temporary files of entry writes a killed run left in the
+    /// entry directories, once older than [`STALE_TEMP`]; returns how many.
+    pub fn sweep_stale_temps(&self) -> usize {
+        let mut removed = 0;
+        for kind in ["layers", "blobs"] {
+            let Ok(dirs) = std::fs::read_dir(self.root.join(kind)) else {
+                continue;
+            };
+            for dir in dirs.flatten() {
+                let Ok(entries) = std::fs::read_dir(dir.path()) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let stale = name.to_str().is_some_and(is_temp_name)
+                        && entry.metadata().is_ok_and(|m| {
+                            m.is_file()
+                                && m.modified()
+                                    .ok()
+                                    .and_then(|t| t.elapsed().ok())
+                                    .is_some_and(|age| age > STALE_TEMP)
+                        });
+                    if stale && std::fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                "removed {removed} temporary files of killed runs from the digest cache {}",
+                self.root.display()
+            );
+        }
+        removed
+    }
+
     /// Write atomically; a cache that cannot be written only costs speed.
     fn write(&self, path: &Path, bytes: &[u8]) {
         let result = (|| -> std::io::Result<()> {
@@ -160,6 +210,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
@@ -190,6 +241,38 @@ mod tests {
         cache.remove_layer("s1", &digest('a'));
         assert!(!path.exists());
         assert_eq!(cache.layer("s1", "not-a-digest"), None);
+    }
+
+    #[test]
+    fn only_old_temporary_files_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        cache.put_layer(
+            "s1",
+            &digest('a'),
+            &CachedLayer {
+                digest: digest('b'),
+                size: 1,
+            },
+        );
+        let entries = dir.path().join("layers/s1");
+        let (old, new) = (entries.join(".tmpAbC123"), entries.join(".tmpXyZ789"));
+        std::fs::write(&old, b"{\"dig").unwrap();
+        std::fs::write(&new, b"{\"dig").unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86400);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        assert_eq!(cache.sweep_stale_temps(), 1);
+        assert!(!old.exists() && new.exists(), "a live write's file is kept");
+        assert!(
+            cache.layer("s1", &digest('a')).is_some(),
+            "entries are kept"
+        );
+        assert!(!is_temp_name(&"a".repeat(64)) && !is_temp_name(".tmp"));
     }
 
     #[test]

@@ -92,6 +92,14 @@ pub(super) struct PushArgs {
     /// replaces the system roots.
     #[arg(long = "ca-cert", value_name = "FILE")]
     pub(super) ca_certs: Vec<PathBuf>,
+    /// PEM client certificate (chain) presented to the --registry host for
+    /// mutual TLS, with --client-key; replaces a certs.d `*.cert` pair for
+    /// that host, never sent to another (origin) registry.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub(super) client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub(super) client_key: Option<PathBuf>,
     /// Write push-<target>.digest files (sha256:<hex>) here for the single-image
     /// targets; a manifest list's digest for `manifest`, and with --arch-bin
     /// each architecture's image digests under DIR/ARCH.

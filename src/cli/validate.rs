@@ -133,6 +133,12 @@ impl PushArgs {
         }
         registry::transport::check_ssl_cert_file()?;
         let ca_certs = registry::transport::load_ca_certs(&self.ca_certs)?;
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            // The destination's host: origins never get the pair.
+            let host =
+                push::Destination::new(&registry, "", "virt-api", &self.common.tags[0])?.host;
+            registry::trust::use_client_cert(&host, cert, key)?;
+        }
         let credential = match self.username {
             Some(username) if self.password_stdin => Some(read_password_stdin(username)?),
             _ => None,

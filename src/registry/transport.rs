@@ -166,7 +166,8 @@ pub async fn probe(
                 }
                 Ok(Err(e)) => {
                     let failure = transport_failure(e);
-                    if failure.certificate && untrusted.is_none() {
+                    let final_ = failure.certificate || trust::wants_client_cert(host);
+                    if final_ && untrusted.is_none() {
                         untrusted = Some((candidate, failure.reason.clone()));
                     }
                     reasons.push(failure.reason);
@@ -211,10 +212,12 @@ pub(crate) fn untrusted_error(
             host
         }
     });
-    let advice = if trust.contains("--ca-cert") || trust.contains("certs.d") {
-        "the certificate the registry presents must be one of those, or be signed by one, and list the name in its subjectAltName; --insecure skips the check"
+    let advice = if let Some(client) = trust::client_cert_refusal(host, reason) {
+        client
+    } else if trust.contains("--ca-cert") || trust.contains("certs.d") {
+        "the certificate the registry presents must be one of those, or be signed by one, and list the name in its subjectAltName; --insecure skips the check".to_string()
     } else {
-        "if its certificate comes from a private CA or is self-signed, pass --ca-cert FILE or put it in /etc/docker/certs.d/HOST:PORT/ca.crt; --insecure skips the check"
+        "if its certificate comes from a private CA or is self-signed, pass --ca-cert FILE or put it in /etc/docker/certs.d/HOST:PORT/ca.crt; --insecure skips the check".to_string()
     };
     RegistryError::Untrusted {
         host: host.to_string(),

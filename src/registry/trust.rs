@@ -6,8 +6,10 @@
 //! mutual TLS). A certificate that is itself one of those trusted files is
 //! accepted as the server's own even when it carries CA:TRUE (the
 //! self-signed certificate Docker's documentation makes), for the names it
-//! lists and while it is valid; everything else is webpki's. Knows no
-//! request, endpoint or retry.
+//! lists and while it is valid; everything else is webpki's. The client
+//! pair of `--client-cert`/`--client-key` is read and checked here too, and
+//! presented to the destination registry host only. Knows no request,
+//! endpoint or retry.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,6 +29,18 @@ const DEFAULT_CERTS_D: &str = "/etc/docker/certs.d:/etc/containers/certs.d";
 
 /// `--ca-cert` files as read (path, certificates), for every host.
 static CA_CERT_FILES: Mutex<Vec<(PathBuf, Vec<CertificateDer<'static>>)>> = Mutex::new(Vec::new());
+
+/// `--client-cert`/`--client-key`: the destination host they are presented
+/// to, and the pair as read.
+static CLIENT_FLAGS: Mutex<Option<(String, ClientPair)>> = Mutex::new(None);
+
+/// A client certificate chain and its private key, checked to match.
+#[derive(Debug)]
+struct ClientPair {
+    cert: PathBuf,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
 
 /// Read a PEM file of one or more certificates.
 pub fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -49,6 +63,148 @@ pub fn remember_ca_cert(path: &Path, certs: Vec<CertificateDer<'static>>) {
     let mut files = CA_CERT_FILES.lock().unwrap_or_else(|e| e.into_inner());
     if !files.iter().any(|(p, _)| p == path) {
         files.push((path.to_path_buf(), certs));
+    }
+}
+
+/// Read a client certificate chain and its key (`what` names where they
+/// come from: the flags or certs.d) and check that the key is the
+/// certificate's; errors name the file and what is wrong with it.
+fn read_client_pair(cert: &Path, key: &Path, what: [&str; 2]) -> Result<ClientPair, String> {
+    let chain = read_certs(cert, what[0])?;
+    let pem = std::fs::read(key)
+        .map_err(|e| format!("{} {}: cannot read it: {e}", what[1], key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        format!(
+            "{} {}: not a PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC): {e}",
+            what[1],
+            key.display()
+        )
+    })?;
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    match rustls::sign::CertifiedKey::from_der(chain.clone(), key_der.clone_key(), &provider) {
+        Ok(_) => Ok(ClientPair {
+            cert: cert.to_path_buf(),
+            chain,
+            key: key_der,
+        }),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(format!(
+            "{} {} does not match {} {}: the key is not the one the certificate was made for",
+            what[1],
+            key.display(),
+            what[0],
+            cert.display()
+        )),
+        Err(e) => Err(format!(
+            "{} {}: cannot be used with {} {}: {e}",
+            what[1],
+            key.display(),
+            what[0],
+            cert.display()
+        )),
+    }
+}
+
+/// `--client-cert FILE --client-key FILE`: read and check the pair now and
+/// present it to registry `host` (`name[:port]`, the destination's) in
+/// place of a certs.d pair; never to another host (an origin).
+pub fn use_client_cert(host: &str, cert: &Path, key: &Path) -> Result<(), String> {
+    let pair = read_client_pair(cert, key, ["--client-cert", "--client-key"])?;
+    *CLIENT_FLAGS.lock().unwrap_or_else(|e| e.into_inner()) = Some((host.to_string(), pair));
+    Ok(())
+}
+
+/// The client pair presented to `host`: the flags' for the destination,
+/// else the certs.d directory's.
+fn client_pair(
+    host: &str,
+    certs_d: Option<(PathBuf, PathBuf)>,
+) -> Result<Option<ClientPair>, String> {
+    if let Some((for_host, pair)) = &*CLIENT_FLAGS.lock().unwrap_or_else(|e| e.into_inner()) {
+        if for_host == host {
+            return Ok(Some(ClientPair {
+                cert: pair.cert.clone(),
+                chain: pair.chain.clone(),
+                key: pair.key.clone_key(),
+            }));
+        }
+    }
+    certs_d
+        .map(|(cert, key)| {
+            read_client_pair(
+                &cert,
+                &key,
+                ["certs.d client certificate", "certs.d client key"],
+            )
+        })
+        .transpose()
+}
+
+/// Hosts whose registry asked for a client certificate when kvpush had
+/// none for it: the connection then fails in ways (a closed channel, an
+/// alert) that do not always name the reason, so it is remembered here.
+static ASKED_WITHOUT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Presents no client certificate, noting that the registry asked for one.
+#[derive(Debug)]
+struct NoClientCert {
+    host: String,
+}
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut asked = ASKED_WITHOUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !asked.contains(&self.host) {
+            asked.push(self.host.clone());
+        }
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// Did registry `host` ask for a client certificate kvpush does not have?
+/// Then a failed connection is final: the same handshake fails again.
+pub fn wants_client_cert(host: &str) -> bool {
+    ASKED_WITHOUT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|h| h == host)
+}
+
+/// The client certificate file presented to `host`, if any.
+fn presented_client_cert(host: &str) -> Option<PathBuf> {
+    if let Some((for_host, pair)) = &*CLIENT_FLAGS.lock().unwrap_or_else(|e| e.into_inner()) {
+        if for_host == host {
+            return Some(pair.cert.clone());
+        }
+    }
+    certs_d(host).client.map(|(cert, _)| cert)
+}
+
+/// When the registry ended the handshake over the client certificate
+/// (`reason`, the transport error's text, holds the alert it sent): what
+/// happened and what to do, in words; None for anything else.
+pub fn client_cert_refusal(host: &str, reason: &str) -> Option<String> {
+    let alert = reason.contains("received fatal alert");
+    let presented = presented_client_cert(host);
+    match presented {
+        None if wants_client_cert(host) || reason.contains("CertificateRequired") => Some(format!(
+            "the registry requires a client certificate (mutual TLS) and none was presented: pass --client-cert FILE --client-key FILE, or put a client.cert and client.key pair in /etc/docker/certs.d/{host}/"
+        )),
+        Some(cert) if alert => Some(format!(
+            "the registry refused the client certificate {}: it must be signed by a CA the registry trusts for clients and be valid now",
+            cert.display()
+        )),
+        _ => None,
     }
 }
 
@@ -103,16 +259,13 @@ pub fn client_config(host: &str) -> Result<(rustls::ClientConfig, String), Strin
         .map_err(|e| format!("cannot set up TLS: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut config = match dir.client {
-        Some((cert, key)) => {
-            let chain = read_certs(&cert, "client certificate")?;
-            let key = PrivateKeyDer::from_pem_file(&key)
-                .map_err(|e| format!("client key {}: cannot read a PEM key: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?
-        }
-        None => builder.with_no_client_auth(),
+    let mut config = match client_pair(host, dir.client)? {
+        Some(pair) => builder
+            .with_client_auth_cert(pair.chain, pair.key)
+            .map_err(|e| format!("client certificate {}: {e}", pair.cert.display()))?,
+        None => builder.with_client_cert_resolver(Arc::new(NoClientCert {
+            host: host.to_string(),
+        })),
     };
     // As reqwest sets it for its own configuration (http2 enabled).
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -29,7 +29,8 @@
 //!   base layers), streamed from a `GET` there into the upload;
 //! - `manifests`: manifests, stale tags and tag PUTs;
 //! - `prepare`: layers compressed, streamed, or repaired;
-//! - `run`: the state every image shares; `layer`: a layer as pushed.
+//! - `run`: the state every image shares; `layer`: a layer as pushed;
+//! - `spool`: the run's temporary directory, and those killed runs left.
 
 mod image;
 mod layer;
@@ -38,6 +39,7 @@ mod origin;
 mod placement;
 mod prepare;
 mod run;
+mod spool;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -170,14 +172,14 @@ pub async fn execute(
             .flat_map(|i| &i.destinations)
             .map(|d| d.host.as_str());
         let clients = connect(hosts, &options).await?;
-        let spool_dir = tempfile::Builder::new()
-            .prefix("kvpush-")
-            .tempdir()
-            .map_err(|e| {
-                format!(
-                    "cannot create a temporary directory for compressed layers (set TMPDIR?): {e}"
-                )
-            })?;
+        // What killed runs left; dropped after `run`, so the lock outlives
+        // the directory it guards.
+        spool::sweep_stale();
+        let (spool_dir, _spool_lock) = spool::create()?;
+        let cache = options.cache_dir.clone().map(Cache::new);
+        if let Some(cache) = &cache {
+            cache.sweep_stale_temps();
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let run = Run {
             observer,
@@ -186,7 +188,7 @@ pub async fn execute(
             origin_clients: Mutex::default(),
             permits: Semaphore::new(options.jobs.max(1)),
             cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
-            cache: options.cache_dir.clone().map(Cache::new),
+            cache,
             settings: crate::compress::settings_id(options.compression_level),
             options,
             spool_dir,
