@@ -88,8 +88,13 @@ fn retry_time_bounds_an_outage_that_starts_mid_push() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("kvpush gave up {:.1}s after the kill", took.as_secs_f64());
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The promise is the limit plus a second (5.3-5.8 s on a quiet
+    // machine, 18 s before the outage clock). A debug build on 2 cores
+    // shared with a dozen compilers took up to 6.4 s (9.4 s with load 12),
+    // so the bound keeps one more second for a busy CI runner: a return of
+    // the old behaviour still fails it by far.
     assert!(
-        took < Duration::from_secs(6),
-        "--retry-time 5s held within a second: took {took:?}\n{stderr}"
+        took < Duration::from_secs(7),
+        "--retry-time 5s held (within a second, plus one for a busy machine): took {took:?}\n{stderr}"
     );
 }
