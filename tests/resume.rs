@@ -1,10 +1,11 @@
 //! Large blob uploads cut off by a flaky registry resume from what the
 //! registry holds instead of starting over: the request body bytes that
 //! reach the fault proxy under the flaky schedule stay within 1.3x those
-//! of a fault-free run. A registry that cannot say how much it holds (405
-//! on `GET` of the upload session) gets restarted uploads, and every image
-//! lands all the same. Checked with skopeo against the registries
-//! themselves.
+//! of a fault-free run. A piece the registry stops reading is cut by
+//! `--stall-timeout` and resumed. A registry that cannot say how much it
+//! holds (405 on `GET` of the upload session) gets restarted uploads, and
+//! every image lands all the same. Checked with skopeo against the
+//! registries themselves.
 
 mod common;
 
@@ -167,8 +168,17 @@ fn a_registry_that_cannot_say_what_it_holds_gets_restarted_uploads() {
 #[test]
 fn a_piece_the_registry_stops_reading_is_cut_by_the_stall_timeout_and_resumed() {
     let (sc, large) = large_workspace();
+    // A push elsewhere first fills the digest cache, so that the large
+    // layers are uploaded in pieces, not streamed while compressed.
+    let elsewhere = Registry::start(RegistryKind::Plain);
+    let warm = push_all(
+        &sc,
+        &FaultProxy::start(elsewhere.addr(), FaultPlan::default()),
+        &["--tag", "warm"],
+    );
+    assert_eq!(warm.code, 0, "{}", warm.stderr);
     let proxy = sc.proxy(FaultPlan {
-        rate: 0.3,
+        rate: 0.5,
         faults: vec![Fault::Stall],
         only: Some(("PATCH".into(), "/blobs/uploads/".into())),
         stall_limit: Duration::from_secs(20),
