@@ -5,7 +5,10 @@
 //! refuse bodies above a size (413, as nginx's `client_max_body_size`),
 //! announce `OCI-Chunk-Min-Length`, and slow every request down. Hostile
 //! answers too: a body trickled a few bytes a second, a body padded past
-//! a size (with or without `Content-Length`), a redirect to itself.
+//! a size (with or without `Content-Length`), a redirect to itself. It can
+//! refuse `GET` on upload sessions (405, a registry that cannot say how much
+//! of an upload it holds) and counts the request body bytes it received
+//! and passed on, the measure of what an upload cost.
 //!
 //! Plain std threads and `TcpStream`s: one thread per client connection
 //! (kept alive between requests), a fresh upstream connection per request.
@@ -22,7 +25,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -86,6 +89,9 @@ pub struct FaultPlan {
     /// Replace the `realm` of the registry's `WWW-Authenticate` challenges
     /// with this URL (a token service elsewhere, say on another host).
     pub realm: Option<String>,
+    /// Answer `405 Method Not Allowed` to every `GET` on an upload session
+    /// (`/blobs/uploads/<id>`), as a registry without resumable uploads.
+    pub refuse_upload_status: bool,
 }
 
 impl Default for FaultPlan {
@@ -103,6 +109,7 @@ impl Default for FaultPlan {
             bandwidth: None,
             stall_limit: Duration::from_secs(60),
             realm: None,
+            refuse_upload_status: false,
         }
     }
 }
@@ -156,6 +163,9 @@ pub enum Outcome {
     Injected(Fault),
     /// Refused with 413 (body over [`FaultPlan::body_limit`]).
     TooLarge,
+    /// A `GET` on an upload session refused with 405
+    /// ([`FaultPlan::refuse_upload_status`]).
+    StatusRefused,
     /// The client went away, or the registry could not be reached.
     Broken(String),
 }
@@ -182,6 +192,9 @@ struct Shared {
     faults_done: AtomicUsize,
     events: Mutex<Vec<ProxyEvent>>,
     stop: AtomicBool,
+    /// Request body bytes read from clients, and passed on to the registry.
+    received: Arc<AtomicU64>,
+    forwarded: AtomicU64,
 }
 
 /// A running proxy on 127.0.0.1; stops accepting on drop.
@@ -211,6 +224,8 @@ impl FaultProxy {
             faults_done: AtomicUsize::new(0),
             events: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            received: Arc::default(),
+            forwarded: AtomicU64::new(0),
         });
         let s = shared.clone();
         thread::spawn(move || accept_loop(listener, s));
@@ -240,6 +255,18 @@ impl FaultProxy {
     /// Forget the requests seen so far.
     pub fn clear_events(&self) {
         self.shared.events.lock().expect("events poisoned").clear();
+    }
+
+    /// Request body bytes read from clients so far, whatever became of
+    /// them (passed on, or read and dropped by a fault): what the clients
+    /// sent, as far as the network took it.
+    pub fn received_body_bytes(&self) -> u64 {
+        self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes passed on to the registry so far.
+    pub fn forwarded_body_bytes(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
     }
 
     /// How many requests got a fault (413s not counted).
@@ -314,6 +341,8 @@ struct Conn {
     buf: Vec<u8>,
     /// Decoded length of the last chunked request body read.
     chunked_len: Option<u64>,
+    /// The proxy's count of request body bytes read.
+    received: Arc<AtomicU64>,
 }
 
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
@@ -362,7 +391,9 @@ impl Conn {
     ) -> io::Result<()> {
         let started = Instant::now();
         let mut done = 0u64;
+        let received = self.received.clone();
         chunked::read_sized(self, n, |data| {
+            received.fetch_add(data.len() as u64, Ordering::Relaxed);
             sink(data)?;
             done += data.len() as u64;
             throttle(started, done, bandwidth);
@@ -375,7 +406,9 @@ impl Conn {
     fn read_chunked(&mut self, bandwidth: Option<u64>) -> io::Result<Vec<u8>> {
         let started = Instant::now();
         let mut body = Vec::new();
+        let received = self.received.clone();
         chunked::read_chunked(self, |data| {
+            received.fetch_add(data.len() as u64, Ordering::Relaxed);
             body.extend_from_slice(data);
             throttle(started, body.len() as u64, bandwidth);
             Ok(())
@@ -430,6 +463,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn reason(code: u16) -> &'static str {
     match code {
+        405 => "Method Not Allowed",
         413 => "Request Entity Too Large",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -467,6 +501,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
         stream,
         buf: Vec::new(),
         chunked_len: None,
+        received: shared.received.clone(),
     };
     while !shared.stop.load(Ordering::SeqCst) {
         let Some(head) = conn.read_head() else {
@@ -513,7 +548,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
         if let Some(f) = fault {
             record(Outcome::Injected(f), body_len);
         }
-        let keep = if too_large {
+        let refuse_status = plan.refuse_upload_status
+            && head.method == "GET"
+            && head.uri.contains("/blobs/uploads/");
+        let keep = if refuse_status && fault.is_none() {
+            record(Outcome::StatusRefused, body_len);
+            discard_body(&mut conn, &head)
+                .and_then(|()| conn.stream.write_all(&error_response(405, None, false)))
+                .is_ok()
+        } else if too_large {
             // Like nginx: answer at once, then drain what the client still
             // sends so that it reads the answer instead of a reset.
             record(Outcome::TooLarge, body_len);
@@ -630,8 +673,19 @@ fn handle(
     out.push_str("Connection: close\r\n\r\n");
     up.write_all(out.as_bytes())?;
     match &chunked_body {
-        Some(body) => up.write_all(body)?,
-        None => conn.read_body(declared, plan.bandwidth, |b| up.write_all(b))?,
+        Some(body) => {
+            up.write_all(body)?;
+            shared
+                .forwarded
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+        }
+        None => conn.read_body(declared, plan.bandwidth, |b| {
+            up.write_all(b)?;
+            shared
+                .forwarded
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })?,
     }
     let mut raw = Vec::new();
     up.read_to_end(&mut raw)?;

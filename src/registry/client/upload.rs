@@ -1,7 +1,9 @@
 //! Blobs as they are written: opening an upload session (`POST`), asking
 //! for a cross-repository mount, and filling and closing the session: one
-//! monolithic `PUT`, `PATCH` chunks once the host refused a body as too
-//! large (see [`super::session::ChunkPolicy`]), one `PATCH` streamed while
+//! monolithic `PUT` for a small blob, `PATCH` pieces for a large one or once
+//! the host refused a body as too large (see
+//! [`super::session::ChunkPolicy`]), resumed after a cut from what a `GET`
+//! on the session says it holds, one `PATCH` streamed while
 //! the blob is still being written, or one `PUT` of a blob streaming down
 //! from another registry ([`Client::upload_download`]). Checks that the registry holds what was
 //! sent. Reading blobs is [`super::blobs`]'s; how requests are sent,
@@ -17,7 +19,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use super::blobs::Download;
 use super::body::Body;
 use super::request::{push_scopes, Client};
-use super::session::Session;
+use super::session::{held_bytes, range_end, Session};
 use crate::blob::{FileRange, GrowingBlob};
 use crate::registry::errors::RegistryError;
 
@@ -198,27 +200,28 @@ impl Client {
             .await
     }
 
-    /// Send `body` in `PATCH`es of `chunk` bytes, then close the session.
-    async fn put_chunked(
+    /// Send the rest of `body`, from the `at.held` bytes the registry holds,
+    /// in `PATCH`es of `at.piece` bytes, then close the session. `at` follows
+    /// every piece the registry took, so that a cut upload resumes from there.
+    async fn put_pieces(
         &self,
-        session: Session,
+        at: &mut Resumable,
         repo: &str,
         digest: &str,
         body: &FileRange,
-        chunk: u64,
     ) -> Result<(), RegistryError> {
         let op = format!("PATCH blob {repo}@{digest}");
         let scopes = push_scopes(repo);
-        let mut location = session.url;
-        let mut start = 0;
-        while start < body.len {
+        while at.held < body.len {
+            let start = at.held;
+            // Read again from the file at the offset: never held in memory.
             let part = FileRange {
                 path: body.path.clone(),
                 offset: body.offset + start,
-                len: chunk.min(body.len - start),
+                len: at.piece.min(body.len - start),
             };
             let end = start + part.len - 1;
-            let mut req = self.req(&op, Method::PATCH, location.clone(), &scopes);
+            let mut req = self.req(&op, Method::PATCH, at.location.clone(), &scopes);
             req.headers.push((
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
@@ -236,27 +239,94 @@ impl Client {
             // The registry says how much it holds: anything but all we
             // sent means the session is not what we think; start again.
             let range = resp.headers().get("range").and_then(|v| v.to_str().ok());
-            if let Some(range) = range.filter(|_| held_end(&resp) != Some(end)) {
+            if let Some(range) = range.filter(|r| range_end(Some(r)) != Some(end)) {
+                at.lost = true;
                 return Err(RegistryError::Unreachable {
                     host: self.endpoint.host.clone(),
-                    url: format!("{}{}", self.endpoint.base_url, location.path()),
+                    url: format!("{}{}", self.endpoint.base_url, at.location.path()),
                     reason: format!(
                         "{op}: the registry holds bytes {range} after a PATCH of {start}-{end}"
                     ),
                 });
             }
-            location = self.location(&op, &resp)?;
-            start = end + 1;
+            at.location = self.location(&op, &resp)?;
+            at.held = end + 1;
         }
-        self.finish_upload(location, repo, digest, Body::Empty)
+        self.finish_upload(at.location.clone(), repo, digest, Body::Empty)
             .await
     }
 
+    /// `GET` on an upload session: how many bytes it holds, and the
+    /// `Location` to go on at. None when the registry cannot say (it
+    /// refuses the `GET`, 404/405, the session expired or is unknown, no
+    /// usable `Range`): the upload restarts. distribution forgets a session
+    /// that took part of a body it then lost (its `Location`s carry the
+    /// offset they expect), so against it a resume works when a cut lost
+    /// a piece whole, as a proxy that buffers bodies (nginx's default) does.
+    async fn upload_status(
+        &self,
+        location: &Url,
+        repo: &str,
+    ) -> Result<Option<(u64, Url)>, RegistryError> {
+        let op = format!("GET upload status in {repo}");
+        let scopes = push_scopes(repo);
+        let resp = self
+            .execute(&self.req(&op, Method::GET, location.clone(), &scopes))
+            .await?;
+        if !resp.status().is_success() {
+            tracing::debug!("{op}: {}; the upload cannot resume", resp.status());
+            return Ok(None);
+        }
+        let range = resp.headers().get("range").and_then(|v| v.to_str().ok());
+        let Some(held) = held_bytes(range) else {
+            tracing::debug!("{op}: no usable Range ({range:?}); the upload cannot resume");
+            return Ok(None);
+        };
+        // distribution answers with a fresh Location; one without keeps
+        // the session's.
+        let next = match resp.headers().get(LOCATION) {
+            Some(_) => self.location(&op, &resp)?,
+            None => location.clone(),
+        };
+        Ok(Some((held, next)))
+    }
+
+    /// After a failed try of a pieced upload: resume `at` from what the
+    /// registry says it holds, or say to restart (None). True in the
+    /// second place when the blob turned out to be in the registry already
+    /// (the closing `PUT` landed, its answer did not).
+    async fn resume(
+        &self,
+        mut at: Resumable,
+        repo: &str,
+        digest: &str,
+        len: u64,
+    ) -> Result<(Option<Resumable>, bool), RegistryError> {
+        if !at.lost {
+            if let Some((held, location)) = self.upload_status(&at.location, repo).await? {
+                if held <= len {
+                    tracing::warn!(
+                        "{}: resuming the upload of {digest} at byte {held} of {len}",
+                        self.endpoint.host
+                    );
+                    at.held = held;
+                    at.location = location;
+                    at.resumed = true;
+                    return Ok((Some(at), false));
+                }
+            }
+        }
+        let landed = at.held == len && self.blob_exists(repo, digest).await?;
+        Ok((None, landed))
+    }
+
     /// Upload a whole blob, into `session` when the caller holds one (a
-    /// mount answered with an upload session) or a new one. One `PUT`, or
-    /// `PATCH` chunks once the host refused a body as too large. On a
-    /// transient failure, start again from a new session with a fresh read
-    /// of `body`, within `--retries` and `--retry-time`.
+    /// mount answered with an upload session) or a new one. One `PUT`; or,
+    /// for a blob of at least [`super::session::RESUMABLE_FROM`] bytes or once the host
+    /// refused a body as too large, `PATCH` pieces. On a transient failure,
+    /// a pieced upload resumes from what the registry says it holds, else
+    /// (or when it cannot say) the upload starts again from a new session
+    /// with a fresh read of `body`; all within `--retries` and `--retry-time`.
     pub async fn upload_blob(
         &self,
         repo: &str,
@@ -266,26 +336,48 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let first = Instant::now();
         let mut tries = 0;
+        let mut resumable: Option<Resumable> = None;
         loop {
-            let session = match session.take() {
-                Some(s) => s,
-                None => self.start_upload(repo).await?,
-            };
-            let min_chunk = session.min_chunk;
-            let chunk = self.chunks.chunk_for(&session);
             tries += 1;
-            let result = match chunk {
-                Some(chunk) => self.put_chunked(session, repo, digest, body, chunk).await,
+            let (result, sent, min_chunk) = match resumable.as_mut() {
+                Some(at) => {
+                    let sent = at.piece.min(body.len - at.held.min(body.len));
+                    let r = self.put_pieces(at, repo, digest, body).await;
+                    (r, sent, at.min_chunk)
+                }
                 None => {
-                    self.finish_upload(session.url, repo, digest, Body::File(body))
-                        .await
+                    let session = match session.take() {
+                        Some(s) => s,
+                        None => self.start_upload(repo).await?,
+                    };
+                    let min_chunk = session.min_chunk;
+                    match self.chunks.pieces_for(&session, body.len) {
+                        Some(piece) => {
+                            let at = resumable.insert(Resumable {
+                                location: session.url,
+                                held: 0,
+                                piece,
+                                min_chunk,
+                                lost: false,
+                                resumed: false,
+                            });
+                            let r = self.put_pieces(at, repo, digest, body).await;
+                            (r, piece.min(body.len), min_chunk)
+                        }
+                        None => {
+                            let r = self
+                                .finish_upload(session.url, repo, digest, Body::File(body))
+                                .await;
+                            (r, body.len, min_chunk)
+                        }
+                    }
                 }
             };
             let e = match result {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            let sent = chunk.unwrap_or(body.len).min(body.len);
+            let at = resumable.take();
             if e.status() == Some(413) && self.chunks.too_large(sent, min_chunk) {
                 // Not a failure of the registry: adapt and go again.
                 tries -= 1;
@@ -296,25 +388,49 @@ impl Client {
                 );
                 continue;
             }
-            if !e.is_transient() {
+            // A resumed session the registry then refused (it did not hold
+            // what it said): start again, as for any transient failure.
+            let refused_resume = at.as_ref().is_some_and(|a| a.resumed)
+                && matches!(e.status(), Some(400 | 404 | 416));
+            if !e.is_transient() && !refused_resume {
                 return Err(e);
             }
             let delay = self.retry.delay(tries - 1, None);
             if let Some(why) = self.retry.give_up(tries, first.elapsed(), delay) {
-                return Err(e.with_note(&format!("upload restarted from its POST; {why}")));
+                return Err(e.with_note(&format!("upload cut off; {why}")));
             }
-            tracing::warn!("{e}; restarting the upload in {:.1}s", delay.as_secs_f64());
             tokio::time::sleep(delay).await;
+            if let Some(at) = at.filter(|_| !refused_resume) {
+                let (resumed, landed) = self.resume(at, repo, digest, body.len).await?;
+                if landed {
+                    return Ok(());
+                }
+                if resumed.is_some() {
+                    tracing::warn!("{e}; resuming it");
+                    resumable = resumed;
+                    continue;
+                }
+            }
+            tracing::warn!("{e}; restarting the upload from a new session");
         }
     }
 }
 
-/// The last byte an upload session holds, from the `Range: 0-N` header
-/// (some registries write `bytes=0-N`).
+/// Where a pieced upload stands.
+struct Resumable {
+    /// The session's latest `Location`.
+    location: Url,
+    /// Bytes the registry holds, by its last answer.
+    held: u64,
+    piece: u64,
+    min_chunk: Option<u64>,
+    /// The registry holds something else than was sent: do not resume.
+    lost: bool,
+    /// Resumed after a `GET` on the session.
+    resumed: bool,
+}
+
+/// The last byte an upload session holds, by the answer's `Range`.
 fn held_end(resp: &Response) -> Option<u64> {
-    resp.headers()
-        .get("range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| r.trim_start_matches("bytes=").split('-').nth(1))
-        .and_then(|end| end.trim().parse::<u64>().ok())
+    range_end(resp.headers().get("range").and_then(|v| v.to_str().ok()))
 }
