@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use common::{Fixture, Scenario};
 use kvpush_fixtures::{Registry, RegistryKind, WorkspaceSpec};
 
+/// The tests here run one at a time: the give-up bound is about time, and
+/// a second push compressing on the same cores would only blur it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Waits until `registry` has seen a blob upload from `child`, the moment
 /// a kill hurts most; panics with kvpush's output if it ended before.
 fn wait_for_uploads(registry: &Registry, child: &mut std::process::Child) {
@@ -40,6 +44,7 @@ fn kill_registry(registry: &Registry) {
 
 #[test]
 fn a_registry_killed_mid_push_and_restarted_on_its_storage_gets_every_image() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut sc = Scenario::new(
         WorkspaceSpec {
             scale_bytes: 64 << 20,
@@ -68,6 +73,7 @@ fn a_registry_killed_mid_push_and_restarted_on_its_storage_gets_every_image() {
 
 #[test]
 fn retry_time_bounds_an_outage_that_starts_mid_push() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let fx = Fixture::new(WorkspaceSpec {
         scale_bytes: 64 << 20,
         ..WorkspaceSpec::default()
