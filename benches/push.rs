@@ -9,13 +9,17 @@
 //! `bazel run //:push-*` did, with a blob-info cache private to the bench.
 //! A fourth, **rules_img**, pushes a generated rules_img workspace whose
 //! shallow base layers live in an origin registry (see [`rules_img`]), with
-//! the bytes each tool fetched from that origin.
+//! the bytes each tool fetched from that origin; a fifth and sixth push
+//! rules_docker push-target parts and rules_oci layouts cold (see
+//! [`sources`]).
 //! Then: compression throughput against pigz at the same level on the same
 //! layers, and peak memory of kvpush on a single multi-GiB layer.
 //!
 //! Usage: `cargo bench --bench push -- [--scale 1GiB] [--big-layer 2GiB] [--rounds 3]
 //! [--registry-storage DIR] [--out FILE]`; `--profile wan` runs the far-link
-//! profile of `wan/mod.rs` instead.
+//! profile of `push/wan.rs` (then the other sources through the shaper,
+//! `push/sources.rs`) instead, `--profile scale` KubeVirt's full scale
+//! (`push/scale.rs`); `--help` lists the profiles and their options.
 //!
 //! The registries keep their blobs on tmpfs (`/dev/shm`) when it has room,
 //! else under the temp dir; `--registry-storage` chooses. A pushed-to

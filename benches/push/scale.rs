@@ -57,6 +57,8 @@ struct Run {
 
 /// Run `cmd` to its end and take its rusage from wait4 (peak RSS of the
 /// process itself, not of a wrapper); its stderr is returned.
+// wait4 reaps the child; std's `wait` would then find no child to wait for.
+#[allow(clippy::zombie_processes)]
 fn run_wait4(cmd: &mut Command) -> (Measure, String) {
     let mut err = tempfile::tempfile().unwrap();
     cmd.stdout(Stdio::null())
