@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use kvpush_fixtures::{
     generate_rules_oci_workspace, generate_workspace, parse_size, LinkShape, Registry,
@@ -98,18 +99,40 @@ impl Shaped {
     }
 }
 
-/// Run `cmds` one after another; what each shaper saw meanwhile.
-fn measure(cmds: Vec<Command>, links: &[&Shaper]) -> (Measure, Vec<ShaperStats>) {
+/// Run `cmds` one after another; what each shaper saw meanwhile, and how
+/// long the last shaper's downstream bytes took to come through, from its
+/// first to its last (sampled every 10 ms; zero when none came).
+fn measure(cmds: Vec<Command>, links: &[&Shaper]) -> (Measure, Vec<ShaperStats>, f64) {
     settle();
     let before: Vec<ShaperStats> = links.iter().map(|l| l.stats()).collect();
     let mut m = Measure::default();
-    for mut cmd in cmds {
-        m.add(timed(&mut cmd));
-    }
+    let done = AtomicBool::new(false);
+    let watched = links.last().expect("a link");
+    let window = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let (start, base) = (Instant::now(), watched.stats().bytes_down);
+            let (mut first, mut last, mut seen) = (None, 0.0, base);
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+                let now = watched.stats().bytes_down;
+                if now != seen {
+                    let t = start.elapsed().as_secs_f64();
+                    first.get_or_insert(t - 0.01);
+                    (last, seen) = (t, now);
+                }
+            }
+            first.map_or(0.0, |f| last - f)
+        });
+        for mut cmd in cmds {
+            m.add(timed(&mut cmd));
+        }
+        done.store(true, Ordering::SeqCst);
+        sampler.join().expect("sampler")
+    });
     // Let the relays' counters see the last connections close.
     std::thread::sleep(Duration::from_millis(50));
     let after = links.iter().zip(before).map(|(l, b)| l.stats() - b);
-    (m, after.collect())
+    (m, after.collect(), window)
 }
 
 /// `--profile wan`, after the tarball table: each other source's cold push
@@ -167,7 +190,7 @@ pub(super) fn wan(args: &[String]) {
             "cold",
             &dir.join("kvpush-cache"),
         );
-        let (k, k_links) = measure(vec![kv_cmd], &[&kv.shaper, &origin_link]);
+        let (k, k_links, k_window) = measure(vec![kv_cmd], &[&kv.shaper, &origin_link]);
         let cache = dir.join("skopeo-cache");
         std::fs::create_dir_all(&cache).unwrap();
         let sk_cmds = source
@@ -178,7 +201,7 @@ pub(super) fn wan(args: &[String]) {
                 skopeo_copy_cmd(src, &dest, &cache)
             })
             .collect();
-        let (s, s_links) = measure(sk_cmds, &[&sk.shaper, &origin_link]);
+        let (s, s_links, _) = measure(sk_cmds, &[&sk.shaper, &origin_link]);
         for (tool, m, links) in [("kvpush", k, &k_links), ("skopeo", s, &s_links)] {
             let up = links[0];
             let util = up.bytes_up as f64 / m.wall / cap;
@@ -197,15 +220,19 @@ pub(super) fn wan(args: &[String]) {
                 "round_trips": m.wall / rtt, "requests": up.requests,
                 "connections": up.connections, "bytes_up": up.bytes_up,
                 "link_utilisation": util, "origin_bytes_down": links[1].bytes_down,
+                "origin_stream_s": if tool == "kvpush" { k_window } else { 0.0 },
             }));
         }
         if source.name == "7-rules-img" {
             let fetched = k_links[1].bytes_down;
             origin_line = Some(format!(
-                "7-rules-img: kvpush fetched {:.1} MiB from the origin through its shaper (distinct base layers {:.1} MiB): {:.0}% of that link over the whole push; destination link {:.0}% used; skopeo fetched {:.1} MiB (complete layouts)",
+                "7-rules-img: kvpush fetched {:.1} MiB from the origin through its shaper (distinct base layers {:.1} MiB) in {:.2} s from its first byte to its last: the copy streamed at {:.0}% of the link ({:.0}% over the whole {:.2} s push); destination link {:.0}% used over the push; skopeo fetched {:.1} MiB (complete layouts)",
                 mib(fetched),
                 mib(rules.base_bytes()),
+                k_window,
+                fetched as f64 / k_window / cap * 100.0,
                 fetched as f64 / k.wall / cap * 100.0,
+                k.wall,
                 k_links[0].bytes_up as f64 / k.wall / cap * 100.0,
                 mib(s_links[1].bytes_down)
             ));
