@@ -49,10 +49,12 @@ const MORE_IMAGES: [&str; 13] = [
 /// Images per architecture at each measured size.
 const SIZES: [usize; 3] = [9, 17, 34];
 
-/// One kvpush run: its measure and its planning time (ms).
+/// One kvpush run: its measure, its planning time (ms) and the requests
+/// the registry logged.
 struct Run {
     m: Measure,
     planned_ms: f64,
+    requests: usize,
 }
 
 /// Run `cmd` to its end and take its rusage from wait4 (peak RSS of the
@@ -184,12 +186,16 @@ pub fn main(args: &[String]) {
             settle();
             let before = stored_bytes(&b.kv_registry);
             let cpu_before = registry_cpu(&b.kv_registry);
+            b.kv_registry.clear_access_log();
             let (mut m, stderr) =
                 run_wait4(&mut kvpush_arch_bins(&trees, names, &registry, tag, &cache));
             m.stored = stored_bytes(&b.kv_registry) - before;
             m.registry_cpu = registry_cpu(&b.kv_registry) - cpu_before;
+            // The registry writes its log line after the response.
+            std::thread::sleep(std::time::Duration::from_millis(300));
             Run {
                 planned_ms: planned_ms(&stderr),
+                requests: b.kv_registry.access_log().lines().count(),
                 m,
             }
         };
@@ -197,10 +203,12 @@ pub fn main(args: &[String]) {
         let warm = push("warm");
         let images = k * ARCHES.len();
         println!(
-            "{images} images: cold {:.2} s, warm {:.3} s ({:.1} ms/image), planned in {:.1} / {:.1} ms",
+            "{images} images: cold {:.2} s ({} requests), warm {:.3} s ({:.1} ms/image, {} requests), planned in {:.1} / {:.1} ms",
             cold.m.wall,
+            cold.requests,
             warm.m.wall,
             warm.m.wall * 1e3 / images as f64,
+            warm.requests,
             cold.planned_ms,
             warm.planned_ms
         );
@@ -211,14 +219,14 @@ pub fn main(args: &[String]) {
     }
 
     println!();
-    println!("| images (per arch x 3) | unique bytes stored | kvpush cold | cold per image | cold per MiB stored | kvpush warm | warm per image | planning (cold / warm) | peak RSS (cold / warm) | kvpush CPU (cold / warm) | registry CPU (cold / warm) |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| images (per arch x 3) | unique bytes stored | kvpush cold | cold per image | cold per MiB stored | kvpush warm | warm per image | requests (cold / warm) | planning (cold / warm) | peak RSS (cold / warm) | kvpush CPU (cold / warm) | registry CPU (cold / warm) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let (n0, c0, w0) = (rows[0].0 as f64, &rows[0].1, &rows[0].2);
     let mut json_rows = Vec::new();
     for (images, cold, warm) in &rows {
         let n = *images as f64;
         println!(
-            "| {images} ({} x 3) | {:.1} MiB | {:.2} s | {:.1} ms | {:.1} ms | {:.3} s | {:.1} ms | {:.1} / {:.1} ms | {:.1} / {:.1} MiB | {:.2} / {:.2} s | {:.2} / {:.2} s |",
+            "| {images} ({} x 3) | {:.1} MiB | {:.2} s | {:.1} ms | {:.1} ms | {:.3} s | {:.1} ms | {} / {} | {:.1} / {:.1} ms | {:.1} / {:.1} MiB | {:.2} / {:.2} s | {:.2} / {:.2} s |",
             images / 3,
             mib(cold.m.stored),
             cold.m.wall,
@@ -226,6 +234,8 @@ pub fn main(args: &[String]) {
             cold.m.wall * 1e3 / mib(cold.m.stored),
             warm.m.wall,
             warm.m.wall * 1e3 / n,
+            cold.requests,
+            warm.requests,
             cold.planned_ms,
             warm.planned_ms,
             cold.m.rss_kib as f64 / 1024.0,
@@ -239,6 +249,7 @@ pub fn main(args: &[String]) {
             "images": images, "per_arch": images / 3, "unique_bytes_stored": cold.m.stored,
             "cold": cold.m.json(), "warm": warm.m.json(),
             "planned_ms": {"cold": cold.planned_ms, "warm": warm.planned_ms},
+            "requests": {"cold": cold.requests, "warm": warm.requests},
         }));
     }
     println!();
