@@ -195,7 +195,14 @@ pub fn main(args: &[String]) {
             std::thread::sleep(std::time::Duration::from_millis(300));
             Run {
                 planned_ms: planned_ms(&stderr),
-                requests: b.kv_registry.access_log().lines().count(),
+                // Access-log lines only (`... [date] "GET /v2/..."`): the
+                // log holds the app's "response completed" line for each too.
+                requests: b
+                    .kv_registry
+                    .access_log()
+                    .lines()
+                    .filter(|l| l.contains("] \""))
+                    .count(),
                 m,
             }
         };
