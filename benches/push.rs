@@ -9,13 +9,17 @@
 //! `bazel run //:push-*` did, with a blob-info cache private to the bench.
 //! A fourth, **rules_img**, pushes a generated rules_img workspace whose
 //! shallow base layers live in an origin registry (see [`rules_img`]), with
-//! the bytes each tool fetched from that origin.
+//! the bytes each tool fetched from that origin; a fifth and sixth push
+//! rules_docker push-target parts and rules_oci layouts cold (see
+//! [`sources`]).
 //! Then: compression throughput against pigz at the same level on the same
 //! layers, and peak memory of kvpush on a single multi-GiB layer.
 //!
 //! Usage: `cargo bench --bench push -- [--scale 1GiB] [--big-layer 2GiB] [--rounds 3]
 //! [--registry-storage DIR] [--out FILE]`; `--profile wan` runs the far-link
-//! profile of `wan/mod.rs` instead.
+//! profile of `push/wan.rs` (then the other sources through the shaper,
+//! `push/sources.rs`) instead, `--profile scale` KubeVirt's full scale
+//! (`push/scale.rs`); `--help` lists the profiles and their options.
 //!
 //! The registries keep their blobs on tmpfs (`/dev/shm`) when it has room,
 //! else under the temp dir; `--registry-storage` chooses. A pushed-to
@@ -46,6 +50,10 @@ use serde_json::json;
 // The scenarios with a set-up of their own, beside this file.
 #[path = "push/rules_img.rs"]
 mod rules_img;
+#[path = "push/scale.rs"]
+mod scale;
+#[path = "push/sources.rs"]
+mod sources;
 #[path = "push/wan.rs"]
 mod wan;
 
@@ -206,16 +214,12 @@ impl Bench {
         settle();
         let before = stored_bytes(&self.kv_registry);
         let cpu_before = registry_cpu(&self.kv_registry);
-        let mut cmd = Command::new(&self.kvpush);
-        cmd.arg("all")
-            .arg("--workspace")
-            .arg(root)
-            .arg("--registry")
-            .arg(format!("{}/kubevirt", self.kv_registry.addr()))
-            .arg("--tag")
-            .arg(tag)
-            .arg("--cache-dir")
-            .arg(self.work.join("kvpush-cache"));
+        let mut cmd = kvpush_all(
+            root,
+            self.kv_registry.addr(),
+            tag,
+            &self.work.join("kvpush-cache"),
+        );
         let mut m = timed(&mut cmd);
         m.stored = stored_bytes(&self.kv_registry) - before;
         m.registry_cpu = registry_cpu(&self.kv_registry) - cpu_before;
@@ -223,9 +227,7 @@ impl Bench {
     }
 
     /// skopeo, one image after another (`(name, source)` each), with its
-    /// blob-info cache in the bench's own directory (a private mount
-    /// namespace for root, HOME otherwise), so "cold" really is cold and the
-    /// host's cache untouched.
+    /// blob-info cache in the bench's own directory ([`skopeo_copy_cmd`]).
     fn skopeo(&self, images: &[(String, String)], tag: &str) -> Measure {
         settle();
         let before = stored_bytes(&self.skopeo_registry);
@@ -238,27 +240,47 @@ impl Bench {
                 "docker://{}/kubevirt/{name}:{tag}",
                 self.skopeo_registry.addr()
             );
-            let copy = format!(
-                "skopeo --insecure-policy copy -q --dest-tls-verify=false '{source}' '{dest}'"
-            );
-            let mut cmd = if is_root() {
-                let script = format!(
-                    "mkdir -p /var/lib/containers/cache && mount --bind '{}' /var/lib/containers/cache && exec {copy}",
-                    cache.display()
-                );
-                let mut c = Command::new("unshare");
-                c.args(["-m", "sh", "-c", &script]);
-                c
-            } else {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("exec {copy}")]).env("HOME", &cache);
-                c
-            };
-            total.add(timed(&mut cmd));
+            total.add(timed(&mut skopeo_copy_cmd(source, &dest, &cache)));
         }
         total.stored = stored_bytes(&self.skopeo_registry) - before;
         total.registry_cpu = registry_cpu(&self.skopeo_registry) - cpu_before;
         total
+    }
+}
+
+/// `kvpush all` of the workspace at `root` to `registry/kubevirt`.
+fn kvpush_all(root: &Path, registry: &str, tag: &str, cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvpush"));
+    cmd.arg("all")
+        .arg("--workspace")
+        .arg(root)
+        .arg("--registry")
+        .arg(format!("{registry}/kubevirt"))
+        .arg("--tag")
+        .arg(tag)
+        .arg("--cache-dir")
+        .arg(cache);
+    cmd
+}
+
+/// `skopeo copy source dest` with its blob-info cache in `cache` (a
+/// private mount namespace for root, HOME otherwise), so "cold" really is
+/// cold and the host's cache untouched.
+fn skopeo_copy_cmd(source: &str, dest: &str, cache: &Path) -> Command {
+    let copy =
+        format!("skopeo --insecure-policy copy -q --dest-tls-verify=false '{source}' '{dest}'");
+    if is_root() {
+        let script = format!(
+            "mkdir -p /var/lib/containers/cache && mount --bind '{}' /var/lib/containers/cache && exec {copy}",
+            cache.display()
+        );
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", &script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &format!("exec {copy}")]).env("HOME", cache);
+        c
     }
 }
 
@@ -462,10 +484,42 @@ fn workspaces(dir: &Path, scale: u64) -> (Workspace, Workspace) {
     (ws, ws_changed)
 }
 
+const HELP: &str = "\
+cargo bench --bench push -- [--profile NAME] [options]   (make bench BENCH_ARGS='...')
+
+Profiles:
+  (default)  loopback, kvpush against skopeo: cold, warm, one-image change of
+             tarballs, rules_img (bases in an origin registry), rules_docker
+             parts and rules_oci layouts; then compression against pigz and
+             one big layer's memory.
+             --scale 1GiB --big-layer 2GiB --rounds 3 --out target/bench/results.json
+  wan        the same images through a shaping relay (round trip, shared cap):
+             cold / warm / one-image change of tarballs, then the cold push of
+             parts, rules_oci layouts and rules_img (origin shaped too).
+             --rtt 40ms --rate 200Mbit --scale 128MiB --rounds 1
+             --out target/bench/wan.json --sources-out target/bench/wan-sources.json
+  scale      KubeVirt's full scale on loopback: 34 images x 3 architectures
+             pushed with --arch-bin, cold and warm, at 9, 17 and 34 images
+             per architecture; planning time, peak RSS, unique bytes, skopeo
+             at the smallest size. --scale 48MiB (tarballs per architecture)
+             --out target/bench/scale.json
+
+Every profile: --registry-storage DIR (default /dev/shm when it has room).";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if arg(&args, "--profile").as_deref() == Some("wan") {
-        return wan::main(&args);
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}");
+        return;
+    }
+    match arg(&args, "--profile").as_deref() {
+        None | Some("default") => {}
+        Some("wan") => {
+            wan::main(&args);
+            return sources::wan(&args);
+        }
+        Some("scale") => return scale::main(&args),
+        Some(other) => panic!("no bench profile {other:?}: default, wan or scale (--help)"),
     }
     let scale = arg(&args, "--scale")
         .and_then(|s| parse_size(&s))
@@ -486,7 +540,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Per round, two registries each store about the compressed workspace
     // plus the changed layer; the big layer goes to one of the last round's.
-    let storage = registry_storage(&args, 2 * scale + big);
+    let storage = registry_storage(&args, 3 * scale + big);
     println!(
         "kvpush bench: {} of tarballs, {cores} cores, work dir {}, registry storage under {}",
         human(scale),
@@ -501,6 +555,7 @@ fn main() {
         rules.images(),
         human(rules.base_bytes())
     );
+    let others = sources::prepare(&work.path().join("sources"), scale);
     let sources = skopeo_sources(&ws);
     let sources_changed = skopeo_sources(&ws_changed);
 
@@ -532,6 +587,11 @@ fn main() {
         let (k, s) = rules.round(&fresh);
         report_round(round, "4-rules-img", &k, &s);
         rounds_of.entry("4-rules-img").or_default().push((k, s));
+        for source in &others {
+            let (k, s) = source.cold(&round_dir, &storage);
+            report_round(round, source.name, &k, &s);
+            rounds_of.entry(source.name).or_default().push((k, s));
+        }
     }
     let bench = bench.expect("at least one round");
     // Per scenario: the round with the median ratio, and every ratio.

@@ -31,9 +31,22 @@ impl RulesImgBench {
     /// the origin (its storage under `storage`) and seed it.
     pub(super) fn prepare(dir: &Path, storage: &Path, scale: u64) -> RulesImgBench {
         let origin = Registry::start_in(RegistryKind::Plain, storage);
+        let addr = origin.addr().to_string();
+        Self::prepare_for(dir, origin, &addr, scale)
+    }
+
+    /// [`prepare`](Self::prepare) with a started `origin`, which the deploy
+    /// manifests name as `origin_addr` (a relay in front of it: the wan
+    /// profile's shaper); seeded directly.
+    pub(super) fn prepare_for(
+        dir: &Path,
+        origin: Registry,
+        origin_addr: &str,
+        scale: u64,
+    ) -> RulesImgBench {
         let spec = RulesImgSpec {
             scale_bytes: scale,
-            origin_registry: origin.addr().to_string(),
+            origin_registry: origin_addr.to_string(),
             ..RulesImgSpec::default()
         };
         let ws = generate_rules_img_workspace(&dir.join("ws"), &spec).unwrap();
@@ -57,6 +70,14 @@ impl RulesImgBench {
             ws,
             skopeo_sources,
         }
+    }
+
+    pub(super) fn root(&self) -> &Path {
+        &self.ws.root
+    }
+
+    pub(super) fn skopeo_sources(&self) -> &[(String, String)] {
+        &self.skopeo_sources
     }
 
     pub(super) fn images(&self) -> usize {

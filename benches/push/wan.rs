@@ -22,7 +22,7 @@ use serde_json::json;
 use super::{arg, human, is_root, mib, registry_storage, settle, timed, Measure};
 
 /// `40ms`, `0.1s`, `40` (milliseconds).
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, secs) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
@@ -38,7 +38,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// `200Mbit`, `1Gbit`, `500kbit` (also `Mbps`, plain bits/s) into bits/s.
-fn parse_rate(s: &str) -> Option<u64> {
+pub(super) fn parse_rate(s: &str) -> Option<u64> {
     let lower = s.trim().to_ascii_lowercase();
     let t = lower.trim_end_matches("bit").trim_end_matches("bps");
     let (num, mult) = match t.chars().last()? {

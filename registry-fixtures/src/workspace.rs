@@ -154,6 +154,11 @@ pub struct WorkspaceSpec {
     /// `push-<target>.digest`), as `bazel build //:push-*` does. With
     /// `compressed_layers`, the tarballs hold these same gzip blobs.
     pub push_parts: bool,
+    /// Generate every layer but the disk images from `arch` too, as a
+    /// real per-architecture build does (binaries and libraries differ,
+    /// disk images do not): workspaces of several arches then share only
+    /// their disk layers. Off by default: `arch` changes the configs only.
+    pub arch_layers: bool,
 }
 
 impl Default for WorkspaceSpec {
@@ -172,6 +177,7 @@ impl Default for WorkspaceSpec {
             changed_layers: Vec::new(),
             arch: "amd64".into(),
             push_parts: false,
+            arch_layers: false,
         }
     }
 }
@@ -712,7 +718,13 @@ fn build_layer(
     } else {
         ""
     };
-    let lseed = derive_seed(spec.seed, &format!("layer:{}{variant}", def.key));
+    // The default arch keeps the seeds (and digests) of before.
+    let arch = match def.template {
+        Template::Disk(_) => String::new(),
+        _ if spec.arch_layers && spec.arch != "amd64" => format!("@{}", spec.arch),
+        _ => String::new(),
+    };
+    let lseed = derive_seed(spec.seed, &format!("layer:{}{variant}{arch}", def.key));
     let files = plan_files(&def.template, size, lseed);
     if push_parts {
         let tar = cache.join(format!("{idx}.tar"));
@@ -1207,4 +1219,42 @@ pub fn generate_workspace(root: &Path, spec: &WorkspaceSpec) -> io::Result<Works
         tarballs,
         total_bytes,
     })
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::*;
+
+    fn tree(dir: &Path, arch: &str) -> Workspace {
+        let spec = WorkspaceSpec {
+            scale_bytes: 2 << 20,
+            arch: arch.into(),
+            arch_layers: true,
+            ..WorkspaceSpec::default()
+        };
+        generate_workspace(&dir.join(arch), &spec).unwrap()
+    }
+
+    /// With `arch_layers`, two architectures share their disk layers only;
+    /// amd64 keeps the layers of a workspace generated without it.
+    #[test]
+    fn arch_layers_share_only_disk_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let (amd, arm) = (tree(dir.path(), "amd64"), tree(dir.path(), "arm64"));
+        let plain = generate_workspace(
+            &dir.path().join("plain"),
+            &WorkspaceSpec {
+                scale_bytes: 2 << 20,
+                ..WorkspaceSpec::default()
+            },
+        )
+        .unwrap();
+        for ((a, b), p) in amd.images.iter().zip(&arm.images).zip(&plain.images) {
+            assert_eq!(a.diff_ids, p.diff_ids, "{}", a.name);
+            let top = |i: &GeneratedImage| i.diff_ids.last().cloned();
+            let disk = disk_file(&a.name).is_some();
+            assert_eq!(top(a) == top(b), disk, "{}: own layer shared?", a.name);
+            assert_ne!(a.diff_ids[0], b.diff_ids[0], "{}: base shared", a.name);
+        }
+    }
 }

@@ -10,7 +10,7 @@ pub(crate) use logging::{fatal, init_logging, usage_error, LogTarget};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, OutputFormat};
 use crate::interrupt::{Interrupt, Stop};
@@ -78,12 +78,25 @@ fn on_runtime<T>(
     Ok((result?, stop.received()))
 }
 
-/// Push the images of `plan`, shown as `-q`, live bars or log lines ask.
+/// How long the command took to make its plan (sources opened, no request
+/// made yet), at debug level (`-v`, or the benches' `RUST_LOG`). Logged
+/// once logging is set up, which waits for the progress bars.
+fn log_planned(plan: &Plan, planned_in: Duration) {
+    tracing::debug!(
+        "planned {} images in {:.1} ms",
+        plan.images.len(),
+        planned_in.as_secs_f64() * 1e3
+    );
+}
+
+/// Push the images of `plan`, shown as `-q`, live bars or log lines ask;
+/// `planned_in`: the time the plan took, for [`log_planned`].
 fn push_images(
     config: &Config,
     runtime: &tokio::runtime::Runtime,
     plan: &Plan,
     stop: &Stop,
+    planned_in: Duration,
 ) -> Result<Vec<ImageResult>, String> {
     let options = push_options(config);
     let refs_on_stdout = config.output == OutputFormat::Text;
@@ -91,18 +104,21 @@ fn push_images(
     match (config.quiet, wants_progress_bars(config, github)) {
         (true, _) => {
             init_logging(config.verbose, true, LogTarget::Stderr);
+            log_planned(plan, planned_in);
             let observer = report::log::QuietObserver { refs_on_stdout };
             runtime.block_on(push::execute(plan, options, &observer, stop))
         }
         (false, true) => {
             let observer = report::terminal::TerminalProgress::new(plan, refs_on_stdout);
             init_logging(config.verbose, false, LogTarget::Progress(observer.multi()));
+            log_planned(plan, planned_in);
             let results = runtime.block_on(push::execute(plan, options, &observer, stop));
             observer.finish();
             results
         }
         (false, false) => {
             init_logging(config.verbose, false, LogTarget::Stderr);
+            log_planned(plan, planned_in);
             let items = plan.images.iter().map(|i| (i.target, i.name.as_str()));
             let observer = report::log::LogObserver::new(items, refs_on_stdout, github);
             runtime.block_on(push::execute(plan, options, &observer, stop))
@@ -213,8 +229,9 @@ pub(crate) fn run_push(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
+    let planned_in = started.elapsed();
     let (results, signal) =
-        match on_runtime(|runtime, stop| push_images(&config, runtime, &plan, stop)) {
+        match on_runtime(|runtime, stop| push_images(&config, runtime, &plan, stop, planned_in)) {
             Ok(done) => done,
             Err(e) => return fatal(&e),
         };
@@ -303,8 +320,9 @@ pub(crate) fn run_arch_bins(config: Config) -> ExitCode {
             ExitCode::FAILURE
         };
     }
+    let planned_in = started.elapsed();
     let pushed = on_runtime(|runtime, stop| {
-        let results = push_images(&config, runtime, &plan, stop)?;
+        let results = push_images(&config, runtime, &plan, stop, planned_in)?;
         let per_arch: Vec<(String, Vec<ImageResult>)> = config
             .arch_bins
             .iter()
