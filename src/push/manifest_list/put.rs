@@ -113,8 +113,16 @@ async fn push_list(
     let mut children = Vec::new();
     let mut size = 0;
     let mut missing = Vec::new();
-    for child in &job.children {
-        match resolve_child(client, job, child).await {
+    // The children are read at once: a list of three architectures costs
+    // the round trips of one child, not three in a row.
+    let resolved = join_all(
+        job.children
+            .iter()
+            .map(|child| resolve_child(client, job, child)),
+    )
+    .await;
+    for (child, outcome) in job.children.iter().zip(resolved) {
+        match outcome {
             Ok((d, bytes)) => {
                 children.push(d);
                 size += bytes;
