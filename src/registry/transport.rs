@@ -136,13 +136,16 @@ fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
 /// Find how `host` is reached: the first of [`Endpoint::candidates`] that
 /// answers HTTP at all (any status), trying them all again with back-off
 /// while none does, within `--retries` and `--retry-time`. Warns when it is
-/// not verified HTTPS.
+/// not verified HTTPS. The candidates are asked all at once (on loopback
+/// three of them: on a far link, one round trip instead of three) and the
+/// first that answers in their order wins; returns it with the status its
+/// `GET /v2/` got (200: no login needed, the API check is done).
 pub async fn probe(
     host: &str,
     clients: &HttpClients,
     insecure: bool,
     retry: &RetryPolicy,
-) -> Result<Endpoint, RegistryError> {
+) -> Result<(Endpoint, u16), RegistryError> {
     let candidates = Endpoint::candidates(host, insecure);
     let started = std::time::Instant::now();
     let mut tries = 0;
@@ -150,11 +153,29 @@ pub async fn probe(
         tries += 1;
         let mut reasons = Vec::new();
         let mut untrusted = None;
-        for candidate in &candidates {
-            let http = clients.for_security(candidate.security);
-            let get = http.get(format!("{}/v2/", candidate.base_url)).send();
-            match tokio::time::timeout(retry.stall_timeout, get).await {
-                Ok(Ok(_)) => {
+        let mut asked: Vec<_> = candidates
+            .iter()
+            .map(|candidate| {
+                let get = clients
+                    .for_security(candidate.security)
+                    .get(format!("{}/v2/", candidate.base_url))
+                    .send();
+                let stall = retry.stall_timeout;
+                // Spawned so that all run at once; aborted once one won.
+                tokio::spawn(async move { tokio::time::timeout(stall, get).await })
+            })
+            .collect();
+        for (i, candidate) in candidates.iter().enumerate() {
+            let answer = match (&mut asked[i]).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    reasons.push(format!("the probe of {} failed: {e}", candidate.base_url));
+                    continue;
+                }
+            };
+            match answer {
+                Ok(Ok(resp)) => {
+                    asked.iter().for_each(|a| a.abort());
                     tracing::debug!(
                         "reached registry {host} at {} ({:?}) in {} ms",
                         candidate.base_url,
@@ -162,7 +183,7 @@ pub async fn probe(
                         started.elapsed().as_millis()
                     );
                     warn_unless_verified(candidate, insecure, reasons.first());
-                    return Ok(candidate.clone());
+                    return Ok((candidate.clone(), resp.status().as_u16()));
                 }
                 Ok(Err(e)) => {
                     let failure = transport_failure(e);

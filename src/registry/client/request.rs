@@ -106,7 +106,8 @@ impl Client {
             None => tracing::info!("no credentials for {host}; going on anonymously"),
         }
         let clients = HttpClients::new(host, options.retry.connect_timeout).map_err(protocol)?;
-        let endpoint = transport::probe(host, &clients, options.insecure, &options.retry).await?;
+        let (endpoint, status) =
+            transport::probe(host, &clients, options.insecure, &options.retry).await?;
         let base = Url::parse(&endpoint.base_url).map_err(|e| {
             protocol(format!(
                 "invalid registry address {}: {e}",
@@ -133,7 +134,12 @@ impl Client {
             backoff: HostBackoff::default(),
             chunks: ChunkPolicy::new(options.chunk_size),
         };
-        client.ping().await?;
+        // A 200 to the probe's `GET /v2/` is the API check passed, without
+        // login: one round trip less. Anything else is asked again through
+        // the request loop (a 401 logs in as the registry asks).
+        if status != 200 {
+            client.ping().await?;
+        }
         Ok(client)
     }
 
