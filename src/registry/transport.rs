@@ -140,29 +140,58 @@ fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
 /// three of them: on a far link, one round trip instead of three) and the
 /// first that answers in their order wins; returns it with the status its
 /// `GET /v2/` got (200: no login needed, the API check is done).
+///
+/// `warm` connections are opened to each candidate at once (`warm - 1`
+/// more `GET /v2/` beside the probe's own), and the winner's kept in its
+/// client's pool: HTTP/1.1 carries one request at a time per connection,
+/// so the `warm` requests a push sends right after the probe (one per
+/// image) find their connections open instead of each paying a handshake
+/// round trip first.
 pub async fn probe(
     host: &str,
     clients: &HttpClients,
     insecure: bool,
     retry: &RetryPolicy,
+    warm: usize,
 ) -> Result<(Endpoint, u16), RegistryError> {
     let candidates = Endpoint::candidates(host, insecure);
     let started = std::time::Instant::now();
     let mut tries = 0;
     loop {
         tries += 1;
+        let try_started = std::time::Instant::now();
         let mut reasons = Vec::new();
         let mut untrusted = None;
+        let stall = retry.stall_timeout;
+        let get = |candidate: &Endpoint| {
+            clients
+                .for_security(candidate.security)
+                .get(format!("{}/v2/", candidate.base_url))
+                .send()
+        };
         let mut asked: Vec<_> = candidates
             .iter()
             .map(|candidate| {
-                let get = clients
-                    .for_security(candidate.security)
-                    .get(format!("{}/v2/", candidate.base_url))
-                    .send();
-                let stall = retry.stall_timeout;
+                let get = get(candidate);
                 // Spawned so that all run at once; aborted once one won.
                 tokio::spawn(async move { tokio::time::timeout(stall, get).await })
+            })
+            .collect();
+        let mut warming: Vec<Vec<_>> = candidates
+            .iter()
+            .map(|candidate| {
+                (1..warm)
+                    .map(|_| {
+                        let get = get(candidate);
+                        tokio::spawn(async move {
+                            // Read to the end, so that the connection
+                            // goes back to the pool.
+                            if let Ok(Ok(resp)) = tokio::time::timeout(stall, get).await {
+                                let _ = tokio::time::timeout(stall, resp.bytes()).await;
+                            }
+                        })
+                    })
+                    .collect()
             })
             .collect();
         for (i, candidate) in candidates.iter().enumerate() {
@@ -176,6 +205,15 @@ pub async fn probe(
             match answer {
                 Ok(Ok(resp)) => {
                     asked.iter().for_each(|a| a.abort());
+                    let warmed = std::mem::take(&mut warming[i]);
+                    warming.iter().flatten().for_each(|w| w.abort());
+                    // Sent with the probe, they end about when it did: wait
+                    // as long again at most, then go on without the rest.
+                    let _ = tokio::time::timeout(
+                        try_started.elapsed(),
+                        futures::future::join_all(warmed),
+                    )
+                    .await;
                     tracing::debug!(
                         "reached registry {host} at {} ({:?}) in {} ms",
                         candidate.base_url,
@@ -195,6 +233,7 @@ pub async fn probe(
                 Err(_) => reasons.push(stall_reason(retry.stall_timeout)),
             }
         }
+        warming.iter().flatten().for_each(|w| w.abort());
         // No fallback took it and the same certificates would fail again.
         if let Some((candidate, reason)) = untrusted {
             return Err(untrusted_error(host, candidate, &reason, &clients.trust));
