@@ -141,12 +141,15 @@ fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
 /// first that answers in their order wins; returns it with the status its
 /// `GET /v2/` got (200: no login needed, the API check is done).
 ///
-/// `warm` connections are opened to each candidate at once (`warm - 1`
-/// more `GET /v2/` beside the probe's own), and the winner's kept in its
-/// client's pool: HTTP/1.1 carries one request at a time per connection,
-/// so the `warm` requests a push sends right after the probe (one per
-/// image) find their connections open instead of each paying a handshake
-/// round trip first.
+/// Where HTTPS with checked certificates is the only candidate (a
+/// registry elsewhere, without `--insecure`), `warm` connections are
+/// opened at once (`warm - 1` more `GET /v2/` beside the probe's own) and
+/// kept in the client's pool: HTTP/1.1 carries one request at a time per
+/// connection, so the `warm` requests a push sends right after the probe
+/// (one per image) find their connections open instead of each paying a
+/// handshake round trip first. Not with several candidates: each would
+/// get them, and on loopback, where a handshake costs nothing, the warm
+/// push measured 0.09 s without and 0.3 s with them.
 pub async fn probe(
     host: &str,
     clients: &HttpClients,
@@ -155,6 +158,7 @@ pub async fn probe(
     warm: usize,
 ) -> Result<(Endpoint, u16), RegistryError> {
     let candidates = Endpoint::candidates(host, insecure);
+    let warm = if candidates.len() == 1 { warm } else { 1 };
     let started = std::time::Instant::now();
     let mut tries = 0;
     loop {
