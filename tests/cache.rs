@@ -69,6 +69,50 @@ fn a_warm_repush_reads_no_layer_data() {
     );
 }
 
+/// The requests of `registry` after the first `before`, once its access
+/// log caught up.
+fn requests_after(registry: &Registry, before: usize) -> Vec<kvpush_fixtures::AccessLogLine> {
+    blob_uploads(registry); // waits for the asynchronous access log
+    registry.requests().split_off(before)
+}
+
+/// A warm re-push to a new tag, with the digest cache knowing every blob,
+/// asks only for each tag and puts each manifest: at most two requests per
+/// image beside the API check (one `GET /v2/` per image at most), and not
+/// one about a blob; the same tag
+/// again costs one request per image. Counts, not time.
+#[test]
+fn a_warm_repush_to_a_new_tag_makes_two_requests_per_image_and_none_about_blobs() {
+    let sc = Scenario::plain();
+    assert_eq!(sc.push(&["all"], &["--tag", "one"]).code, 0);
+    let images = sc.ws.images.len();
+
+    for (tag, per_image) in [("two", 2), ("two", 1)] {
+        let before = sc.registry.requests().len();
+        let run = sc.push(&["all"], &["--tag", tag]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let new = requests_after(&sc.registry, before);
+        let blobs: Vec<_> = new.iter().filter(|r| r.uri.contains("/blobs/")).collect();
+        assert!(blobs.is_empty(), "no blob request: {blobs:?}");
+        let manifests = new.iter().filter(|r| r.uri.contains("/manifests/")).count();
+        assert_eq!(manifests, per_image * images, "{new:?}");
+        // Beside the images, the API check only: the probe's `GET /v2/`,
+        // sent on as many connections as there are images, so that each
+        // image's first request finds one open.
+        let others: Vec<_> = new
+            .iter()
+            .filter(|r| !r.uri.contains("/manifests/"))
+            .collect();
+        assert!(
+            others.len() <= images && others.iter().all(|r| r.method == "GET" && r.uri == "/v2/"),
+            "beside the images, the API check at most: {new:?}"
+        );
+    }
+    for name in ["virt-api", "cirros-container-disk-demo"] {
+        assert_eq!(sc.verify(name, "one"), sc.verify(name, "two"));
+    }
+}
+
 #[test]
 fn a_cached_digest_pushed_to_an_empty_registry_is_compressed_again_and_verifies() {
     let fx = Fixture::small();

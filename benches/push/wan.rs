@@ -1,12 +1,15 @@
 //! `cargo bench --bench push -- --profile wan [--rtt 40ms] [--rate 200Mbit]
-//! [--scale 128MiB] [--rounds 1] [--out FILE]`: kvpush against skopeo over a
+//! [--scale 128MiB] [--rounds 1] [--out FILE] [--only kvpush|skopeo] [--kvpush-log FILE]`: kvpush against skopeo over a
 //! far link. Each tool pushes to its own real registry through its own
 //! [`Shaper`] (a round trip per exchange, a handshake round trip per new
 //! connection, one bandwidth cap per direction shared by all connections),
 //! cold / warm / one-image change, alternately. Per scenario and tool it
 //! prints the time, the round trips that time is worth (time / RTT), the
 //! HTTP requests and connections the relay saw, the bytes sent upstream and
-//! the link utilisation (bytes up / time / cap). It owns only this profile:
+//! the link utilisation (bytes up / time / cap), whole run and from the
+//! first request-body byte to the last (start-up and tail left out).
+//! `--only kvpush` skips skopeo; `--kvpush-log FILE` appends kvpush's `-v`
+//! request log there. It owns only this profile:
 //! the loopback profile, its registries and its skopeo runs stay in
 //! `push.rs`, whose helpers it borrows.
 
@@ -75,6 +78,7 @@ impl Side {
 
     fn measure(&self, cmds: Vec<Command>) -> Run {
         settle();
+        self.shaper.open_window();
         let before = self.shaper.stats();
         let mut m = Measure::default();
         for mut cmd in cmds {
@@ -90,8 +94,22 @@ impl Side {
     }
 }
 
-fn kvpush_cmd(addr: &str, ws: &Workspace, tag: &str, cache: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvpush"));
+/// kvpush pushing `ws`; with `log`, its `-v` request log (each request
+/// with its time) is appended there.
+fn kvpush_cmd(addr: &str, ws: &Workspace, tag: &str, cache: &Path, log: Option<&Path>) -> Command {
+    let kvpush = env!("CARGO_BIN_EXE_kvpush");
+    let mut cmd = match log {
+        Some(log) => {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!("exec '{kvpush}' \"$@\" -v 2>>'{}'", log.display()),
+                "sh",
+            ]);
+            c
+        }
+        None => Command::new(kvpush),
+    };
     cmd.arg("all")
         .arg("--workspace")
         .arg(&ws.root)
@@ -150,6 +168,10 @@ pub fn main(args: &[String]) {
         .filter(|&n| n > 0)
         .unwrap_or(1);
     let out = arg(args, "--out").unwrap_or_else(|| "target/bench/wan.json".into());
+    // `--only kvpush` while tuning kvpush: skopeo's runs take a minute.
+    let only = arg(args, "--only");
+    let runs = |tool: &str| only.as_deref().is_none_or(|o| o == tool);
+    let log = arg(args, "--kvpush-log").map(std::path::PathBuf::from);
     let work = tempfile::Builder::new()
         .prefix("kvpush-bench-wan-")
         .tempdir()
@@ -167,8 +189,8 @@ pub fn main(args: &[String]) {
     let (ws, ws_changed) = super::workspaces(work.path(), scale);
 
     println!();
-    println!("| round | scenario | tool | time | round trips (time / RTT) | requests | connections | bytes up | link utilisation |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| round | scenario | tool | time | round trips (time / RTT) | requests | connections | bytes up | link utilisation | while uploading |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut rows = Vec::new();
     for round in 1..=rounds {
         let dir = work.path().join(format!("round-{round}"));
@@ -179,28 +201,44 @@ pub fn main(args: &[String]) {
             ("2-warm", &ws, "warm"),
             ("3-one-image-change", &ws_changed, "change"),
         ] {
-            let k = kv.measure(vec![kvpush_cmd(
-                kv.shaper.addr(),
-                w,
-                tag,
-                &dir.join("kvpush-cache"),
-            )]);
-            let s = sk.measure(skopeo_cmds(
-                sk.shaper.addr(),
-                w,
-                tag,
-                &dir.join("skopeo-cache"),
-            ));
+            let k = runs("kvpush").then(|| {
+                kv.measure(vec![kvpush_cmd(
+                    kv.shaper.addr(),
+                    w,
+                    tag,
+                    &dir.join("kvpush-cache"),
+                    log.as_deref(),
+                )])
+            });
+            let s = runs("skopeo").then(|| {
+                sk.measure(skopeo_cmds(
+                    sk.shaper.addr(),
+                    w,
+                    tag,
+                    &dir.join("skopeo-cache"),
+                ))
+            });
             for (tool, r) in [("kvpush", k), ("skopeo", s)] {
+                let Some(r) = r else { continue };
                 let util = r.link.bytes_up as f64 / r.m.wall / cap;
+                // From the first request-body byte on the link to the last:
+                // the run's start-up and tail left out.
+                let window = r.link.body_window.as_secs_f64();
+                let upload_util = if window > 0.0 {
+                    r.link.body_bytes_up as f64 / window / cap
+                } else {
+                    0.0
+                };
                 println!(
-                    "| {round} | {name} | {tool} | {:.2} s | {:.1} | {} | {} | {:.1} MiB | {:.0}% |",
+                    "| {round} | {name} | {tool} | {:.2} s | {:.1} | {} | {} | {:.1} MiB | {:.0}% | {:.0}% of {:.2} s |",
                     r.m.wall,
                     r.m.wall / rtt,
                     r.link.requests,
                     r.link.connections,
                     mib(r.link.bytes_up),
-                    util * 100.0
+                    util * 100.0,
+                    upload_util * 100.0,
+                    window
                 );
                 rows.push(json!({
                     "round": round, "scenario": name, "tool": tool,
@@ -208,6 +246,8 @@ pub fn main(args: &[String]) {
                     "requests": r.link.requests, "connections": r.link.connections,
                     "bytes_up": r.link.bytes_up, "bytes_down": r.link.bytes_down,
                     "link_utilisation": util,
+                    "upload_window_s": window, "body_bytes_up": r.link.body_bytes_up,
+                    "link_utilisation_while_uploading": upload_util,
                 }));
             }
         }

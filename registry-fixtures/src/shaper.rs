@@ -49,8 +49,15 @@ pub struct ShaperStats {
     pub bytes_up: u64,
     /// Bytes registry -> client.
     pub bytes_down: u64,
+    /// From the first request-body byte client -> registry to the last,
+    /// since the last [`Shaper::open_window`]: the span a push uploads in.
+    pub body_window: Duration,
+    /// Request-body bytes client -> registry in that span.
+    pub body_bytes_up: u64,
 }
 
+/// The counters are subtracted; the body window is the later reading's
+/// (it counts from the last [`Shaper::open_window`]).
 impl std::ops::Sub for ShaperStats {
     type Output = ShaperStats;
     fn sub(self, o: ShaperStats) -> ShaperStats {
@@ -59,6 +66,8 @@ impl std::ops::Sub for ShaperStats {
             requests: self.requests - o.requests,
             bytes_up: self.bytes_up - o.bytes_up,
             bytes_down: self.bytes_down - o.bytes_down,
+            body_window: self.body_window,
+            body_bytes_up: self.body_bytes_up - o.body_bytes_up,
         }
     }
 }
@@ -90,6 +99,23 @@ struct Shared {
     requests: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    body_bytes_up: AtomicU64,
+    /// When the relay started: the origin of the two instants below.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` when the window's first request-body
+    /// byte went onto the link (u64::MAX: none yet), and when its last
+    /// one left it.
+    first_body: AtomicU64,
+    last_body: AtomicU64,
+}
+
+impl Shared {
+    /// Body bytes of one chunk took the link from `start` to `end`.
+    fn note_body(&self, start: Instant, end: Instant) {
+        let ns = |t: Instant| t.saturating_duration_since(self.epoch).as_nanos() as u64;
+        self.first_body.fetch_min(ns(start), Ordering::SeqCst);
+        self.last_body.fetch_max(ns(end), Ordering::SeqCst);
+    }
 }
 
 /// A running shaping relay; stopped on drop (open connections end with
@@ -121,6 +147,10 @@ impl Shaper {
             requests: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            body_bytes_up: AtomicU64::new(0),
+            epoch: Instant::now(),
+            first_body: AtomicU64::new(u64::MAX),
+            last_body: AtomicU64::new(0),
         });
         let s = shared.clone();
         let accept = thread::spawn(move || {
@@ -153,12 +183,25 @@ impl Shaper {
 
     pub fn stats(&self) -> ShaperStats {
         let s = &self.shared;
+        let (first, last) = (
+            s.first_body.load(Ordering::SeqCst),
+            s.last_body.load(Ordering::SeqCst),
+        );
         ShaperStats {
             connections: s.connections.load(Ordering::SeqCst),
             requests: s.requests.load(Ordering::SeqCst),
             bytes_up: s.bytes_up.load(Ordering::SeqCst),
             bytes_down: s.bytes_down.load(Ordering::SeqCst),
+            body_window: Duration::from_nanos(last.saturating_sub(first)),
+            body_bytes_up: s.body_bytes_up.load(Ordering::SeqCst),
         }
+    }
+
+    /// Start a new body window (see [`ShaperStats::body_window`]): before
+    /// a measured run.
+    pub fn open_window(&self) {
+        self.shared.first_body.store(u64::MAX, Ordering::SeqCst);
+        self.shared.last_body.store(0, Ordering::SeqCst);
     }
 }
 
@@ -222,11 +265,18 @@ fn pump(mut from: TcpStream, to: TcpStream, shared: &Shared, up: bool, not_befor
             break;
         }
         bytes.fetch_add(n as u64, Ordering::SeqCst);
+        let mut body = 0;
         if up {
-            let heads = parser.feed(&buf[..n]);
+            let (heads, b) = parser.feed(&buf[..n]);
             shared.requests.fetch_add(heads, Ordering::SeqCst);
+            shared.body_bytes_up.fetch_add(b, Ordering::SeqCst);
+            body = b;
         }
         let sent = link.reserve(n);
+        if body > 0 {
+            let took = Duration::from_secs_f64(n as f64 / link.bytes_per_sec);
+            shared.note_body(sent - took, sent);
+        }
         sleep_until(sent);
         last = last.max(sent + delay);
         if tx.send((last, buf[..n].to_vec())).is_err() {
@@ -268,12 +318,13 @@ struct RequestCounter {
 const MAX_HEAD: usize = 256 << 10;
 
 impl RequestCounter {
-    /// Feed the next bytes; how many request heads they completed.
-    fn feed(&mut self, mut buf: &[u8]) -> u64 {
-        let mut heads = 0;
+    /// Feed the next bytes; how many request heads they completed, and how
+    /// many of them were request-body bytes (chunk framing included).
+    fn feed(&mut self, mut buf: &[u8]) -> (u64, u64) {
+        let (mut heads, mut body) = (0, 0);
         while !buf.is_empty() {
             match &mut self.state {
-                Framing::Opaque => return heads,
+                Framing::Opaque => return (heads, body),
                 Framing::Start => {
                     self.state = if buf[0] == 0x16 {
                         Framing::Opaque
@@ -302,6 +353,7 @@ impl RequestCounter {
                 }
                 Framing::Body(left) => {
                     let n = (*left).min(buf.len() as u64);
+                    body += n;
                     *left -= n;
                     buf = &buf[n as usize..];
                     if *left == 0 {
@@ -326,6 +378,7 @@ impl RequestCounter {
                 }
                 Framing::ChunkData(left) => {
                     let n = (*left).min(buf.len() as u64);
+                    body += n;
                     *left -= n;
                     buf = &buf[n as usize..];
                     if *left == 0 {
@@ -347,7 +400,7 @@ impl RequestCounter {
                 }
             }
         }
-        heads
+        (heads, body)
     }
 }
 
@@ -396,11 +449,16 @@ PATCH /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nPUT\r\n4;x=y\r\n\r\n
 HEAD /c HTTP/1.1\r\n\r\n";
         for split in [1, 2, 7, 64, stream.len()] {
             let mut c = RequestCounter::default();
-            let n: u64 = stream.chunks(split).map(|part| c.feed(part)).sum();
+            let (n, body) = stream
+                .chunks(split)
+                .map(|part| c.feed(part))
+                .fold((0, 0), |(h, b), (h2, b2)| (h + h2, b + b2));
             assert_eq!(n, 4, "split every {split}");
+            // "GET /", and the chunks "PUT" and "\r\n\r\n" with their CRLFs.
+            assert_eq!(body, 5 + 5 + 6, "split every {split}");
         }
         let mut tls = RequestCounter::default();
-        assert_eq!(tls.feed(b"\x16\x03\x01GET / HTTP/1.1\r\n\r\n"), 0);
+        assert_eq!(tls.feed(b"\x16\x03\x01GET / HTTP/1.1\r\n\r\n"), (0, 0));
     }
 
     #[test]
@@ -436,5 +494,7 @@ HEAD /c HTTP/1.1\r\n\r\n";
         assert_eq!(stats.requests, 1);
         assert_eq!(stats.bytes_up, payload.len() as u64);
         assert_eq!(stats.bytes_down, payload.len() as u64);
+        assert_eq!(stats.body_bytes_up, 300_000);
+        assert!(stats.body_window > Duration::ZERO);
     }
 }

@@ -136,25 +136,88 @@ fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
 /// Find how `host` is reached: the first of [`Endpoint::candidates`] that
 /// answers HTTP at all (any status), trying them all again with back-off
 /// while none does, within `--retries` and `--retry-time`. Warns when it is
-/// not verified HTTPS.
+/// not verified HTTPS. The candidates are asked all at once (on loopback
+/// three of them: on a far link, one round trip instead of three) and the
+/// first that answers in their order wins; returns it with the status its
+/// `GET /v2/` got (200: no login needed, the API check is done).
+///
+/// Where HTTPS with checked certificates is the only candidate (a
+/// registry elsewhere, without `--insecure`), `warm` connections are
+/// opened at once (`warm - 1` more `GET /v2/` beside the probe's own) and
+/// kept in the client's pool: HTTP/1.1 carries one request at a time per
+/// connection, so the `warm` requests a push sends right after the probe
+/// (one per image) find their connections open instead of each paying a
+/// handshake round trip first. Not with several candidates: each would
+/// get them, and on loopback, where a handshake costs nothing, the warm
+/// push measured 0.09 s without and 0.3 s with them.
 pub async fn probe(
     host: &str,
     clients: &HttpClients,
     insecure: bool,
     retry: &RetryPolicy,
-) -> Result<Endpoint, RegistryError> {
+    warm: usize,
+) -> Result<(Endpoint, u16), RegistryError> {
     let candidates = Endpoint::candidates(host, insecure);
+    let warm = if candidates.len() == 1 { warm } else { 1 };
     let started = std::time::Instant::now();
     let mut tries = 0;
     loop {
         tries += 1;
+        let try_started = std::time::Instant::now();
         let mut reasons = Vec::new();
         let mut untrusted = None;
-        for candidate in &candidates {
-            let http = clients.for_security(candidate.security);
-            let get = http.get(format!("{}/v2/", candidate.base_url)).send();
-            match tokio::time::timeout(retry.stall_timeout, get).await {
-                Ok(Ok(_)) => {
+        let stall = retry.stall_timeout;
+        let get = |candidate: &Endpoint| {
+            clients
+                .for_security(candidate.security)
+                .get(format!("{}/v2/", candidate.base_url))
+                .send()
+        };
+        let mut asked: Vec<_> = candidates
+            .iter()
+            .map(|candidate| {
+                let get = get(candidate);
+                // Spawned so that all run at once; aborted once one won.
+                tokio::spawn(async move { tokio::time::timeout(stall, get).await })
+            })
+            .collect();
+        let mut warming: Vec<Vec<_>> = candidates
+            .iter()
+            .map(|candidate| {
+                (1..warm)
+                    .map(|_| {
+                        let get = get(candidate);
+                        tokio::spawn(async move {
+                            // Read to the end, so that the connection
+                            // goes back to the pool.
+                            if let Ok(Ok(resp)) = tokio::time::timeout(stall, get).await {
+                                let _ = tokio::time::timeout(stall, resp.bytes()).await;
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        for (i, candidate) in candidates.iter().enumerate() {
+            let answer = match (&mut asked[i]).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    reasons.push(format!("the probe of {} failed: {e}", candidate.base_url));
+                    continue;
+                }
+            };
+            match answer {
+                Ok(Ok(resp)) => {
+                    asked.iter().for_each(|a| a.abort());
+                    let warmed = std::mem::take(&mut warming[i]);
+                    warming.iter().flatten().for_each(|w| w.abort());
+                    // Sent with the probe, they end about when it did: wait
+                    // as long again at most, then go on without the rest.
+                    let _ = tokio::time::timeout(
+                        try_started.elapsed(),
+                        futures::future::join_all(warmed),
+                    )
+                    .await;
                     tracing::debug!(
                         "reached registry {host} at {} ({:?}) in {} ms",
                         candidate.base_url,
@@ -162,7 +225,7 @@ pub async fn probe(
                         started.elapsed().as_millis()
                     );
                     warn_unless_verified(candidate, insecure, reasons.first());
-                    return Ok(candidate.clone());
+                    return Ok((candidate.clone(), resp.status().as_u16()));
                 }
                 Ok(Err(e)) => {
                     let failure = transport_failure(e);
@@ -175,6 +238,7 @@ pub async fn probe(
                 Err(_) => reasons.push(stall_reason(retry.stall_timeout)),
             }
         }
+        warming.iter().flatten().for_each(|w| w.abort());
         // No fallback took it and the same certificates would fail again.
         if let Some((candidate, reason)) = untrusted {
             return Err(untrusted_error(host, candidate, &reason, &clients.trust));

@@ -114,7 +114,25 @@ impl Run<'_> {
             source: Source::Layer(l.clone()),
         }));
 
-        let repos = self.repo_states(planned, &digest).await?;
+        let digests: Vec<&str> = blobs.iter().map(|b| b.digest.as_str()).collect();
+        let mut repos = self.repo_states(planned, &digest, &digests).await?;
+        let unchanged = repos.iter().all(|p| p.stale.is_empty());
+        // Where the cache knows the blobs: the manifest first, the blobs
+        // only if the registry says one is missing.
+        for p in repos
+            .iter_mut()
+            .filter(|p| p.optimistic && !p.stale.is_empty())
+        {
+            if self
+                .put_optimistic(p, format.manifest(), &manifest, &digest)
+                .await?
+            {
+                p.stale.clear();
+                p.manifest_present = true;
+            } else {
+                p.optimistic = false;
+            }
+        }
         self.place_all(id, &repos, &blobs, result).await?;
         for p in &repos {
             let client = &self.clients[&p.repo.host];
@@ -128,7 +146,7 @@ impl Run<'_> {
             )
             .await?;
         }
-        if repos.iter().all(|p| p.stale.is_empty()) {
+        if unchanged {
             result.status = Status::Unchanged;
         }
         Ok(())
@@ -179,7 +197,7 @@ impl Run<'_> {
                 }
             }
         }
-        let repos = self.repo_states(planned, &top.digest).await?;
+        let repos = self.repo_states(planned, &top.digest, &[]).await?;
         self.place_all(id, &repos, &blobs, result).await?;
         for p in &repos {
             let client = &self.clients[&p.repo.host];

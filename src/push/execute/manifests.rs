@@ -26,22 +26,41 @@ pub(super) struct RepoState<'p> {
     pub(super) stale: Vec<&'p Destination>,
     /// The repository holds the manifest (under another tag or none).
     pub(super) manifest_present: bool,
+    /// The digest cache says every blob of the image is on this registry
+    /// (an earlier run pushed it): the manifest is put first without
+    /// asking for it or its blobs, and placed the long way only if the
+    /// registry refuses it for a missing blob ([`Run::put_optimistic`]).
+    pub(super) optimistic: bool,
 }
 
 impl Run<'_> {
     /// What each repository of an image still needs, learnt before any blob
     /// is touched: the tags not yet on `digest` (a repository whose tags all
     /// are needs nothing), and whether it holds the manifest already. The
-    /// image is unchanged when no repository has a stale tag.
+    /// image is unchanged when no repository has a stale tag. Where the
+    /// digest cache knows every one of `blobs` on the host, only the tags
+    /// are asked (see [`RepoState::optimistic`]): a warm re-push costs one
+    /// request per tag that is current, two per new tag.
     pub(super) async fn repo_states<'p>(
         &self,
         planned: &'p PlannedImage,
         digest: &str,
+        blobs: &[&str],
     ) -> Result<Vec<RepoState<'p>>, String> {
         // Both questions at once, for every repository: one round trip.
         let asked = join_all(repositories(planned).into_iter().map(|repo| async move {
             let client = &self.clients[&repo.host];
             let tags = tags_in(planned, repo);
+            if self.cached_on(&repo.host, blobs) {
+                let stale = stale_tags(client, &tags, digest).await?;
+                return Ok(RepoState {
+                    repo,
+                    // A tag on the digest: the repository holds it.
+                    manifest_present: stale.len() < tags.len(),
+                    stale,
+                    optimistic: true,
+                });
+            }
             let (stale, present) = tokio::join!(
                 stale_tags(client, &tags, digest),
                 client.manifest_digest(&repo.repo, digest)
@@ -51,10 +70,54 @@ impl Run<'_> {
                 repo,
                 stale: stale?,
                 manifest_present: present.as_deref() == Some(digest),
+                optimistic: false,
             })
         }))
         .await;
         asked.into_iter().collect()
+    }
+
+    /// Every one of `blobs` is in the digest cache for `host`.
+    fn cached_on(&self, host: &str, blobs: &[&str]) -> bool {
+        match &self.cache {
+            Some(cache) if !blobs.is_empty() => {
+                blobs.iter().all(|d| cache.blob_repo(host, d).is_some())
+            }
+            _ => false,
+        }
+    }
+
+    /// An optimistic repository's manifest put under its stale tags before
+    /// any blob is placed. True when they all were (the repository then
+    /// holds the manifest); false when the registry refused it for a blob
+    /// it lacks: the caller places the blobs (asking for each, uploading
+    /// the really missing ones) and puts the manifest again.
+    pub(super) async fn put_optimistic(
+        &self,
+        p: &RepoState<'_>,
+        media_type: &str,
+        manifest: &[u8],
+        digest: &str,
+    ) -> Result<bool, String> {
+        let Some((first, rest)) = p.stale.split_first() else {
+            return Ok(true);
+        };
+        let client = &self.clients[&p.repo.host];
+        not_stopped(self.stop)?;
+        let stored = client
+            .put_manifest_if_blobs_known(&first.repo, &first.tag, media_type, manifest, digest)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !stored {
+            tracing::info!(
+                "{}/{}: the registry lacks a blob the digest cache said it had; placing them",
+                p.repo.host,
+                p.repo.repo
+            );
+            return Ok(false);
+        }
+        put_tags(client, rest, media_type, manifest, digest, self.stop).await?;
+        Ok(true)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Concurrent execution of a [`Plan`]: all images progress at once, the
-//! actual work (compressing, uploading) bounded by one `--jobs` semaphore.
+//! actual work bounded by two semaphores: compressions by the cores (and
+//! `--jobs`), network operations by [`Options::requests_in_flight`].
 //!
 //! Sharing rules, each a map of once-cells so that concurrent images wait
 //! for one another instead of repeating work; a failure is kept like a
@@ -56,7 +57,7 @@ use crate::cache::Cache;
 use crate::interrupt::Stop;
 use crate::push::events::Observer;
 use crate::push::plan::{Plan, PlannedImage};
-use crate::registry::client::Client;
+use crate::registry::client::{Client, ConnectOptions};
 use crate::registry::credentials::Login;
 use crate::source::{Artifact, Layer as SourceLayer};
 
@@ -136,20 +137,30 @@ fn work_order(plan: &Plan) -> Vec<usize> {
 
 /// One client per registry host ([`Client::connect`]), so that a registry
 /// that is not there at all, or refuses the credentials, fails once, up
-/// front.
+/// front. `hosts` gives the host of each destination: the first requests
+/// (one per destination, at once) find as many connections already open,
+/// up to [`Options::requests_in_flight`].
 pub(crate) async fn connect<'a>(
     hosts: impl Iterator<Item = &'a str>,
     options: &Options,
 ) -> Result<HashMap<String, Client>, String> {
-    let connect = options.connect_options();
-    let mut clients = HashMap::new();
+    let mut destinations: Vec<(&str, usize)> = Vec::new();
     for host in hosts {
-        if !clients.contains_key(host) {
-            let client = Client::connect(host, Login::Push(options.credential.clone()), &connect)
-                .await
-                .map_err(|e| e.to_string())?;
-            clients.insert(host.to_string(), client);
+        match destinations.iter_mut().find(|(h, _)| *h == host) {
+            Some((_, n)) => *n += 1,
+            None => destinations.push((host, 1)),
         }
+    }
+    let mut clients = HashMap::new();
+    for (host, n) in destinations {
+        let connect = ConnectOptions {
+            warm_connections: n.min(options.requests_in_flight()),
+            ..options.connect_options()
+        };
+        let client = Client::connect(host, Login::Push(options.credential.clone()), &connect)
+            .await
+            .map_err(|e| e.to_string())?;
+        clients.insert(host.to_string(), client);
     }
     Ok(clients)
 }
@@ -186,7 +197,7 @@ pub async fn execute(
             stop,
             clients,
             origin_clients: Mutex::default(),
-            permits: Semaphore::new(options.jobs.max(1)),
+            permits: Semaphore::new(options.requests_in_flight()),
             cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
             cache,
             settings: crate::compress::settings_id(options.compression_level),

@@ -55,6 +55,15 @@ impl Run<'_> {
             .acquire()
             .await
             .map_err(|e| e.to_string())?;
+        // Every destination gone past --retry-time: the bytes would have
+        // nowhere to go, and the compression would hold the failure back.
+        if let Some(why) = self.all_given_up() {
+            return Err(format!(
+                "layer {} of {} not compressed: {why}",
+                index + 1,
+                src.path.display()
+            ));
+        }
         let spool = self.spool_dir.path().join(format!(
             "layer-{}.tar.gz",
             self.spool_seq.fetch_add(1, Ordering::Relaxed)
@@ -198,6 +207,17 @@ impl Run<'_> {
             config: image.config_digest.clone(),
             _permit: permit,
         })
+    }
+
+    /// Why no destination registry of the run can be reached any more,
+    /// when none can (see [`Client::given_up`]).
+    fn all_given_up(&self) -> Option<String> {
+        let reasons: Vec<String> = self
+            .clients
+            .values()
+            .map(Client::given_up)
+            .collect::<Option<_>>()?;
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     /// Learn a layer's blob digest once per diff_id: from the cache without

@@ -26,7 +26,8 @@ use crate::registry::retry::RetryPolicy;
 /// How to push.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Most blob operations (compressions, uploads) running at once.
+    /// `--jobs`: compressions at once stay within it (and within the
+    /// cores); network operations get [`Options::requests_in_flight`].
     pub jobs: usize,
     pub insecure: bool,
     /// Extra trusted roots (`--ca-cert`).
@@ -43,7 +44,24 @@ pub struct Options {
     pub chunk_size: u64,
 }
 
+/// At most this many network operations in flight by default (see
+/// [`Options::requests_in_flight`]).
+const MAX_REQUESTS_IN_FLIGHT: usize = 32;
+
 impl Options {
+    /// Blob requests (HEAD, mount, upload) in flight at once: 4 per job, up
+    /// to 32, never fewer than `--jobs`. They wait on round trips and the
+    /// link, not on the CPU: on a far link most blobs are small and each
+    /// costs a few round trips, so `--jobs` of them (8 on 2 cores) left the
+    /// link idle between them, while the compressions stay bound by the
+    /// cores.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        (self.jobs.saturating_mul(4))
+            .min(MAX_REQUESTS_IN_FLIGHT)
+            .max(self.jobs)
+            .max(1)
+    }
+
     /// How clients reach registries, destinations and origins alike.
     pub(crate) fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
@@ -51,6 +69,7 @@ impl Options {
             ca_certs: self.ca_certs.clone(),
             retry: self.retry.clone(),
             chunk_size: self.chunk_size,
+            warm_connections: 1,
         }
     }
 }
@@ -78,7 +97,7 @@ pub(super) struct Run<'o> {
     /// first need (see `origin`); a host that cannot be reached fails once.
     pub(super) origin_clients: Cells<String, Result<Arc<Client>, String>>,
     pub(super) options: Options,
-    /// Network work (HEAD, upload, mount): `--jobs` at once.
+    /// Network work (HEAD, upload, mount): [`Options::requests_in_flight`] at once.
     pub(super) permits: Semaphore,
     /// Layer compressions at once; each already uses every core.
     pub(super) cpu_permits: Semaphore,

@@ -155,6 +155,32 @@ impl Client {
         }
     }
 
+    /// One `PUT` of the manifest, for a caller that has not placed its
+    /// blobs (the digest cache says they are there): true when it was
+    /// stored (and checked as [`Client::put_manifest`] checks it), false
+    /// when the registry refused it for a blob it does not hold, for the
+    /// caller to place the blobs and put it again.
+    pub async fn put_manifest_if_blobs_known(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<bool, RegistryError> {
+        let op = format!("PUT manifest {repo}:{reference}");
+        match self
+            .put_manifest_once(&op, repo, reference, media_type, bytes)
+            .await?
+        {
+            Ok(resp) => self.check_digest(&op, &resp, digest).map(|()| true),
+            Err(refused) => {
+                tracing::debug!("{refused}");
+                Ok(false)
+            }
+        }
+    }
+
     /// One `PUT` of the manifest (the request loop's own retries
     /// included): the answer, or the error of a 400 naming blobs, which
     /// the caller retries.

@@ -53,6 +53,9 @@ pub struct ConnectOptions {
     pub retry: RetryPolicy,
     /// `PATCH` size once the registry refuses whole blobs (`--chunk-size`).
     pub chunk_size: u64,
+    /// Connections to open while probing, for the requests sent at once
+    /// right after it (see [`transport::probe`]); 1: the probe's own.
+    pub warm_connections: usize,
 }
 
 /// A client for one registry host.
@@ -106,7 +109,14 @@ impl Client {
             None => tracing::info!("no credentials for {host}; going on anonymously"),
         }
         let clients = HttpClients::new(host, options.retry.connect_timeout).map_err(protocol)?;
-        let endpoint = transport::probe(host, &clients, options.insecure, &options.retry).await?;
+        let (endpoint, status) = transport::probe(
+            host,
+            &clients,
+            options.insecure,
+            &options.retry,
+            options.warm_connections,
+        )
+        .await?;
         let base = Url::parse(&endpoint.base_url).map_err(|e| {
             protocol(format!(
                 "invalid registry address {}: {e}",
@@ -133,12 +143,32 @@ impl Client {
             backoff: HostBackoff::default(),
             chunks: ChunkPolicy::new(options.chunk_size),
         };
-        client.ping().await?;
+        // A 200 to the probe's `GET /v2/` is the API check passed, without
+        // login: one round trip less. Anything else is asked again through
+        // the request loop (a 401 logs in as the registry asks).
+        if status != 200 {
+            client.ping().await?;
+        }
         Ok(client)
     }
 
     pub fn host(&self) -> &str {
         &self.endpoint.host
+    }
+
+    /// Why every request to the host now fails at once, if it does: it
+    /// has answered nothing for `--retry-time` (an outage is counted from
+    /// its first failure, for every request). Lets work that would only
+    /// feed the host (a compression) not begin.
+    pub fn given_up(&self) -> Option<String> {
+        let since = self.backoff.down_since()?;
+        (since.elapsed() >= self.retry.deadline).then(|| {
+            format!(
+                "registry {} has not answered for --retry-time {}s; check that it is running and reachable",
+                self.endpoint.host,
+                self.retry.deadline.as_secs()
+            )
+        })
     }
 
     pub(super) fn url(&self, path: &str) -> Url {
