@@ -74,6 +74,22 @@ fn random_pairs_limit(n: u64) -> u64 {
     limit
 }
 
+/// A page's class for the strong settings' Huffman-table splits:
+/// `floor(2 * H2)`, twice its collision entropy in bits per byte, rounded
+/// down, from all its bytes in integer arithmetic only (no float, so no
+/// libm rounding can differ between machines and change a digest).
+/// Machine code, string tables, text and zeros land in different classes.
+pub(super) fn page_class(piece: &[u8]) -> u32 {
+    let n = piece.len() as u64;
+    if n < 2 {
+        return 0;
+    }
+    let pairs = equal_pairs(&[piece], u64::MAX).max(1);
+    // 1/p = n(n-1)/pairs <= n(n-1) < 2^24 for a 4 KiB page: squared fits.
+    let inverse = (n * (n - 1) / pairs).max(1);
+    (inverse * inverse).ilog2()
+}
+
 /// Contiguous bytes in each sample [`looks_random`] takes of a piece.
 const SAMPLE_LEN: usize = 256;
 /// Samples per piece.

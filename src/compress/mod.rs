@@ -16,7 +16,9 @@
 //! - `gzip`: [`compress`], the block-parallel driver, and the gzip member
 //!   around the blocks (header, CRC-32, trailer, both SHA-256s).
 //! - `deflate`: one block deflated with its dictionary, by igzip or zlib.
-//! - `entropy`: which pages of a block are stored instead of deflated.
+//! - `entropy`: which pages of a block are stored instead of deflated, and
+//!   (zlib levels) where a deflated run starts a new Huffman block.
+//! - `level`: `--compression-level`, and the level `auto` picks for a run.
 //!
 //! Knows nothing of layers, images or registries: bytes in, gzip out.
 
@@ -24,16 +26,22 @@ mod deflate;
 mod entropy;
 mod gzip;
 mod isal;
+mod level;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use gzip::{compress, CompressStats, GzipSink, BLOCK_SIZE};
+
+pub use level::{choose, CompressionLevel, LevelChoice, LinkEstimate, FAST_LEVEL, STRONG_LEVEL};
 
 use deflate::ISAL_MAX_LEVEL;
 
 /// Identifies the compressor's output format; part of every cache key
 /// (through [`settings_id`]), so a change here must change this string.
 pub const SETTINGS_ID: &str = "pgz4-256k-4k";
+/// The same for zlib's levels (4 to 9), whose deflated runs also end a
+/// Huffman block where the page class changes (`-cls`).
+pub const ZLIB_SETTINGS_ID: &str = "pgz5-256k-4k-cls";
 
 /// The cache key's name for what `level` produces on this machine.
 ///
@@ -47,6 +55,17 @@ pub fn settings_id(level: u32) -> String {
     if level <= ISAL_MAX_LEVEL {
         format!("{SETTINGS_ID}-l{level}-isal-{}", isal::cpu_class())
     } else {
-        format!("{SETTINGS_ID}-l{level}")
+        format!("{ZLIB_SETTINGS_ID}-l{level}")
     }
+}
+
+/// The settings of every level this machine can reproduce, `first` first,
+/// then the others from the strongest down: where `auto` looks for a layer
+/// that an earlier run compressed at another level (its blob is reused,
+/// never compressed again because the link changed).
+pub fn reproducible_settings(first: u32) -> Vec<(u32, String)> {
+    std::iter::once(first)
+        .chain((1..=9).rev().filter(|&l| l != first))
+        .map(|l| (l, settings_id(l)))
+        .collect()
 }

@@ -152,6 +152,21 @@ pub(crate) async fn connect<'a>(
     Ok(clients)
 }
 
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The run's one compression level, settled before any layer is
+/// compressed: `--compression-level auto` weighs the link (from how long
+/// connecting to each registry took, `per_host`) against the cores.
+fn choose_level(options: &Options, per_host: std::time::Duration) -> crate::compress::LevelChoice {
+    use crate::compress::{choose, LinkEstimate};
+    let link = LinkEstimate::from_env_or(per_host);
+    let choice = choose(options.compression_level, link, available_cores());
+    tracing::info!("compression: level {} ({})", choice.level, choice.why);
+    choice
+}
+
 /// Push every image of the plan, telling `observer` how it goes. When
 /// `stop` comes, everything in flight is dropped at once and the images not
 /// done are reported [`Status::Interrupted`], with the blobs they placed.
@@ -169,7 +184,13 @@ pub async fn execute(
             .iter()
             .flat_map(|i| &i.destinations)
             .map(|d| d.host.as_str());
+        let connecting = std::time::Instant::now();
+        let host_count = hosts
+            .clone()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         let clients = connect(hosts, &options).await?;
+        let level = choose_level(&options, connecting.elapsed() / host_count.max(1) as u32);
         let spool_dir = tempfile::Builder::new()
             .prefix("kvpush-")
             .tempdir()
@@ -178,7 +199,7 @@ pub async fn execute(
                     "cannot create a temporary directory for compressed layers (set TMPDIR?): {e}"
                 )
             })?;
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = available_cores();
         let run = Run {
             observer,
             stop,
@@ -187,7 +208,8 @@ pub async fn execute(
             permits: Semaphore::new(options.jobs.max(1)),
             cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
             cache: options.cache_dir.clone().map(Cache::new),
-            settings: crate::compress::settings_id(options.compression_level),
+            settings: crate::compress::settings_id(level.level),
+            level,
             options,
             spool_dir,
             spool_seq: AtomicU64::new(0),
