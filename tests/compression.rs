@@ -79,3 +79,59 @@ fn an_explicit_level_is_kept_and_compresses_anew() {
     assert!(compressed_count(&run.stderr) > 0);
     assert_ne!(sc.verify("virt-api", "two"), strong);
 }
+
+/// Checks a blob with a decompressor that is not kvpush's: `gzip -t`, then
+/// Python's `gzip` module, which must read every member.
+fn other_decompressors_read(blob: &[u8], dir: &std::path::Path) {
+    let path = dir.join("blob.gz");
+    std::fs::write(&path, blob).unwrap();
+    let gzip = std::process::Command::new("gzip")
+        .arg("-t")
+        .arg(&path)
+        .output()
+        .expect("gzip on PATH");
+    assert!(gzip.status.success(), "gzip -t: {:?}", gzip);
+    let python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import gzip,sys; sys.stdout.write(str(len(gzip.open(sys.argv[1]).read())))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 on PATH");
+    assert!(python.status.success(), "python3 gzip: {:?}", python);
+}
+
+#[test]
+fn libdeflate_levels_push_multi_member_blobs_that_every_reader_takes_and_auto_reuses() {
+    let sc = Scenario::plain();
+    let run = push_with_link(
+        &sc,
+        &["virt-api"],
+        FAST,
+        &["--tag", "one", "--compression-level", "12"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("compression: level 12 (as given"));
+    assert!(compressed_count(&run.stderr) > 0);
+    // skopeo copies it; each layer decompresses, every member read, to its
+    // diff_id.
+    let (digest, blobs) = common::pull_and_verify(
+        &sc.registry,
+        &sc.reference("virt-api", "one"),
+        sc.fx.image("virt-api"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for blob in &blobs {
+        other_decompressors_read(blob, dir.path());
+    }
+    // auto on a fast link would pick 3, but finds the level-12 blobs by
+    // their diff_id: nothing compressed or uploaded again.
+    let uploads = blob_uploads(&sc.registry);
+    let run = push_with_link(&sc, &["virt-api"], FAST, &["--tag", "two"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("compression: level 3 (auto"));
+    assert_eq!(compressed_count(&run.stderr), 0, "{}", run.stderr);
+    assert_eq!(blob_uploads(&sc.registry), uploads, "no blob uploaded");
+    assert_eq!(sc.verify("virt-api", "two"), digest);
+}

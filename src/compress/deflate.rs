@@ -8,7 +8,7 @@ use std::io;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-use super::entropy::{looks_random, page_class, PIECE_SIZE};
+use super::entropy::{page_class, page_runs, PIECE_SIZE};
 use super::isal;
 
 /// Deflate's window: how much history a block may refer back to.
@@ -17,7 +17,7 @@ pub(super) const DICT_SIZE: usize = 32 * 1024;
 const STORED_MAX: usize = 65_535;
 
 /// Append `data` as stored deflate blocks (the stream is byte-aligned here).
-fn push_stored(out: &mut Vec<u8>, data: &[u8], last: bool) {
+pub(super) fn push_stored(out: &mut Vec<u8>, data: &[u8], last: bool) {
     let mut chunks = data.chunks(STORED_MAX).peekable();
     if chunks.peek().is_none() {
         out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
@@ -215,33 +215,26 @@ pub(super) fn deflate_block(
     level: u32,
 ) -> io::Result<()> {
     out.clear();
-    let pieces: Vec<&[u8]> = block.chunks(PIECE_SIZE).collect();
-    let stored: Vec<bool> = pieces.iter().map(|p| looks_random(p)).collect();
-    if !pieces.is_empty() && stored.iter().all(|s| *s) {
+    let runs = page_runs(block);
+    if let [(_, true)] = runs[..] {
         push_stored(out, block, last);
         return Ok(());
     }
     with_deflater(level, |z| {
-        let mut start = 0;
-        while start < pieces.len() || (start == 0 && pieces.is_empty()) {
-            let class = stored.get(start).copied().unwrap_or(false);
-            let mut end = start + 1;
-            while end < pieces.len() && stored[end] == class {
-                end += 1;
-            }
-            let run = &block[start * PIECE_SIZE..(end * PIECE_SIZE).min(block.len())];
-            let last_run = last && end >= pieces.len();
-            if class {
+        let count = runs.len();
+        for (i, (range, stored)) in runs.into_iter().enumerate() {
+            let last_run = last && i + 1 == count;
+            let run = &block[range.clone()];
+            if stored {
                 push_stored(out, run, last_run);
             } else {
                 // History: the previous block's tail for the block's first
                 // run. A later run follows a stored one, whose random bytes
                 // would cost more to prime the compressor with than they
                 // would ever match.
-                let history = if start == 0 { dict } else { &[][..] };
+                let history = if range.start == 0 { dict } else { &[][..] };
                 z.run(out, history, run, last_run)?;
             }
-            start = end;
         }
         Ok(())
     })

@@ -120,6 +120,24 @@ pub(super) fn looks_random(piece: &[u8]) -> bool {
     equal_pairs(&samples, limit) < limit
 }
 
+/// Runs of whole pages of `block`, each stored (its pages look random) or
+/// deflated, in order; an empty block is one empty deflated run.
+pub(super) fn page_runs(block: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
+    let stored: Vec<bool> = block.chunks(PIECE_SIZE).map(looks_random).collect();
+    let mut runs: Vec<(std::ops::Range<usize>, bool)> = Vec::new();
+    for (i, &s) in stored.iter().enumerate() {
+        let end = ((i + 1) * PIECE_SIZE).min(block.len());
+        match runs.last_mut() {
+            Some((range, class)) if *class == s => range.end = end,
+            _ => runs.push((i * PIECE_SIZE..end, s)),
+        }
+    }
+    if runs.is_empty() {
+        runs.push((0..0, false));
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
