@@ -8,7 +8,7 @@ mod common;
 
 use common::{blob_uploads, run_command, Run, Scenario};
 
-/// A link `auto` finds slower than the cores (1 Mbit/s: level 6).
+/// A link `auto` finds slower than the cores (1 Mbit/s: level 12).
 const SLOW: &str = "1000000";
 /// A link faster than any core count here compresses (100 Gbit/s: level 3).
 const FAST: &str = "100000000000";
@@ -51,7 +51,7 @@ fn repush_uploads_nothing(first: &[&str], first_link: &str, link_bps: &str, pick
 
 #[test]
 fn a_repush_from_a_slower_link_reuses_the_fast_levels_blobs() {
-    repush_uploads_nothing(&["--compression-level", "3"], FAST, SLOW, "6");
+    repush_uploads_nothing(&["--compression-level", "3"], FAST, SLOW, "12");
 }
 
 #[test]
@@ -64,10 +64,10 @@ fn an_explicit_level_is_kept_and_compresses_anew() {
     let sc = Scenario::plain();
     let run = push_with_link(&sc, &["virt-api"], SLOW, &["--tag", "one"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("compression: level 6 (auto"));
+    assert!(run.stderr.contains("compression: level 12 (auto"));
     let strong = sc.verify("virt-api", "one");
 
-    // The user asked for level 3: the level-6 digests are not reused.
+    // The user asked for level 3: the level-12 digests are not reused.
     let run = push_with_link(
         &sc,
         &["virt-api"],

@@ -12,30 +12,35 @@ use std::time::Duration;
 /// `auto`'s level when the CPU is the bottleneck (loopback, a LAN):
 /// igzip's best, today's default.
 pub const FAST_LEVEL: u32 = 3;
-/// `auto`'s level when the link is the bottleneck: zlib-rs at 6 with
-/// Huffman blocks split by page class, 2-3% smaller than level 3 on the
-/// bench's layers. Nothing stronger pays there: measured on the 135 MB of
-/// the `--scale 128MiB` workspace's tarballs, 2 threads on the shared
-/// 2-core VM (load ~12), input MB/s and output bytes:
-///
-/// | level | in MB/s | out MB |
-/// | --- | --- | --- |
-/// | 3 (igzip) | 79 | 92.67 |
-/// | 6 (zlib-rs, class splits) | 33 | 90.17 |
-/// | 10 (libdeflate, 1 MiB members) | 12 | 90.24 |
-/// | 12 (libdeflate, 1 MiB members) | 7.5 | 90.11 |
-///
-/// Level 10 is larger than 6 and level 12 0.07% smaller at four times
-/// the CPU, too slow to keep a 200 Mbit/s link busy on 2 cores: the
-/// random pages, most of the bytes, are stored at every level, and on the
-/// rest page-class splits already win what libdeflate's parsing does.
+/// `auto`'s level when the link is the bottleneck but too fast for
+/// libdeflate's levels: zlib-rs at 6 with Huffman blocks split by page
+/// class, 2-3% smaller than level 3 on the bench's layers (level 9 is no
+/// smaller there, at twice the CPU).
 pub const STRONG_LEVEL: u32 = 6;
 
-/// Input bytes a second one core deflates at [`STRONG_LEVEL`] on layers
-/// like the bench's (about 45 on this project's 2-core EPYC, random pages
-/// stored; taken a little low so a busy machine still keeps up).
-const STRONG_INPUT_PER_CORE: f64 = 40e6;
-/// Compressed size over input size on such layers at the strong level.
+/// The levels `auto` may pick when the link is the bottleneck, strongest
+/// first, each with the input bytes a second one core deflates at it on
+/// layers like the bench's (random pages stored): level 6's 40 MB/s
+/// (about 45 on this project's 2-core EPYC, unloaded) scaled by how much
+/// longer the other levels took, rounded down. Measured as whole
+/// `--no-cache` pushes of the `--scale 128MiB` workspace (135 MB of
+/// tarballs, 21 images) to a loopback registry on the shared 2-core VM at
+/// load ~8 (2026-12-08), rounded down so a busy machine keeps up:
+///
+/// | level | push | layer bytes |
+/// | --- | --- | --- |
+/// | 3 (igzip) | 1.52 s | 69,508,463 |
+/// | 6 (zlib-rs, class splits) | 3.03 s | 68,621,244 |
+/// | 10 (libdeflate members) | 3.57 s | 68,514,139 |
+/// | 11 | 4.39 s | 68,483,504 |
+/// | 12 | 6.23 s | 68,472,002 |
+///
+/// The strongest level whose output keeps the link busy is picked: on 2
+/// cores a 200 Mbit/s link gets level 11, the 400 Mbit/s assumed for a far
+/// registry level 6.
+const LADDER: [(u32, f64); 4] = [(12, 17e6), (11, 25e6), (10, 30e6), (STRONG_LEVEL, 40e6)];
+/// Compressed size over input size on such layers, taken high (0.51 on
+/// the bench's) so the link is rather kept busy.
 const TYPICAL_RATIO: f64 = 0.7;
 
 /// A registry whose connection (TCP handshake and the `/v2/` check, two
@@ -144,11 +149,11 @@ pub struct LevelChoice {
     pub why: String,
 }
 
-/// The level for a run: a fixed one as given; `auto` takes
-/// [`STRONG_LEVEL`] when the link is the bottleneck, i.e. when the cores
-/// compress at the strong level faster than the link carries the output,
-/// and [`FAST_LEVEL`] when they do not (the CPU is the bottleneck: the
-/// link would wait on a stronger deflate).
+/// The level for a run: a fixed one as given; `auto` takes the strongest
+/// level of [`LADDER`] whose output on these cores comes faster than the
+/// link carries it (the link is the bottleneck even at that level), and
+/// [`FAST_LEVEL`] when none does (the CPU is the bottleneck: the link
+/// would wait on a stronger deflate).
 pub fn choose(asked: CompressionLevel, link: LinkEstimate, cores: usize) -> LevelChoice {
     if let CompressionLevel::Fixed(level) = asked {
         return LevelChoice {
@@ -158,21 +163,25 @@ pub fn choose(asked: CompressionLevel, link: LinkEstimate, cores: usize) -> Leve
         };
     }
     let cores = cores.max(1);
-    let strong_out = STRONG_INPUT_PER_CORE * cores as f64 * TYPICAL_RATIO;
+    let out_rate = |per_core: f64| per_core * cores as f64 * TYPICAL_RATIO;
     let link_bps = link.bytes_per_sec();
-    let level = if strong_out > link_bps {
-        STRONG_LEVEL
-    } else {
-        FAST_LEVEL
+    let strong = LADDER
+        .iter()
+        .find(|(_, per_core)| out_rate(*per_core) > link_bps);
+    let why = match strong {
+        Some(&(level, per_core)) => format!(
+            "auto: {}; level-{level} deflate ~{:.0} MB/s out on {cores} cores: the link is the bottleneck",
+            link.describe(),
+            out_rate(per_core) / 1e6,
+        ),
+        None => format!(
+            "auto: {}; level-{STRONG_LEVEL} deflate ~{:.0} MB/s out on {cores} cores: the CPU is the bottleneck",
+            link.describe(),
+            out_rate(LADDER[LADDER.len() - 1].1) / 1e6,
+        ),
     };
-    let why = format!(
-        "auto: {}; level-{STRONG_LEVEL} deflate ~{:.0} MB/s out on {cores} cores: the {} is the bottleneck",
-        link.describe(),
-        strong_out / 1e6,
-        if level == STRONG_LEVEL { "link" } else { "CPU" }
-    );
     LevelChoice {
-        level,
+        level: strong.map_or(FAST_LEVEL, |&(level, _)| level),
         auto: true,
         why,
     }
@@ -181,6 +190,7 @@ pub fn choose(asked: CompressionLevel, link: LinkEstimate, cores: usize) -> Leve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::MAX_LEVEL;
 
     #[test]
     fn parses_auto_and_levels_only() {
@@ -210,18 +220,25 @@ mod tests {
     #[test]
     fn auto_goes_strong_only_when_the_link_is_slower_than_the_cores() {
         let auto = |link, cores| choose(CompressionLevel::Auto, link, cores);
-        // The wan bench: 200 Mbit/s, 2 cores.
+        // The wan bench's 200 Mbit/s on 2 cores: libdeflate's 11 keeps
+        // up, its 12 would not; 4 cores afford 12.
         let wan = auto(LinkEstimate::Forced(25e6), 2);
-        assert_eq!((wan.level, wan.auto), (STRONG_LEVEL, true));
+        assert_eq!((wan.level, wan.auto), (11, true));
         assert!(wan.why.contains("link is the bottleneck"), "{}", wan.why);
+        assert_eq!(auto(LinkEstimate::Forced(25e6), 4).level, 12);
+        // 400 Mbit/s: zlib's 6 on 2 cores, libdeflate's 11 on 3.
+        assert_eq!(auto(LinkEstimate::Forced(50e6), 2).level, STRONG_LEVEL);
+        assert_eq!(auto(LinkEstimate::Forced(50e6), 3).level, 11);
         // 10 Gbit/s: the CPU is the bottleneck even on 32 cores.
-        assert_eq!(auto(LinkEstimate::Forced(1.25e9), 2).level, FAST_LEVEL);
+        let lan = auto(LinkEstimate::Forced(1.25e9), 2);
+        assert_eq!(lan.level, FAST_LEVEL);
+        assert!(lan.why.contains("CPU is the bottleneck"), "{}", lan.why);
         assert_eq!(auto(LinkEstimate::Forced(1.25e9), 32).level, FAST_LEVEL);
         // 1 Gbit/s: too fast for 2 cores, not for 8.
         assert_eq!(auto(LinkEstimate::Forced(125e6), 2).level, FAST_LEVEL);
-        assert_eq!(auto(LinkEstimate::Forced(125e6), 8).level, STRONG_LEVEL);
-        // Zero cores reported reads as one.
-        assert_eq!(auto(LinkEstimate::Forced(1e6), 0).level, STRONG_LEVEL);
+        assert_eq!(auto(LinkEstimate::Forced(125e6), 8).level, 11);
+        // Zero cores reported reads as one; a slow link gets the strongest.
+        assert_eq!(auto(LinkEstimate::Forced(1e6), 0).level, MAX_LEVEL);
     }
 
     #[test]
@@ -229,6 +246,7 @@ mod tests {
         let local = LinkEstimate::Connect(Duration::from_millis(2));
         let far = LinkEstimate::Connect(Duration::from_millis(85));
         assert_eq!(choose(CompressionLevel::Auto, local, 2).level, FAST_LEVEL);
+        // 400 Mbit/s assumed: level 6 on 2 cores.
         let c = choose(CompressionLevel::Auto, far, 2);
         assert_eq!(c.level, STRONG_LEVEL);
         assert!(c.why.contains("connected in 85 ms, a far one"), "{}", c.why);
