@@ -1,8 +1,8 @@
-//! Levels 10 to 12: libdeflate's near-optimal parsing, for bytes at any
-//! CPU cost (5.5% smaller than `gzip -6` on a bench layer, but at level 12
-//! only 0.1% smaller than kvpush's own level 6, which already stores
-//! random pages and splits Huffman blocks by page class, for four times
-//! its CPU; see `level::STRONG_LEVEL`, which `auto` keeps at 6). Owns how
+//! Levels 10 to 12: libdeflate's near-optimal parsing, for fewer bytes at
+//! a higher CPU cost (5.5% smaller than `gzip -6` on a bench layer, but
+//! only 0.15-0.2% smaller than kvpush's own level 6, which already stores
+//! random pages and splits Huffman blocks by page class; `auto` picks them
+//! only when even they outrun the link, see `level::LADDER`). Owns how
 //! one block becomes complete gzip members;
 //! knows nothing of the block-parallel driver ([`super::gzip`]) nor of
 //! what the output is for.
