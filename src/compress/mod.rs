@@ -50,8 +50,8 @@ pub const SETTINGS_ID: &str = "pgz4-256k-4k";
 pub const ZLIB_SETTINGS_ID: &str = "pgz5-256k-4k-cls";
 
 /// The same for libdeflate's levels (10 to 12): each run of pages its own
-/// gzip member; the library's version follows.
-pub const LIBDEFLATE_SETTINGS_ID: &str = "ldm1-256k-4k";
+/// gzip member, in 1 MiB blocks; the library's version follows.
+pub const LIBDEFLATE_SETTINGS_ID: &str = "ldm1-1m-4k";
 
 /// The cache key's name for what `level` produces on this machine.
 ///
