@@ -5,7 +5,10 @@
 //! - `layers/<settings>/<diff_id hex>`: the compressed digest and size that
 //!   a layer (known by its uncompressed digest) gets under the compressor
 //!   settings `<settings>` (format id, level and, for igzip, the CPU class:
-//!   see `compress::settings_id`);
+//!   see `compress::settings_id`); under `--compression-level auto` the
+//!   push also looks a layer up under the other levels' settings (see
+//!   `push::execute::prepare`), so the key's level never forces a layer to
+//!   be compressed again;
 //! - `blobs/<host>/<digest hex>`: a repository of that registry known to
 //!   hold the blob, the source of a cross-repository mount.
 //!

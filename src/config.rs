@@ -47,7 +47,7 @@ pub struct Config {
     pub alt_prefixes: Vec<String>,
     /// DIGESTS_DIR: the files KubeVirt's scripts read after a push.
     pub kubevirt_digests: Option<KubevirtDigests>,
-    pub compression_level: u32,
+    pub compression_level: crate::compress::CompressionLevel,
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
     /// `PATCH` size once a registry refuses whole blobs.

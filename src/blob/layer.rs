@@ -14,8 +14,9 @@ use super::digest::hash_reader;
 use super::growing::GrowingBlob;
 use super::range::{truncated, FileRange};
 
-/// gzip level for layers kvpush compresses itself: igzip's best, about
-/// the size of zlib's level 2 at half its CPU (see docs/performance.md).
+/// The fast gzip level (`auto`'s choice when the CPU is the bottleneck,
+/// and the default before `auto`): igzip's best, about the size of zlib's
+/// level 2 at half its CPU (see docs/performance.md).
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
 
 /// Streaming buffers: large enough for throughput, small enough that memory

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use crate::blob;
+use crate::compress::CompressionLevel;
 use crate::config::OutputFormat;
 use crate::push::manifest_list::DEFAULT_CHILD_TAG;
 use crate::push::SourceChoice;
@@ -105,10 +105,12 @@ pub(super) struct PushArgs {
     /// each architecture's image digests under DIR/ARCH.
     #[arg(long, value_name = "DIR")]
     pub(super) digests_dir: Option<PathBuf>,
-    /// gzip level (1-9) for layers kvpush compresses: 1-3 use ISA-L's
-    /// igzip (fast), 4-9 zlib-rs (smaller output, several times the CPU).
-    #[arg(long, default_value_t = blob::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub(super) compression_level: u32,
+    /// gzip level for layers kvpush compresses: auto (picks 3 when the CPU
+    /// is the bottleneck, 6 when the link to the registry is), or 1-12:
+    /// 1-3 use ISA-L's igzip (fast), 4-9 zlib-rs (smaller, more CPU),
+    /// 10-12 libdeflate (a gzip member per run of pages, much more CPU).
+    #[arg(long, default_value = "auto", value_name = "auto|1-12", value_parser = CompressionLevel::parse)]
+    pub(super) compression_level: CompressionLevel,
     /// User name for the registry (with --password-stdin); otherwise
     /// KVPUSH_USERNAME/KVPUSH_PASSWORD, then docker/podman login files.
     #[arg(long, requires = "password_stdin")]

@@ -74,6 +74,22 @@ fn random_pairs_limit(n: u64) -> u64 {
     limit
 }
 
+/// A page's class for the strong settings' Huffman-table splits:
+/// `floor(2 * H2)`, twice its collision entropy in bits per byte, rounded
+/// down, from all its bytes in integer arithmetic only (no float, so no
+/// libm rounding can differ between machines and change a digest).
+/// Machine code, string tables, text and zeros land in different classes.
+pub(super) fn page_class(piece: &[u8]) -> u32 {
+    let n = piece.len() as u64;
+    if n < 2 {
+        return 0;
+    }
+    let pairs = equal_pairs(&[piece], u64::MAX).max(1);
+    // 1/p = n(n-1)/pairs <= n(n-1) < 2^24 for a 4 KiB page: squared fits.
+    let inverse = (n * (n - 1) / pairs).max(1);
+    (inverse * inverse).ilog2()
+}
+
 /// Contiguous bytes in each sample [`looks_random`] takes of a piece.
 const SAMPLE_LEN: usize = 256;
 /// Samples per piece.
@@ -102,6 +118,24 @@ pub(super) fn looks_random(piece: &[u8]) -> bool {
     let samples: [&[u8]; SAMPLES] =
         std::array::from_fn(|i| &piece[i * step..i * step + SAMPLE_LEN]);
     equal_pairs(&samples, limit) < limit
+}
+
+/// Runs of whole pages of `block`, each stored (its pages look random) or
+/// deflated, in order; an empty block is one empty deflated run.
+pub(super) fn page_runs(block: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
+    let stored: Vec<bool> = block.chunks(PIECE_SIZE).map(looks_random).collect();
+    let mut runs: Vec<(std::ops::Range<usize>, bool)> = Vec::new();
+    for (i, &s) in stored.iter().enumerate() {
+        let end = ((i + 1) * PIECE_SIZE).min(block.len());
+        match runs.last_mut() {
+            Some((range, class)) if *class == s => range.end = end,
+            _ => runs.push((i * PIECE_SIZE..end, s)),
+        }
+    }
+    if runs.is_empty() {
+        runs.push((0..0, false));
+    }
+    runs
 }
 
 #[cfg(test)]

@@ -9,14 +9,12 @@ use std::io::{self, Read, Write};
 use rayon::prelude::*;
 
 use super::deflate::{deflate_block, DICT_SIZE};
+use super::members::{self, block_members, GZIP_HEADER};
 use crate::buffers;
 use crate::sha256_pair::Sha256Pair;
 
 /// Uncompressed bytes per independently deflated block.
 pub const BLOCK_SIZE: usize = 256 * 1024;
-
-/// The gzip header kvpush writes: no name, mtime 0, OS unknown.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// Where [`compress`] writes: any writer, and, for one that can keep a
 /// compressed block's buffer as it is (a streamed blob's queue), without
@@ -54,7 +52,8 @@ fn slices(buffers: &[Vec<u8>]) -> Vec<&[u8]> {
     buffers.iter().map(Vec::as_slice).collect()
 }
 
-/// Read `input` to its end and write it to `output` as one gzip member,
+/// Read `input` to its end and write it to `output` as one gzip member
+/// (levels 10 to 12: one member per run of pages, see [`super::members`]),
 /// deflating blocks in parallel on the global rayon pool. Memory use is
 /// bounded: at most four blocks per pool thread are in flight.
 ///
@@ -68,17 +67,20 @@ pub fn compress(
     level: u32,
 ) -> io::Result<CompressStats> {
     let batch_len = 2 * rayon::current_num_threads().max(1);
+    // Blocks that are whole gzip members need no header or trailer around.
+    let as_members = level >= members::MIN_LEVEL;
+    let header: &[u8] = if as_members { &[] } else { &GZIP_HEADER };
     let mut crc = crc32fast::Hasher::new();
     let mut stats = CompressStats {
         input_bytes: 0,
-        output_bytes: GZIP_HEADER.len() as u64,
+        output_bytes: header.len() as u64,
         input_sha256: [0; 32],
         output_sha256: [0; 32],
     };
     // Input and output digests, computed side by side (see sha256_pair).
     let mut hashes = Sha256Pair::default();
-    output.write_all(&GZIP_HEADER)?;
-    hashes.update(&[], &[&GZIP_HEADER]);
+    output.write_all(header)?;
+    hashes.update(&[], &[header]);
 
     // Buffers are recycled from batch to batch, and from layer to layer
     // through the pool: memory stays at a few blocks per thread, and the
@@ -87,8 +89,13 @@ pub fn compress(
         pending: buffers::take(),
         spare: Vec::new(),
         batch_len,
+        block_size: if as_members {
+            members::BLOCK_SIZE
+        } else {
+            BLOCK_SIZE
+        },
     };
-    read_block(&mut input, &mut reader.pending)?;
+    read_block(&mut input, &mut reader.pending, reader.block_size)?;
     let (mut batch, mut last) = reader.next_batch(&mut input)?;
     hashes.update(&slices(&batch), &[]);
     let mut outs: Vec<Vec<u8>> = (0..batch_len).map(|_| buffers::take()).collect();
@@ -115,7 +122,11 @@ pub fn compress(
                     .zip(outs[..count].par_iter_mut())
                     .enumerate()
                     .map(|(i, ((block, d), out))| {
-                        deflate_block(out, d, block, last && i + 1 == count, level)?;
+                        if as_members {
+                            block_members(out, block, level)?;
+                        } else {
+                            deflate_block(out, d, block, last && i + 1 == count, level)?;
+                        }
                         let mut crc = crc32fast::Hasher::new();
                         crc.update(block);
                         Ok(crc)
@@ -158,14 +169,15 @@ pub fn compress(
     let mut trailer = [0u8; 8];
     trailer[..4].copy_from_slice(&crc.finalize().to_le_bytes());
     trailer[4..].copy_from_slice(&(stats.input_bytes as u32).to_le_bytes());
+    let trailer: &[u8] = if as_members { &[] } else { &trailer };
     let mut tail = slices(&written[..to_write]);
-    tail.push(&trailer);
+    tail.push(trailer);
     hashes.update(&[], &tail);
     for piece in &mut written[..to_write] {
         output.write_piece(piece)?;
     }
-    output.write_all(&trailer)?;
-    stats.output_bytes += 8;
+    output.write_all(trailer)?;
+    stats.output_bytes += trailer.len() as u64;
     (stats.input_sha256, stats.output_sha256) = hashes.finish();
     output.flush()?;
     let BatchReader { pending, spare, .. } = reader;
@@ -188,6 +200,8 @@ struct BatchReader {
     /// Block buffers to read into, given back after each batch.
     spare: Vec<Vec<u8>>,
     batch_len: usize,
+    /// Uncompressed bytes per block.
+    block_size: usize,
 }
 
 impl BatchReader {
@@ -198,7 +212,7 @@ impl BatchReader {
         let mut last = false;
         while batch.len() < self.batch_len && !last {
             let mut next = self.spare.pop().unwrap_or_else(buffers::take);
-            read_block(input, &mut next)?;
+            read_block(input, &mut next, self.block_size)?;
             last = next.is_empty();
             batch.push(std::mem::replace(&mut self.pending, next));
         }
@@ -206,15 +220,16 @@ impl BatchReader {
     }
 }
 
-/// Read up to one block into `block`; shorter only at the end of the input.
+/// Read up to one block of `size` bytes into `block`; shorter only at the
+/// end of the input.
 ///
 /// Into the buffer's initialised bytes, not with `read_to_end`, which
 /// zeroes a recycled buffer's spare capacity before every read (2% of a
 /// cold push's CPU): a buffer is zeroed once, when it is first grown.
-fn read_block(input: &mut impl Read, block: &mut Vec<u8>) -> io::Result<()> {
-    block.resize(BLOCK_SIZE, 0);
+fn read_block(input: &mut impl Read, block: &mut Vec<u8>, size: usize) -> io::Result<()> {
+    block.resize(size, 0);
     let mut filled = 0;
-    while filled < BLOCK_SIZE {
+    while filled < size {
         match input.read(&mut block[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -230,13 +245,14 @@ fn read_block(input: &mut impl Read, block: &mut Vec<u8>) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::compress::tests::{pseudo_random, records, text};
-    use flate2::read::GzDecoder;
+    use flate2::read::MultiGzDecoder;
 
     const DEFAULT_LEVEL_FOR_TESTS: u32 = crate::blob::DEFAULT_COMPRESSION_LEVEL;
 
     fn gunzip(gz: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        GzDecoder::new(gz)
+        // Every member (levels 10-12 write several).
+        MultiGzDecoder::new(gz)
             .read_to_end(&mut out)
             .expect("valid gzip");
         out
@@ -262,7 +278,7 @@ mod tests {
             BLOCK_SIZE + 1,
             5 * BLOCK_SIZE + 17,
         ] {
-            for level in [1, 3, 6] {
+            for level in [1, 3, 6, 10] {
                 roundtrip(&text(len), level);
                 roundtrip(&pseudo_random(len, len as u64 + 1), level);
             }
@@ -271,7 +287,7 @@ mod tests {
         let mut mixed = text(3 * BLOCK_SIZE);
         mixed.extend(pseudo_random(2 * BLOCK_SIZE + 5, 9));
         mixed.extend(text(BLOCK_SIZE / 3));
-        for level in 1..=9 {
+        for level in 1..=crate::compress::MAX_LEVEL {
             roundtrip(&mixed, level);
         }
     }
@@ -281,7 +297,7 @@ mod tests {
         let mut data = text(4 * BLOCK_SIZE);
         data.extend(pseudo_random(3 * BLOCK_SIZE, 3));
         data.extend(records(2 * BLOCK_SIZE, 4));
-        for level in [DEFAULT_LEVEL_FOR_TESTS, 6] {
+        for level in [DEFAULT_LEVEL_FOR_TESTS, 6, 10, 12] {
             let a = roundtrip(&data, level);
             let one_thread = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
@@ -301,14 +317,17 @@ mod tests {
     #[test]
     fn incompressible_blocks_are_stored_and_text_shrinks() {
         let random = pseudo_random(3 * BLOCK_SIZE, 5);
-        let gz = roundtrip(&random, 6);
-        // Stored: 5 bytes per 64 KiB, plus header and trailer.
-        assert!(
-            gz.len() < random.len() + random.len() / 10_000 + 64,
-            "{} vs {}",
-            gz.len(),
-            random.len()
-        );
+        for level in [6, 12] {
+            let gz = roundtrip(&random, level);
+            // Stored: 5 bytes per 64 KiB, plus header and trailer (one
+            // member per 1 MiB block at level 12).
+            assert!(
+                gz.len() < random.len() + random.len() / 10_000 + 64,
+                "level {level}: {} vs {}",
+                gz.len(),
+                random.len()
+            );
+        }
         let words = text(3 * BLOCK_SIZE);
         assert!(roundtrip(&words, 6).len() < words.len() / 3);
     }
@@ -333,6 +352,20 @@ mod tests {
             gz.len()
         );
         assert!(gz.len() > random, "random bytes stay: {}", gz.len());
+    }
+
+    #[test]
+    fn strong_levels_write_one_gzip_member_per_run_and_shrink_text() {
+        // Empty input is still one valid member.
+        let gz = roundtrip(b"", 12);
+        assert_eq!(&gz[..10], &GZIP_HEADER);
+        let words = text(3 * BLOCK_SIZE);
+        let gz = roundtrip(&words, 10);
+        assert!(gz.len() < roundtrip(&words, 6).len(), "{}", gz.len());
+        // Whole members from the start: each begins with the header.
+        assert_eq!(&gz[..10], &GZIP_HEADER);
+        let members = gz.windows(10).filter(|w| *w == GZIP_HEADER).count();
+        assert!(members >= 1, "{members}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use kvpush_fixtures::{
     generate_workspace, GeneratedImage, Registry, TestImage, Workspace, WorkspaceSpec,
 };
@@ -297,7 +297,9 @@ pub fn verify_as(
         assert_eq!(sha256(&blob), digest, "{reference}: blob digest");
         assert_eq!(layer["size"].as_u64().unwrap(), blob.len() as u64);
         let mut plain = Vec::new();
-        GzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
+        MultiGzDecoder::new(&blob[..])
+            .read_to_end(&mut plain)
+            .unwrap();
         assert_eq!(
             &sha256(&plain),
             diff_id,

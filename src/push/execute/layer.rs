@@ -21,6 +21,10 @@ pub(super) struct Layer {
     /// The layer inside its tarball, for (re)compression and messages.
     pub(super) src: FileRange,
     pub(super) index: usize,
+    /// The gzip level its digest comes from, to make its bytes again (a
+    /// digest `auto` found in the cache under another level than the
+    /// run's); 0 for a layer kvpush never compresses.
+    pub(super) level: u32,
     pub(super) body: OnceCell<Result<BlobBody, String>>,
     /// The digest came from the cache (else from compressing it this run).
     pub(super) digest_from_cache: bool,
@@ -40,6 +44,7 @@ impl Layer {
         diff_id: String,
         src: FileRange,
         index: usize,
+        level: u32,
         prepared: PreparedLayer,
     ) -> Layer {
         Layer {
@@ -48,6 +53,7 @@ impl Layer {
             size: prepared.size,
             src,
             index,
+            level,
             // A streamed layer's bytes were not kept: made again on first
             // need.
             body: match prepared.body {
@@ -83,6 +89,7 @@ pub(super) fn claimed_file(range: &FileRange, digest: &str, index: usize) -> Arc
         size: range.len,
         src: range.clone(),
         index,
+        level: 0,
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         digest_from_cache: false,
         claimed: Some(claimed),
@@ -117,6 +124,7 @@ pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String
         size: range.len,
         src: range.clone(),
         index,
+        level: 0,
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         digest_from_cache: false,
         claimed: Some(claimed.clone()),

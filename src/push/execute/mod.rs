@@ -165,6 +165,25 @@ pub(crate) async fn connect<'a>(
     Ok(clients)
 }
 
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The run's one compression level, settled before any layer is
+/// compressed: `--compression-level auto` weighs the link (from how long
+/// connecting to each registry took, `per_host`) against the cores.
+fn choose_level(
+    options: &Options,
+    per_host: std::time::Duration,
+    all_loopback: bool,
+) -> crate::compress::LevelChoice {
+    use crate::compress::{choose, LinkEstimate};
+    let link = LinkEstimate::from_env_or(per_host, all_loopback);
+    let choice = choose(options.compression_level, link, available_cores());
+    tracing::info!("compression: level {} ({})", choice.level, choice.why);
+    choice
+}
+
 /// Push every image of the plan, telling `observer` how it goes. When
 /// `stop` comes, everything in flight is dropped at once and the images not
 /// done are reported [`Status::Interrupted`], with the blobs they placed.
@@ -182,7 +201,18 @@ pub async fn execute(
             .iter()
             .flat_map(|i| &i.destinations)
             .map(|d| d.host.as_str());
+        let connecting = std::time::Instant::now();
+        let host_count = hosts
+            .clone()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let all_loopback = hosts.clone().all(crate::registry::endpoint::is_loopback);
         let clients = connect(hosts, &options).await?;
+        let level = choose_level(
+            &options,
+            connecting.elapsed() / host_count.max(1) as u32,
+            all_loopback,
+        );
         // What killed runs left; dropped after `run`, so the lock outlives
         // the directory it guards.
         spool::sweep_stale();
@@ -191,7 +221,7 @@ pub async fn execute(
         if let Some(cache) = &cache {
             cache.sweep_stale_temps();
         }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = available_cores();
         let run = Run {
             observer,
             stop,
@@ -200,7 +230,8 @@ pub async fn execute(
             permits: Semaphore::new(options.requests_in_flight()),
             cpu_permits: Semaphore::new((cores / 2).clamp(2, options.jobs.max(2))),
             cache,
-            settings: crate::compress::settings_id(options.compression_level),
+            settings: crate::compress::settings_id(level.level),
+            level,
             options,
             spool_dir,
             spool_seq: AtomicU64::new(0),

@@ -47,6 +47,7 @@ impl Run<'_> {
         src: &FileRange,
         declared: &str,
         index: usize,
+        level: u32,
         learn: bool,
         stream: Option<StreamTo<'_>>,
     ) -> Result<PreparedLayer, String> {
@@ -68,7 +69,6 @@ impl Run<'_> {
             "layer-{}.tar.gz",
             self.spool_seq.fetch_add(1, Ordering::Relaxed)
         ));
-        let level = self.options.compression_level;
         let src_for_task = src.clone();
         let started = std::time::Instant::now();
         let growing = stream.as_ref().map(|_| GrowingBlob::new(spool.clone()));
@@ -144,7 +144,7 @@ impl Run<'_> {
                 digest: prepared.digest.clone(),
                 size: prepared.size,
             };
-            cache.put_layer(&self.settings, declared, &entry);
+            cache.put_layer(&crate::compress::settings_id(level), declared, &entry);
         }
         match (stream, streamed) {
             (Some(to), Some(Ok(location))) => {
@@ -220,6 +220,22 @@ impl Run<'_> {
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
+    /// What the digest cache knows of `diff_id`, and at which level: at
+    /// the run's level; under `auto` (only), else at any level this
+    /// machine reproduces, the strongest first, so that a layer an earlier
+    /// run compressed is never compressed again because the link changed
+    /// (its bytes, if needed, are made again at that level, to the same
+    /// digest). A level the user gave is theirs: nothing else is reused.
+    fn cached_layer(&self, diff_id: &str) -> Option<(u32, CachedLayer)> {
+        let cache = self.cache.as_ref()?;
+        if !self.level.auto {
+            return Some((self.level.level, cache.layer(&self.settings, diff_id)?));
+        }
+        crate::compress::reproducible_settings(self.level.level)
+            .into_iter()
+            .find_map(|(level, settings)| Some((level, cache.layer(&settings, diff_id)?)))
+    }
+
     /// Learn a layer's blob digest once per diff_id: from the cache without
     /// reading it, else by compressing it now. Returns whether this call
     /// compressed it.
@@ -241,17 +257,14 @@ impl Run<'_> {
         let mut compressed = false;
         let layer = cell(&self.layers, declared.clone())
             .get_or_init(|| async {
-                let cached = self
-                    .cache
-                    .as_ref()
-                    .and_then(|c| c.layer(&self.settings, &declared));
-                if let Some(hit) = cached {
+                if let Some((level, hit)) = self.cached_layer(&declared) {
                     return Ok(Arc::new(Layer {
                         diff_id: declared,
                         digest: hit.digest,
                         size: hit.size,
                         src,
                         index,
+                        level,
                         body: OnceCell::new(),
                         digest_from_cache: true,
                         claimed: None,
@@ -261,10 +274,13 @@ impl Run<'_> {
                 }
                 let stream = self.stream_target(id, planned, image, &declared);
                 let prepared = self
-                    .compress_layer(&src, &declared, index, true, stream)
+                    .compress_layer(&src, &declared, index, self.level.level, true, stream)
                     .await?;
                 compressed = prepared.compressed_here();
-                Ok(Arc::new(Layer::compressed(declared, src, index, prepared)))
+                let level = self.level.level;
+                Ok(Arc::new(Layer::compressed(
+                    declared, src, index, level, prepared,
+                )))
             })
             .await
             .clone()?;
@@ -293,7 +309,7 @@ impl Run<'_> {
             .get_or_init(|| async {
                 compressed = true;
                 let prepared = self
-                    .compress_layer(&layer.src, &layer.diff_id, layer.index, false, None)
+                    .compress_layer(&layer.src, &layer.diff_id, layer.index, layer.level, false, None)
                     .await?;
                 let what = format!("layer {} of {}", layer.index + 1, layer.src.path.display());
                 if prepared.digest != layer.digest || prepared.size != layer.size {
@@ -335,12 +351,14 @@ impl Run<'_> {
                 digest: prepared.digest.clone(),
                 size: prepared.size,
             };
-            cache.put_layer(&self.settings, &layer.diff_id, &entry);
+            let settings = crate::compress::settings_id(layer.level);
+            cache.put_layer(&settings, &layer.diff_id, &entry);
         }
         let corrected = Arc::new(Layer::compressed(
             layer.diff_id.clone(),
             layer.src.clone(),
             layer.index,
+            layer.level,
             prepared,
         ));
         self.layers.lock().expect("cell map poisoned").insert(

@@ -32,7 +32,8 @@ pub struct Options {
     pub insecure: bool,
     /// Extra trusted roots (`--ca-cert`).
     pub ca_certs: Vec<reqwest::Certificate>,
-    pub compression_level: u32,
+    /// `--compression-level`; `auto` is settled once per run (see `execute`).
+    pub compression_level: crate::compress::CompressionLevel,
     /// Credentials from the command line; otherwise looked up per registry.
     pub credential: Option<FoundCredential>,
     pub retry: RetryPolicy,
@@ -102,7 +103,9 @@ pub(super) struct Run<'o> {
     /// Layer compressions at once; each already uses every core.
     pub(super) cpu_permits: Semaphore,
     pub(super) cache: Option<Cache>,
-    /// Cache key of the compressor settings in force.
+    /// The level layers new to the cache are compressed at this run.
+    pub(super) level: crate::compress::LevelChoice,
+    /// Cache key of the compressor settings in force (of `level`).
     pub(super) settings: String,
     pub(super) spool_dir: tempfile::TempDir,
     pub(super) spool_seq: AtomicU64,
