@@ -59,6 +59,19 @@ fn push_all(sc: &Scenario, proxy: &FaultProxy, args: &[&str]) -> Run {
     run_command(cmd)
 }
 
+/// A push to another registry first fills the digest cache, so that the
+/// large layers of the next push go up in pieces from the spool (the
+/// uploads that can resume), not streamed while they are compressed.
+fn fill_the_cache_elsewhere(sc: &Scenario) {
+    let elsewhere = Registry::start(RegistryKind::Plain);
+    let warm = push_all(
+        sc,
+        &FaultProxy::start(elsewhere.addr(), FaultPlan::default()),
+        &["--tag", "warm"],
+    );
+    assert_eq!(warm.code, 0, "{}", warm.stderr);
+}
+
 /// Every image of the workspace at `registry`, tag `tag`, checked with skopeo.
 fn verify_at(sc: &Scenario, registry: &Registry, large: &[(&str, TestImage)], tag: &str) {
     for image in &sc.ws.images {
@@ -135,16 +148,7 @@ fn large_uploads_cut_by_a_flaky_registry_resume_within_a_third_more_bytes() {
 #[test]
 fn a_registry_that_cannot_say_what_it_holds_gets_restarted_uploads() {
     let (sc, large) = large_workspace();
-    // A push elsewhere first fills the digest cache, so that the large
-    // layers go up in pieces (the uploads that ask what the registry
-    // holds), not streamed while compressed.
-    let elsewhere = Registry::start(RegistryKind::Plain);
-    let warm = push_all(
-        &sc,
-        &FaultProxy::start(elsewhere.addr(), FaultPlan::default()),
-        &["--tag", "warm"],
-    );
-    assert_eq!(warm.code, 0, "{}", warm.stderr);
+    fill_the_cache_elsewhere(&sc);
     // A quarter of the PATCHes are cut. Every cut restarts the whole blob
     // here, and a 47 MiB blob goes up in three pieces: at a half, the odds
     // of a clean pass (1 in 8) left a blob failing all 12 tries once in
@@ -176,15 +180,7 @@ fn a_registry_that_cannot_say_what_it_holds_gets_restarted_uploads() {
 #[test]
 fn a_piece_the_registry_stops_reading_is_cut_by_the_stall_timeout_and_resumed() {
     let (sc, large) = large_workspace();
-    // A push elsewhere first fills the digest cache, so that the large
-    // layers are uploaded in pieces, not streamed while compressed.
-    let elsewhere = Registry::start(RegistryKind::Plain);
-    let warm = push_all(
-        &sc,
-        &FaultProxy::start(elsewhere.addr(), FaultPlan::default()),
-        &["--tag", "warm"],
-    );
-    assert_eq!(warm.code, 0, "{}", warm.stderr);
+    fill_the_cache_elsewhere(&sc);
     let proxy = sc.proxy(FaultPlan {
         rate: 0.5,
         faults: vec![Fault::Stall],
