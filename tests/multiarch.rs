@@ -299,6 +299,17 @@ fn arch_bin_pushes_every_tree_and_the_lists_in_one_run_sharing_blobs() {
         run.stderr
     );
 
+    // The lists name the images this run has just pushed without reading
+    // them back (no GET of a manifest or of a config blob).
+    assert_eq!(
+        (
+            sc.registry.count_requests("GET", "/manifests/"),
+            sc.registry.count_requests("GET", "/blobs/sha256:")
+        ),
+        (0, 0),
+        "no child read back"
+    );
+
     let docker_list = "application/vnd.docker.distribution.manifest.list.v2+json";
     for (a, b) in sc.ws.images.iter().zip(&arm.ws.images) {
         verify_with_skopeo(&sc.registry, &format!("{prefix}/{}:v3-arm64", b.name), b);

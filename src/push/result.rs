@@ -100,6 +100,10 @@ pub struct ImageResult {
     /// A manifest list: the platforms it lists (`linux/arm64`); empty for
     /// an image.
     pub platforms: Vec<String>,
+    /// An image pushed by this run, as a manifest list names it (media
+    /// type, size, digest, and the platform its config declares): an
+    /// `--arch-bin` run lists it without reading it back.
+    pub listed_as: Option<crate::manifest::Descriptor>,
 }
 
 impl ImageResult {
@@ -115,6 +119,7 @@ impl ImageResult {
             blobs: BlobCounts::default(),
             prebuilt_layers: Vec::new(),
             platforms: Vec::new(),
+            listed_as: None,
         }
     }
 }

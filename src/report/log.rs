@@ -210,6 +210,7 @@ mod tests {
             },
             prebuilt_layers: Vec::new(),
             platforms: Vec::new(),
+            listed_as: None,
         };
         assert_eq!(
             done_line(&r),

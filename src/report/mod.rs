@@ -415,6 +415,7 @@ mod tests {
             },
             prebuilt_layers: vec!["sha256:c".into()],
             platforms: Vec::new(),
+            listed_as: None,
         }
     }
 

@@ -149,6 +149,18 @@ impl Run<'_> {
         if unchanged {
             result.status = Status::Unchanged;
         }
+        // A config without os/architecture is no error here: the list
+        // step then reads the image back and says what is wrong.
+        if let Ok(platform) = crate::manifest::Platform::from_config(&image.config) {
+            result.listed_as = Some(crate::manifest::Descriptor {
+                platform: Some(platform),
+                ..crate::manifest::Descriptor::new(
+                    format.manifest(),
+                    manifest.len() as u64,
+                    &digest,
+                )
+            });
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! image, prefix and tag naming each architecture's child by tag or by the
 //! digest this run pushed. Must not touch the registry (that is `put`).
 
+use crate::manifest::Descriptor;
 use crate::push::plan::validate_tag;
 use crate::push::{Destination, ImageResult, Status};
 use crate::targets::Target;
@@ -74,6 +75,9 @@ pub struct Child {
     pub arch: String,
     /// A tag or a digest, or why the image is known to be missing.
     pub reference: Result<String, String>,
+    /// The image as this run pushed it, with its size, when it did: no
+    /// need to read it back from the registry.
+    pub pushed: Option<(Descriptor, u64)>,
 }
 
 /// One manifest list to push.
@@ -103,6 +107,7 @@ pub fn jobs_by_tag(
                 .map(|arch| Child {
                     arch: arch.clone(),
                     reference: Ok(child_tag(pattern, tag, arch)),
+                    pushed: None,
                 })
                 .collect()
         };
@@ -170,9 +175,17 @@ pub fn jobs_from_results(
                         _ => Err(format!("its {arch} image was not pushed")),
                     },
                 };
+                // Listed from what the push knew only when it pushed (or
+                // found current) that very digest.
+                let pushed = found.and_then(|r| {
+                    let listed = r.listed_as.clone()?;
+                    let size = r.size?;
+                    (reference.as_ref().ok() == Some(&listed.digest)).then_some((listed, size))
+                });
                 Child {
                     arch: arch.clone(),
                     reference,
+                    pushed,
                 }
             })
             .collect();

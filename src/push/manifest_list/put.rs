@@ -46,9 +46,9 @@ enum ChildError {
     Invalid(String),
 }
 
-/// Read a child's manifest and config from the registry: its descriptor
-/// with the platform its config declares, checked against `child.arch`,
-/// and the size of its config and layers.
+/// A child's descriptor with the platform its config declares, checked
+/// against `child.arch`, and the size of its config and layers: as this
+/// run pushed it, else read (manifest and config) from the registry.
 async fn resolve_child(
     client: &Client,
     job: &ListJob,
@@ -60,6 +60,12 @@ async fn resolve_child(
     let shown = child_display(&job.destination, reference);
     let repo = &job.destination.repo;
     let invalid = |e: String| ChildError::Invalid(format!("{shown}: {e}"));
+    if let Some((descriptor, size)) = &child.pushed {
+        let platform = descriptor.platform.as_ref();
+        if platform.is_some_and(|p| p.architecture == child.arch) {
+            return Ok((descriptor.clone(), *size));
+        }
+    }
     let manifest = client
         .get_manifest(repo, reference)
         .await
