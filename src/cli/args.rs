@@ -105,8 +105,9 @@ pub(super) struct PushArgs {
     /// each architecture's image digests under DIR/ARCH.
     #[arg(long, value_name = "DIR")]
     pub(super) digests_dir: Option<PathBuf>,
-    /// gzip level for layers kvpush compresses: auto (picks 3 when the CPU
-    /// is the bottleneck, 6 when the link to the registry is), or 1-12:
+    /// gzip level for layers kvpush compresses: auto (picked once per run
+    /// from the link and the cores: 3 when the CPU is the bottleneck, 6 or
+    /// 10-12 when the link to the registry is), or 1-12:
     /// 1-3 use ISA-L's igzip (fast), 4-9 zlib-rs (smaller, more CPU),
     /// 10-12 libdeflate (a gzip member per run of pages, much more CPU).
     #[arg(long, default_value = "auto", value_name = "auto|1-12", value_parser = CompressionLevel::parse)]
