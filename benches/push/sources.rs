@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvpush_fixtures::{
-    generate_rules_oci_workspace, generate_workspace, parse_size, LinkShape, Registry,
-    RegistryKind, RulesOciSpec, Shaper, ShaperStats, WorkspaceSpec,
+    generate_rules_oci_workspace, generate_workspace, LinkShape, Registry, RegistryKind,
+    RulesOciSpec, Shaper, ShaperStats, WorkspaceSpec,
 };
 use serde_json::json;
 
 use super::rules_img::RulesImgBench;
-use super::wan::{parse_duration, parse_rate};
+use super::wan::shape_and_scale;
 use super::{
     arg, human, kvpush_all, mib, registry_storage, settle, skopeo_copy_cmd, skopeo_sources, timed,
     Bench, Measure,
@@ -139,17 +139,7 @@ fn measure(cmds: Vec<Command>, links: &[&Shaper]) -> (Measure, Vec<ShaperStats>,
 /// through the shaper, kvpush and skopeo alternately, against fresh
 /// registries; rules_img's origin behind a second shaper of the same shape.
 pub(super) fn wan(args: &[String]) {
-    let shape = LinkShape {
-        rtt: arg(args, "--rtt")
-            .and_then(|s| parse_duration(&s))
-            .unwrap_or(Duration::from_millis(40)),
-        bits_per_sec: arg(args, "--rate")
-            .and_then(|s| parse_rate(&s))
-            .unwrap_or(200_000_000),
-    };
-    let scale = arg(args, "--scale")
-        .and_then(|s| parse_size(&s))
-        .unwrap_or(128 << 20);
+    let (shape, scale) = shape_and_scale(args);
     let out = arg(args, "--sources-out").unwrap_or_else(|| "target/bench/wan-sources.json".into());
     let work = tempfile::Builder::new()
         .prefix("kvpush-bench-wan-sources-")

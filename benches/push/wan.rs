@@ -22,10 +22,10 @@ use kvpush_fixtures::{
 };
 use serde_json::json;
 
-use super::{arg, human, is_root, mib, registry_storage, settle, timed, Measure};
+use super::{arg, human, mib, registry_storage, settle, skopeo_copy_cmd, timed, Measure};
 
 /// `40ms`, `0.1s`, `40` (milliseconds).
-pub(super) fn parse_duration(s: &str) -> Option<Duration> {
+fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, secs) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
@@ -41,7 +41,7 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// `200Mbit`, `1Gbit`, `500kbit` (also `Mbps`, plain bits/s) into bits/s.
-pub(super) fn parse_rate(s: &str) -> Option<u64> {
+fn parse_rate(s: &str) -> Option<u64> {
     let lower = s.trim().to_ascii_lowercase();
     let t = lower.trim_end_matches("bit").trim_end_matches("bps");
     let (num, mult) = match t.chars().last()? {
@@ -129,29 +129,16 @@ fn skopeo_cmds(addr: &str, ws: &Workspace, tag: &str, cache: &Path) -> Vec<Comma
     ws.images
         .iter()
         .map(|image| {
-            let copy = format!(
-                "skopeo --insecure-policy copy -q --dest-tls-verify=false '{}' 'docker://{addr}/kubevirt/{}:{tag}'",
-                image.skopeo_source(),
-                image.name
-            );
-            if is_root() {
-                let script = format!(
-                    "mkdir -p /var/lib/containers/cache && mount --bind '{}' /var/lib/containers/cache && exec {copy}",
-                    cache.display()
-                );
-                let mut c = Command::new("unshare");
-                c.args(["-m", "sh", "-c", &script]);
-                c
-            } else {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("exec {copy}")]).env("HOME", cache);
-                c
-            }
+            let dest = format!("docker://{addr}/kubevirt/{}:{tag}", image.name);
+            skopeo_copy_cmd(&image.skopeo_source(), &dest, cache)
         })
         .collect()
 }
 
-pub fn main(args: &[String]) {
+/// The link (`--rtt`, default 40 ms; `--rate`, default 200 Mbit/s) and
+/// the size of each workspace (`--scale`, default 128 MiB) of the wan
+/// profile's tables.
+pub(super) fn shape_and_scale(args: &[String]) -> (LinkShape, u64) {
     let shape = LinkShape {
         rtt: arg(args, "--rtt")
             .and_then(|s| parse_duration(&s))
@@ -163,6 +150,11 @@ pub fn main(args: &[String]) {
     let scale = arg(args, "--scale")
         .and_then(|s| parse_size(&s))
         .unwrap_or(128 << 20);
+    (shape, scale)
+}
+
+pub fn main(args: &[String]) {
+    let (shape, scale) = shape_and_scale(args);
     let rounds: usize = arg(args, "--rounds")
         .and_then(|s| s.parse().ok())
         .filter(|&n| n > 0)
