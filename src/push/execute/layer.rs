@@ -83,17 +83,31 @@ pub(super) fn claimed_file(range: &FileRange, digest: &str, index: usize) -> Arc
         digest: digest.to_string(),
         diff_id: digest.to_string(),
     };
+    as_built(claimed, index, Claimant::DEPLOY_MANIFEST)
+}
+
+/// A layer pushed as Bazel wrote it: `claimed` (compressed) says where
+/// its bytes are and what digests `claimant` gives them.
+fn as_built(claimed: SourceLayer, index: usize, claimant: Claimant) -> Arc<Layer> {
+    let SourceLayer::Compressed {
+        range,
+        digest,
+        diff_id,
+    } = &claimed
+    else {
+        unreachable!("only compressed layers are pushed as built");
+    };
     Arc::new(Layer {
-        diff_id: digest.to_string(),
-        digest: digest.to_string(),
+        diff_id: diff_id.clone(),
+        digest: digest.clone(),
         size: range.len,
         src: range.clone(),
         index,
         level: 0,
         body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
         digest_from_cache: false,
-        claimed: Some(claimed),
-        claimant: Claimant::DEPLOY_MANIFEST,
+        claimed: Some(claimed.clone()),
+        claimant,
         verified: OnceCell::new(),
     })
 }
@@ -102,12 +116,7 @@ pub(super) fn claimed_file(range: &FileRange, digest: &str, index: usize) -> Arc
 /// files, its bytes are pushed as they are.
 pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String> {
     let claimed = &image.layers[index];
-    let SourceLayer::Compressed {
-        range,
-        digest,
-        diff_id,
-    } = claimed
-    else {
+    let SourceLayer::Compressed { diff_id, .. } = claimed else {
         unreachable!("only called for compressed layers");
     };
     if *diff_id != image.diff_ids[index] {
@@ -118,17 +127,5 @@ pub(super) fn prebuilt(image: &Image, index: usize) -> Result<Arc<Layer>, String
             image.diff_ids[index]
         ));
     }
-    Ok(Arc::new(Layer {
-        diff_id: diff_id.clone(),
-        digest: digest.clone(),
-        size: range.len,
-        src: range.clone(),
-        index,
-        level: 0,
-        body: OnceCell::new_with(Some(Ok(BlobBody::Range(range.clone())))),
-        digest_from_cache: false,
-        claimed: Some(claimed.clone()),
-        claimant: Claimant::DIGEST_FILE,
-        verified: OnceCell::new(),
-    }))
+    Ok(as_built(claimed.clone(), index, Claimant::DIGEST_FILE))
 }

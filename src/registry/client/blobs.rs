@@ -59,6 +59,29 @@ struct Checked {
 }
 
 impl Checked {
+    /// Watching `inner` for `size` bytes of `digest`, a failure told
+    /// through `failure`; cut when it sends too little for `stall`.
+    fn new(
+        inner: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        size: u64,
+        digest: &str,
+        failure: Arc<Mutex<Option<DownloadFailure>>>,
+        stall: std::time::Duration,
+    ) -> Checked {
+        Checked {
+            inner,
+            hasher: Sha256::new(),
+            seen: 0,
+            size,
+            digest: digest.to_string(),
+            held: None,
+            failure,
+            done: false,
+            stall,
+            watch: None,
+        }
+    }
+
     fn fail(&mut self, failure: DownloadFailure) -> std::io::Result<Bytes> {
         self.done = true;
         let text = match &failure {
@@ -183,18 +206,13 @@ impl Client {
             });
         }
         let failure = Arc::new(Mutex::new(None));
-        let checked = Checked {
-            inner: resp.bytes_stream().boxed(),
-            hasher: Sha256::new(),
-            seen: 0,
+        let checked = Checked::new(
+            resp.bytes_stream().boxed(),
             size,
-            digest: digest.to_string(),
-            held: None,
-            failure: failure.clone(),
-            done: false,
-            stall: self.retry.stall_timeout,
-            watch: None,
-        };
+            digest,
+            failure.clone(),
+            self.retry.stall_timeout,
+        );
         let stream = futures::stream::unfold(checked, |mut c| async move {
             c.next().await.map(|item| (item, c))
         });
@@ -222,18 +240,13 @@ mod tests {
         let chunks: Vec<reqwest::Result<Bytes>> =
             chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
         let inner = futures::stream::iter(chunks);
-        let mut checked = Checked {
-            inner: inner.boxed(),
-            hasher: Sha256::new(),
-            seen: 0,
+        let mut checked = Checked::new(
+            inner.boxed(),
             size,
-            digest: digest.to_string(),
-            held: None,
-            failure: failure.clone(),
-            done: false,
-            stall: std::time::Duration::from_secs(5),
-            watch: None,
-        };
+            digest,
+            failure.clone(),
+            std::time::Duration::from_secs(5),
+        );
         let mut sent = Vec::new();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
